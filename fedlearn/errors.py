@@ -1,0 +1,19 @@
+"""Exceptions that end a run with a one-line message and a chosen exit status."""
+
+
+class FedlearnError(Exception):
+    """An expected failure: printed as one line, exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class UsageError(FedlearnError):
+    """A bad flag value or combination (exit status 2, like argparse)."""
+
+    exit_code = 2
+
+
+class DataError(FedlearnError):
+    """A dataset that is missing, unreadable or corrupt (exit status 1)."""
+
+    exit_code = 1

@@ -1,0 +1,33 @@
+"""Put a dataset on disk ahead of time: ``python3 -m fedlearn.fetch --dataset mnist --data_dir ./data``.
+
+Used by requirements.sh. Prints one line saying where the files are and how
+they got there; exits 1 with a one-line message when the dataset cannot be had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .data import DATASET_TITLES, raw_folder, resolve_dataset
+from .errors import FedlearnError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fetch the requested dataset; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python3 -m fedlearn.fetch", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="auto", choices=["auto", *DATASET_TITLES])
+    parser.add_argument("--data_dir", default="./data")
+    parser.add_argument("--no_download", action="store_true", help="use local files or Debian's package only")
+    args = parser.parse_args(argv)
+    try:
+        name, how = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=lambda _: None)
+    except FedlearnError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"{DATASET_TITLES[name]} ready in {raw_folder(name, args.data_dir)} ({how})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
