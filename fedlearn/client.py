@@ -1,0 +1,82 @@
+"""A client's local job: start from the global weights, train on its own data, send weights back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import seeding
+from .data import Dataset
+from .flat import get_flat, set_flat
+from .training import TrainStats, count_batches, make_optimizer, train
+
+
+@dataclass(frozen=True)
+class LocalJobConfig:
+    """How every local job trains."""
+
+    optimizer: str
+    lr: float
+    batch_size: int
+    epochs: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What a client returns to the server."""
+
+    client: int
+    weights: torch.Tensor
+    num_samples: int
+    stats: TrainStats
+
+
+class LocalTrainer:
+    """Runs clients' local jobs one at a time on a single reused model.
+
+    A job depends only on (global weights, the client's data, seed, job key,
+    client id): a fresh optimizer per job, and shuffles drawn from a stream
+    keyed by ``(seed, job_key, client)``.
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, partitions: list[torch.Tensor], config: LocalJobConfig):
+        self.model = model
+        self.data = data
+        self.partitions = [p.to(data.train_x.device) for p in partitions]
+        self.config = config
+
+    def num_samples(self, client: int) -> int:
+        """Samples the client holds."""
+        return int(self.partitions[client].numel())
+
+    def num_batches(self, client: int) -> int:
+        """Optimizer steps of one local job of ``client``."""
+        return count_batches(self.num_samples(client), self.config.batch_size, self.config.epochs)
+
+    def run(
+        self,
+        client: int,
+        global_weights: torch.Tensor,
+        job_key: int,
+        on_batch: Callable[[], None] | None = None,
+    ) -> ClientUpdate:
+        """Train ``client`` from ``global_weights``; ``job_key`` (round or dispatch number) seeds its shuffles."""
+        cfg = self.config
+        set_flat(self.model, global_weights)
+        optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
+        stats = train(
+            self.model,
+            optimizer,
+            self.data.train_x,
+            self.data.train_y,
+            self.partitions[client],
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            generator=seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
+            on_batch=on_batch,
+        )
+        return ClientUpdate(client=client, weights=get_flat(self.model), num_samples=self.num_samples(client), stats=stats)

@@ -1,0 +1,30 @@
+"""Model weights as one flat vector: what clients and server exchange."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector
+
+
+def get_flat(model: nn.Module) -> torch.Tensor:
+    """A detached copy of every parameter of ``model``, concatenated."""
+    if any(True for _ in model.buffers()):
+        raise ValueError("models with buffers (e.g. batch norm) are not supported by flat exchange")
+    return parameters_to_vector(model.parameters()).detach().clone()
+
+
+def set_flat(model: nn.Module, weights: torch.Tensor) -> None:
+    """Copy ``weights`` into the parameters of ``model`` in place.
+
+    (Unlike ``torch.nn.utils.vector_to_parameters``, which makes the parameters
+    views of ``weights``, so training would silently change the caller's vector.)
+    """
+    offset = 0
+    with torch.no_grad():
+        for param in model.parameters():
+            n = param.numel()
+            param.copy_(weights[offset : offset + n].view_as(param))
+            offset += n
+    if offset != weights.numel():
+        raise ValueError(f"weights hold {weights.numel()} values, the model {offset}")

@@ -1,0 +1,97 @@
+"""Minibatch training and evaluation over in-memory tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EVAL_BATCH_SIZE = 2000
+
+OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "sgd-momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+}
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """A fresh optimizer (no state carried over) chosen by ``--optimizer``."""
+    return OPTIMIZERS[name](params, lr)
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What one call of :func:`train` did."""
+
+    samples: int  # samples processed, counting every epoch
+    batches: int
+    mean_loss: float  # sample-weighted mean training loss over all batches
+
+
+def count_batches(num_samples: int, batch_size: int, epochs: int = 1) -> int:
+    """Optimizer steps for ``epochs`` passes over ``num_samples`` (last batch may be short)."""
+    return epochs * -(-num_samples // batch_size)
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    on_batch: Callable[[], None] | None = None,
+) -> TrainStats:
+    """Run ``epochs`` shuffled passes of minibatch cross-entropy training over ``x[indices]``.
+
+    Batches are gathered by tensor indexing; ``generator`` (CPU) fixes the shuffles.
+    ``on_batch`` is called after every optimizer step (progress reporting).
+    """
+    model.train()
+    n = int(indices.numel())
+    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    batches = 0
+    for _ in range(epochs):
+        order = indices[torch.randperm(n, generator=generator).to(indices.device)]
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.detach() * batch.numel()
+            batches += 1
+            if on_batch is not None:
+                on_batch()
+    samples = n * epochs
+    return TrainStats(samples=samples, batches=batches, mean_loss=float(total_loss) / max(samples, 1))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracy (correct / samples, in [0, 1]) and mean cross-entropy on a labelled set."""
+
+    accuracy: float
+    loss: float
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> EvalResult:
+    """Accuracy and mean loss of ``model`` on ``(x, y)``, in large batches without autograd."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch_size):
+            logits = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum")
+            correct += (logits.argmax(dim=1) == target).sum()
+    n = x.shape[0]
+    return EvalResult(accuracy=int(correct) / n, loss=float(loss_sum) / n)
