@@ -1,0 +1,157 @@
+"""What every entry script does: flags, data, model, the chosen training loop, tables, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+import torch
+
+from . import seeding
+from .centralized import run_centralized
+from .cli import build_parser, validate_args
+from .client import LocalJobConfig, LocalTrainer
+from .clock import draw_speeds
+from .data import Dataset, load_dataset, resolve_dataset
+from .errors import FedlearnError
+from .federated import run_fedavg
+from .flat import get_flat
+from .models import build_model, count_parameters
+from .partition import iid_partition, partition_sizes
+from .report import hyperparameter_table, results_table, write_results
+from .results import RunRecorder
+from .runtime import make_deterministic, resolve_device, versions
+
+
+def main(script: str, argv: list[str] | None = None) -> int:
+    """Run ``script`` (``run_baseline`` or ``run_federated``) with ``argv``; returns the exit status."""
+    parser = build_parser(script)
+    args = parser.parse_args(argv)
+    try:
+        return _run(script, args)
+    except FedlearnError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; no results written", file=sys.stderr)
+        return 130
+
+
+def _notice(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(script: str, args: argparse.Namespace) -> int:
+    validate_args(args)
+    device = resolve_device(args.device)
+    make_deterministic()
+    name, how = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=_notice)
+    data = load_dataset(name, args.data_dir).to(device)
+    torch.manual_seed(seeding.derive_seed(args.seed, seeding.INIT))
+    model = build_model(args.model, data.num_classes).to(device)
+
+    context: dict[str, Any] = {
+        "dataset": name,
+        "dataset source": f"{data.source} ({how})",
+        "training / test samples": f"{data.train_y.numel()} / {data.test_y.numel()}",
+        "normalization (mean, std)": f"{data.mean:.4f}, {data.std:.4f}",
+        "model parameters": count_parameters(model),
+        "device": str(device),
+        "torch threads": torch.get_num_threads(),
+    }
+    prepare, step_name = RUNNERS[script]
+    train_run = prepare(args, data, model, context)
+    print(hyperparameter_table(args, context), flush=True)
+    recorder, extra = train_run()
+    final = recorder.final()
+    print(results_table(final, step_name), flush=True)
+    if args.save:
+        write_results(
+            args.save,
+            {
+                "script": script,
+                "args": vars(args),
+                "dataset": name,
+                "device": str(device),
+                "seed": args.seed,
+                "final": final,
+                "history": recorder.history,
+                "run": context,
+                **extra,
+                "versions": versions(),
+            },
+        )
+        _notice(f"results written to {args.save}")
+    return 0
+
+
+TrainRun = Callable[[], tuple[RunRecorder, dict[str, Any]]]
+
+
+def _prepare_baseline(
+    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+) -> TrainRun:
+    """Centralized training needs no set-up; returns the training call."""
+
+    def train_run() -> tuple[RunRecorder, dict[str, Any]]:
+        recorder = run_centralized(
+            model,
+            data,
+            epochs=args.epoch,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.init_lr,
+            seed=args.seed,
+            show_progress=not args.no_progress,
+        )
+        return recorder, {}
+
+    return train_run
+
+
+def _prepare_federated(
+    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+) -> TrainRun:
+    """Partition the data and draw client speeds (adding both to ``context``); returns the training call."""
+    parts = iid_partition(int(data.train_y.numel()), args.num_clients, seeding.numpy_rng(args.seed, seeding.PARTITION))
+    sizes = partition_sizes(parts)
+    speeds = draw_speeds(
+        args.num_clients,
+        seeding.numpy_rng(args.seed, seeding.CLOCK),
+        delay=args.delay,
+        client_rate=args.client_rate,
+        comm_delay=args.comm_delay,
+        straggler_fraction=args.straggler_fraction,
+        straggler_slowdown=args.straggler_slowdown,
+        delay_spread=args.delay_spread,
+    )
+    context["partition"] = "iid"
+    context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
+    context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
+    config = LocalJobConfig(
+        optimizer=args.optimizer, lr=args.init_lr, batch_size=args.batch_size, epochs=args.local_epoch, seed=args.seed
+    )
+    worker_model = build_model(args.model, data.num_classes).to(data.train_x.device)
+    trainer = LocalTrainer(worker_model, data, parts, config)
+
+    def train_run() -> tuple[RunRecorder, dict[str, Any]]:
+        _, recorder = run_fedavg(
+            trainer,
+            model,
+            get_flat(model),
+            speeds,
+            rounds=args.global_epoch,
+            num_select=args.num_select_clients,
+            seed=args.seed,
+            show_progress=not args.no_progress,
+        )
+        return recorder, {"clients": {"sizes": sizes, "rates": [float(r) for r in speeds.rates]}}
+
+    return train_run
+
+
+RUNNERS: dict[str, tuple[Callable[..., TrainRun], str]] = {
+    "run_baseline": (_prepare_baseline, "Epochs"),
+    "run_federated": (_prepare_federated, "Rounds"),
+}

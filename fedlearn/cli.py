@@ -1,0 +1,132 @@
+"""The one set of flags shared by all three scripts, and their validation."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from .clock import DELAY_MODELS
+from .errors import UsageError
+from .models import MODELS
+from .training import OPTIMIZERS
+
+DESCRIPTIONS = {
+    "run_baseline": "Centralized training on the whole training set: the reference for the federated runs.",
+    "run_federated": "Synchronous FedAvg: --num_clients clients, --num_select_clients picked at random each round.",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(script: str) -> argparse.ArgumentParser:
+    """The parser for ``script`` (``run_baseline``, ``run_federated``): every shared flag."""
+    parser = OneLineParser(
+        prog=f"{script}.py",
+        description=DESCRIPTIONS.get(script),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", default="./data", help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/...)")
+    data.add_argument(
+        "--dataset",
+        default="auto",
+        choices=["auto", "mnist", "fashion-mnist"],
+        help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice)",
+    )
+    data.add_argument("--no_download", action="store_true", help="never try to download a missing dataset")
+
+    train = parser.add_argument_group("training (all scripts)")
+    train.add_argument("--batch_size", type=int, default=100, help="minibatch size")
+    train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
+    train.add_argument("--init_lr", type=float, default=5e-5, help="learning rate")
+    train.add_argument("--model", default="cnn", choices=sorted(MODELS), help="cnn: the 004 reference CNN")
+    train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="fresh state for every local job")
+    train.add_argument("--seed", type=int, default=0, help="seed of every random choice; same seed, same numbers")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
+
+    fed = parser.add_argument_group("federation (federated scripts)")
+    fed.add_argument("--global_epoch", type=int, default=5, help="rounds of FedAvg")
+    fed.add_argument("--local_epoch", type=int, default=5, help="local epochs per client job")
+    fed.add_argument("--num_clients", type=int, default=8, help="clients sharing the training set (IID)")
+    fed.add_argument("--num_select_clients", type=int, default=4, help="clients picked at random each round")
+
+    clock = parser.add_argument_group("simulated clock (federated scripts)")
+    clock.add_argument(
+        "--delay",
+        default="none",
+        choices=DELAY_MODELS,
+        help="client speed model: none, straggler (a fraction is slower), lognormal or uniform slowdowns",
+    )
+    clock.add_argument("--client_rate", type=float, default=1000.0, help="samples per simulated second of a normal client")
+    clock.add_argument("--comm_delay", type=float, default=0.0, help="simulated seconds of communication per job")
+    clock.add_argument("--straggler_fraction", type=float, default=0.25, help="share of stragglers (--delay straggler)")
+    clock.add_argument("--straggler_slowdown", type=float, default=10.0, help="how many times slower a straggler is")
+    clock.add_argument("--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--save", metavar="PATH", default=None, help="write the results JSON here")
+    out.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check every flag value; raise UsageError naming the flag on the first bad one."""
+    for flag in ("batch_size", "epoch", "global_epoch", "local_epoch", "num_clients", "num_select_clients"):
+        value = getattr(args, flag)
+        _require(value >= 1, f"--{flag} must be a positive integer, got {value}")
+    _require(
+        args.num_select_clients <= args.num_clients,
+        f"--num_select_clients ({args.num_select_clients}) cannot exceed --num_clients ({args.num_clients})",
+    )
+    _require(math.isfinite(args.init_lr) and args.init_lr > 0, f"--init_lr must be a positive number, got {args.init_lr}")
+    _require(args.seed >= 0, f"--seed must be a non-negative integer, got {args.seed}")
+    _require(
+        math.isfinite(args.client_rate) and args.client_rate > 0,
+        f"--client_rate must be a positive number, got {args.client_rate}",
+    )
+    _require(math.isfinite(args.comm_delay) and args.comm_delay >= 0, f"--comm_delay must be >= 0, got {args.comm_delay}")
+    _require(
+        0 <= args.straggler_fraction <= 1, f"--straggler_fraction must be in [0, 1], got {args.straggler_fraction}"
+    )
+    _require(
+        math.isfinite(args.straggler_slowdown) and args.straggler_slowdown >= 1,
+        f"--straggler_slowdown must be >= 1, got {args.straggler_slowdown}",
+    )
+    _require(
+        math.isfinite(args.delay_spread) and args.delay_spread >= 0, f"--delay_spread must be >= 0, got {args.delay_spread}"
+    )
+    _validate_data_dir(Path(args.data_dir))
+    if args.save is not None:
+        _validate_save_path(Path(args.save))
+
+
+def _validate_data_dir(path: Path) -> None:
+    if path.exists():
+        _require(path.is_dir(), f"--data_dir {path}: not a directory")
+        _require(os.access(path, os.R_OK | os.X_OK), f"--data_dir {path}: not readable")
+
+
+def _validate_save_path(path: Path) -> None:
+    _require(not path.is_dir(), f"--save {path}: is a directory, give a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    _require(parent.is_dir(), f"--save {path}: folder {parent} does not exist")
+    _require(os.access(parent, os.W_OK), f"--save {path}: folder {parent} is not writable")
+
+
+def script_name(argv0: str | None = None) -> str:
+    """``run_federated`` for ``.../run_federated.py``."""
+    return Path(argv0 or sys.argv[0]).stem

@@ -1,0 +1,72 @@
+"""Synchronous FedAvg (McMahan et al. 2017): the server's round loop with in-process clients."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import seeding
+from .aggregation import weighted_average
+from .client import LocalTrainer
+from .clock import ClientSpeeds
+from .flat import set_flat
+from .progress import progress_bar
+from .results import RunRecorder
+from .training import evaluate
+
+
+def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.ndarray:
+    """``k`` of ``num_clients`` uniformly without replacement, fresh for every round (sorted)."""
+    rng = seeding.numpy_rng(seed, seeding.SELECTION, round_index)
+    return np.sort(rng.choice(num_clients, size=k, replace=False))
+
+
+def run_fedavg(
+    trainer: LocalTrainer,
+    eval_model: nn.Module,
+    initial_weights: torch.Tensor,
+    speeds: ClientSpeeds,
+    *,
+    rounds: int,
+    num_select: int,
+    seed: int,
+    show_progress: bool = True,
+) -> tuple[torch.Tensor, RunRecorder]:
+    """Run ``rounds`` of FedAvg; evaluate the global model after each. Returns final weights and the record.
+
+    Round ``t``: pick ``num_select`` clients, each trains from ``w_t``, then
+    ``w_{t+1} = sum_k (n_k / sum_j n_j) w_k``. Simulated time advances by the
+    slowest picked client's job.
+    """
+    num_clients = len(trainer.partitions)
+    schedule = [select_clients(seed, r, num_clients, num_select) for r in range(1, rounds + 1)]
+    total_batches = sum(trainer.num_batches(int(c)) for picked in schedule for c in picked)
+    data = trainer.data
+    weights = initial_weights.clone()
+    recorder = RunRecorder()
+    sim_time, samples_trained, updates = 0.0, 0, 0
+    with progress_bar(total_batches, "FedAvg", enabled=show_progress) as bar:
+        tick = lambda: bar.update(1)  # noqa: E731
+        for round_index, picked in enumerate(schedule, start=1):
+            results = [trainer.run(int(c), weights, round_index, on_batch=tick) for c in picked]
+            stack = torch.stack([u.weights for u in results])
+            counts = torch.tensor([u.num_samples for u in results], dtype=torch.float64)
+            weights = weighted_average(stack, counts)
+            trained = [u.stats.samples for u in results]
+            sim_time += speeds.round_duration(picked, trained)
+            samples_trained += sum(trained)
+            updates += len(results)
+            train_loss = sum(u.stats.mean_loss * u.stats.samples for u in results) / sum(trained)
+            set_flat(eval_model, weights)
+            ev = evaluate(eval_model, data.test_x, data.test_y)
+            recorder.record(
+                round_index,
+                ev,
+                sim_time=sim_time,
+                samples_trained=samples_trained,
+                client_updates=updates,
+                train_loss=train_loss,
+            )
+            bar.set_postfix_str(f"round {round_index}/{rounds} acc {ev.accuracy:.2%} loss {ev.loss:.4f}", refresh=False)
+    return weights, recorder

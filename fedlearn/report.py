@@ -1,0 +1,71 @@
+"""What a run prints and saves: Hyperparameters and Results tables, the results JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+TABLE_FORMAT = "github"
+NOT_APPLICABLE = "-"
+
+
+def hyperparameter_table(args: argparse.Namespace, context: dict[str, Any]) -> str:
+    """Every flag with its value, then facts of the run (dataset, device, ...)."""
+    rows = [[f"--{name}", _show(value)] for name, value in vars(args).items()]
+    rows += [[name, _show(value)] for name, value in context.items()]
+    return "Hyperparameters\n" + tabulate(rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
+
+
+def results_table(final: dict[str, Any], step_name: str) -> str:
+    """The figures every script reports, in one fixed order so tables line up across scripts."""
+    rows = [
+        ["Test accuracy (%)", _fmt(final["test_accuracy"], 100, 2)],
+        ["Test loss", _fmt(final["test_loss"], 1, 4)],
+        ["Best test accuracy (%)", _fmt(final["best_test_accuracy"], 100, 2)],
+        ["Wall-clock time (s)", _fmt(final["wall_time_s"], 1, 1)],
+        ["Simulated time (s)", _fmt(final["sim_time"], 1, 1)],
+        ["Samples trained", _show(final["samples_trained"])],
+        ["Client updates", _show(final["client_updates"])],
+        [step_name, _show(final["steps"])],
+    ]
+    return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
+
+
+def _fmt(value: float | None, scale: float, digits: int) -> str:
+    return NOT_APPLICABLE if value is None else f"{value * scale:.{digits}f}"
+
+
+def _show(value: Any) -> str:
+    return NOT_APPLICABLE if value is None else str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null so the file stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_results(path: str | os.PathLike, document: dict[str, Any]) -> None:
+    """Write the results JSON atomically: a reader never sees a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_json_safe(document), handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

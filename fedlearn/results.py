@@ -1,0 +1,64 @@
+"""A run's evaluation history and final figures, as plain dictionaries (the JSON contract)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .training import EvalResult
+
+
+class RunRecorder:
+    """Collects one history entry per evaluation and builds the ``final`` summary.
+
+    Wall time is measured from construction (the start of training), so it
+    includes local training, aggregation and evaluation, not data loading.
+    """
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+
+    def elapsed(self) -> float:
+        """Seconds since training started."""
+        return time.perf_counter() - self._start
+
+    def record(
+        self,
+        step: int,
+        evaluation: EvalResult,
+        *,
+        sim_time: float | None,
+        samples_trained: int,
+        client_updates: int | None,
+        train_loss: float,
+    ) -> dict[str, Any]:
+        """Append and return one history entry."""
+        entry = {
+            "step": step,
+            "sim_time": sim_time,
+            "wall_time_s": self.elapsed(),
+            "test_accuracy": evaluation.accuracy,
+            "test_loss": evaluation.loss,
+            "train_loss": train_loss,
+            "samples_trained": samples_trained,
+            "client_updates": client_updates,
+        }
+        self.history.append(entry)
+        return entry
+
+    def final(self) -> dict[str, Any]:
+        """The contract's ``final`` block: last evaluation, totals, best accuracy seen."""
+        if not self.history:
+            raise RuntimeError("no evaluation was recorded")
+        last = self.history[-1]
+        return {
+            "test_accuracy": last["test_accuracy"],
+            "test_loss": last["test_loss"],
+            "wall_time_s": self.elapsed(),
+            "sim_time": last["sim_time"],
+            "samples_trained": last["samples_trained"],
+            "client_updates": last["client_updates"],
+            "best_test_accuracy": max(e["test_accuracy"] for e in self.history),
+            "steps": last["step"],
+        }

@@ -1,0 +1,41 @@
+"""Device choice, deterministic settings and version facts for a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+import torch
+import torchvision
+
+from . import __version__
+from .errors import UsageError
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a usage error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device(requested)
+
+
+def make_deterministic() -> None:
+    """Same seed, same numbers: deterministic kernels (and cuBLAS workspace) everywhere."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the numbers of a run."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "fedlearn": __version__,
+        "platform": platform.platform(),
+    }
