@@ -1,0 +1,84 @@
+"""Shared fixtures: small, learnable, made-up datasets written as IDX files in torchvision's layout."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAW_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def idx_images(images: np.ndarray) -> bytes:
+    """IDX3 bytes (magic 2051) for uint8 images of shape (N, H, W)."""
+    n, h, w = images.shape
+    return struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes()
+
+
+def idx_labels(labels: np.ndarray) -> bytes:
+    """IDX1 bytes (magic 2049) for uint8 labels."""
+    return struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten classes, each a bright 6x6 patch at its own place on a noisy 28x28 canvas: easy to learn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28))
+    for c in range(10):
+        r, col = 2 + 6 * (c // 4), 2 + 6 * (c % 4)
+        images[labels == c, r : r + 6, col : col + 6] += 180
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_dataset(
+    data_dir: Path, folder: str = "MNIST", n_train: int = 400, n_test: int = 100, seed: int = 0, gz: bool = False
+) -> Path:
+    """Write a synthetic train/test split under ``data_dir/folder/raw``; returns that raw folder."""
+    raw = data_dir / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_digits(n_train, seed)
+    test_x, test_y = synthetic_digits(n_test, seed + 1)
+    blobs = {
+        "train_images": idx_images(train_x),
+        "train_labels": idx_labels(train_y),
+        "test_images": idx_images(test_x),
+        "test_labels": idx_labels(test_y),
+    }
+    for key, blob in blobs.items():
+        if gz:
+            (raw / f"{RAW_NAMES[key]}.gz").write_bytes(gzip.compress(blob))
+        else:
+            (raw / RAW_NAMES[key]).write_bytes(blob)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DATA_DIR holding a tiny synthetic 'MNIST' (400 train, 100 test); treat as read-only."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_dataset(root)
+    return root
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run an entry script as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=600,
+    )

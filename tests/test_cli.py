@@ -1,0 +1,107 @@
+import os
+
+import pytest
+import torch
+from conftest import RAW_NAMES, run_script, write_dataset
+
+from fedlearn.app import main
+
+
+def call(script, argv, capsys):
+    """Run a script in-process; returns (exit status, stderr lines)."""
+    try:
+        code = main(script, argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, err
+
+
+BAD_FLAGS = [
+    (["--batch_size", "0"], "--batch_size"),
+    (["--epoch", "-1"], "--epoch"),
+    (["--global_epoch", "0"], "--global_epoch"),
+    (["--local_epoch", "0"], "--local_epoch"),
+    (["--num_clients", "0"], "--num_clients"),
+    (["--num_select_clients", "9"], "--num_select_clients"),
+    (["--num_select_clients", "0"], "--num_select_clients"),
+    (["--init_lr", "0"], "--init_lr"),
+    (["--init_lr", "-0.001"], "--init_lr"),
+    (["--init_lr", "nan"], "--init_lr"),
+    (["--batch_size", "ten"], "--batch_size"),
+    (["--model", "resnet"], "--model"),
+    (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--dataset", "cifar10"], "--dataset"),
+    (["--device", "tpu"], "--device"),
+    (["--seed", "-1"], "--seed"),
+    (["--delay", "gamma"], "--delay"),
+    (["--client_rate", "0"], "--client_rate"),
+    (["--straggler_fraction", "1.5"], "--straggler_fraction"),
+    (["--straggler_slowdown", "0.5"], "--straggler_slowdown"),
+    (["--num_clients", "500", "--num_select_clients", "4"], "--num_clients"),  # more clients than samples
+]
+
+
+@pytest.mark.parametrize("script", ["run_baseline", "run_federated"])
+@pytest.mark.parametrize("argv, flag", BAD_FLAGS)
+def test_bad_flag_values_exit_2_with_one_line_naming_the_flag(script, argv, flag, tiny_data_dir, tmp_path, capsys):
+    if flag == "--num_clients" and "500" in argv and script == "run_baseline":
+        pytest.skip("the baseline does not partition the data")
+    out = tmp_path / "out.json"
+    code, err = call(script, ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--epoch", "1",
+                              "--global_epoch", "1", "--local_epoch", "1", "--no_progress",
+                              "--save", str(out), *argv], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"{script}.py: error:") and flag in err[0]
+    assert not out.exists()
+
+
+def test_save_into_a_missing_folder_is_refused_before_training(tiny_data_dir, tmp_path, capsys):
+    code, err = call("run_federated", ["--data_dir", str(tiny_data_dir), "--save", str(tmp_path / "no" / "x.json")],
+                     capsys)
+    assert code == 2 and len(err) == 1 and "--save" in err[0]
+
+
+def test_data_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, err = call("run_baseline", ["--data_dir", str(tmp_path / "file")], capsys)
+    assert code == 2 and len(err) == 1 and "--data_dir" in err[0]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads every folder")
+def test_unreadable_data_dir_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    try:
+        code, err = call("run_baseline", ["--data_dir", str(locked)], capsys)
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and len(err) == 1 and "not readable" in err[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_a_usage_error(tiny_data_dir, capsys):
+    code, err = call("run_baseline", ["--data_dir", str(tiny_data_dir), "--device", "cuda"], capsys)
+    assert code == 2 and len(err) == 1 and "--device cuda" in err[0]
+
+
+def test_corrupt_idx_files_end_with_one_line_and_no_results_file(tmp_path):
+    raw = write_dataset(tmp_path / "d")
+    (raw / RAW_NAMES["test_labels"]).write_bytes(b"\x00\x00\x08")
+    out = tmp_path / "out.json"
+    proc = run_script("run_federated.py", "--data_dir", str(tmp_path / "d"), "--dataset", "mnist", "--save", str(out))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and "corrupt" in lines[0]
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_missing_explicit_mnist_says_where_to_put_the_files(tmp_path):
+    proc = run_script("run_baseline.py", "--data_dir", str(tmp_path), "--dataset", "mnist", "--no_download")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1
+    assert str(tmp_path / "MNIST" / "raw") in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_usage_error_from_a_real_process_has_no_traceback():
+    proc = run_script("run_federated.py", "--num_clients", "4", "--num_select_clients", "5")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

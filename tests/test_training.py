@@ -1,0 +1,51 @@
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedlearn.data import load_dataset
+from fedlearn.models import MODELS, build_model
+from fedlearn.training import count_batches, evaluate, make_optimizer, train
+
+
+def test_training_lowers_the_loss_on_a_small_made_up_dataset(tiny_data_dir):
+    data = load_dataset("mnist", tiny_data_dir)
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    before = evaluate(model, data.train_x, data.train_y)
+    indices = torch.arange(data.train_y.numel())
+    stats = train(model, make_optimizer("adam", model.parameters(), 1e-3), data.train_x, data.train_y, indices,
+                  epochs=3, batch_size=32, generator=torch.Generator().manual_seed(0))
+    after = evaluate(model, data.train_x, data.train_y)
+    assert stats.samples == 3 * 400 and stats.batches == count_batches(400, 32, 3) == 39
+    assert after.loss < 0.5 * before.loss
+    assert after.accuracy > before.accuracy + 0.3
+
+
+class FixedLogits(nn.Module):
+    """Returns a stored logit row per sample, looked up by the sample's first pixel."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[x[:, 0, 0, 0].long()]
+
+
+def test_evaluate_is_correct_over_samples_with_a_short_last_batch():
+    logits = torch.randn(7, 10, generator=torch.Generator().manual_seed(0))
+    x = torch.arange(7, dtype=torch.float32).view(7, 1, 1, 1)
+    y = logits.argmax(dim=1).clone()
+    y[[1, 4, 5, 6]] = (y[[1, 4, 5, 6]] + 1) % 10  # 3 of 7 right
+    result = evaluate(FixedLogits(logits), x, y, batch_size=3)
+    assert result.accuracy == 3 / 7
+    assert abs(result.loss - F.cross_entropy(logits, y).item()) < 1e-6
+
+
+def test_every_model_trains_one_step_on_mnist_shaped_input():
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    for name in MODELS:
+        model = build_model(name)
+        stats = train(model, make_optimizer("sgd", model.parameters(), 0.1), x, y, torch.arange(4), 1, 4,
+                      torch.Generator().manual_seed(0))
+        assert stats.batches == 1 and torch.isfinite(torch.tensor(stats.mean_loss))
