@@ -17,3 +17,21 @@ def weighted_average(stack: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     if not total > 0:
         raise ValueError("weights must have a positive sum")
     return (weights / total) @ stack
+
+
+def fedasync_mix(weights: torch.Tensor, client_weights: torch.Tensor, alpha_t: float) -> torch.Tensor:
+    """FedAsync's server step: ``(1 - alpha_t) * w + alpha_t * w_new`` (a new tensor)."""
+    if not 0.0 <= alpha_t <= 1.0:
+        raise ValueError(f"mixing weight must be in [0, 1], got {alpha_t}")
+    return (1.0 - alpha_t) * weights + alpha_t * client_weights
+
+
+def fedbuff_step(
+    weights: torch.Tensor, deltas: torch.Tensor, server_lr: float, scales: torch.Tensor | None = None
+) -> torch.Tensor:
+    """FedBuff's server step: ``w + eta_g * mean_k(scale_k * d_k)`` over a ``(K, D)`` stack of deltas (a new tensor)."""
+    if deltas.dim() != 2 or deltas.shape[1] != weights.numel():
+        raise ValueError(f"expected a (K, {weights.numel()}) stack of deltas, got {tuple(deltas.shape)}")
+    if scales is not None:
+        deltas = deltas * scales.to(dtype=deltas.dtype, device=deltas.device).unsqueeze(1)
+    return weights + server_lr * deltas.mean(dim=0)

@@ -2,12 +2,15 @@
 
 Each client gets a training rate (samples per simulated second) drawn once from
 the seed; a local job lasts ``samples / rate + comm_delay`` simulated seconds.
-Synchronous rounds last as long as their slowest picked client.
+Synchronous rounds last as long as their slowest picked client; the
+asynchronous timeline (who trains when, from which model) is planned here too.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -60,3 +63,55 @@ def draw_speeds(
     elif delay != "none":
         raise ValueError(f"unknown delay model {delay!r}; choose from {', '.join(DELAY_MODELS)}")
     return ClientSpeeds(rates=client_rate / slowdown, comm_delay=comm_delay)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One asynchronous local job, in the order the server receives them."""
+
+    index: int  # arrival order, 0-based
+    client: int
+    dispatched_after: int  # arrivals the server had processed when it sent this job its model
+    dispatch_time: float
+    arrival_time: float
+
+
+def plan_async_jobs(
+    speeds: ClientSpeeds,
+    job_samples: Sequence[int],
+    concurrency: int,
+    num_jobs: int,
+    rng: np.random.Generator,
+) -> list[PlannedJob]:
+    """The asynchronous timeline on the virtual clock, before any training happens.
+
+    ``concurrency`` clients, drawn at random, start at time 0 with the initial
+    model. Whenever the earliest job finishes (ties: first dispatched first),
+    its client becomes idle and a client drawn at random among the idle ones is
+    sent the model as it is after that arrival. Durations depend only on the
+    speeds and ``job_samples[c]`` (samples one job of client ``c`` trains), so
+    the timeline is fixed by the seed; the first ``num_jobs`` arrivals are returned.
+    """
+    num_clients = len(speeds.rates)
+    if not 1 <= concurrency <= num_clients:
+        raise ValueError(f"concurrency must be in [1, {num_clients}], got {concurrency}")
+    idle = list(range(num_clients))
+    in_flight: list[tuple[float, int, int, int, float]] = []
+    sequence = 0
+
+    def dispatch(now: float, after: int) -> None:
+        nonlocal sequence
+        client = idle.pop(int(rng.integers(len(idle))))
+        finish = now + speeds.job_duration(client, job_samples[client])
+        heapq.heappush(in_flight, (finish, sequence, client, after, now))
+        sequence += 1
+
+    for _ in range(concurrency):
+        dispatch(0.0, 0)
+    jobs: list[PlannedJob] = []
+    while len(jobs) < num_jobs:
+        finish, _, client, after, start = heapq.heappop(in_flight)
+        jobs.append(PlannedJob(len(jobs), client, after, start, finish))
+        idle.append(client)
+        dispatch(finish, len(jobs))
+    return jobs

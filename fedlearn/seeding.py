@@ -18,6 +18,7 @@ SELECTION = 3
 LOCAL_TRAIN = 4
 CLOCK = 5
 CENTRAL_TRAIN = 6
+DISPATCH = 7
 
 
 def derive_seed(seed: int, *keys: int) -> int:
