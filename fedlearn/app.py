@@ -9,10 +9,11 @@ from typing import Any, Callable
 import torch
 
 from . import seeding
+from .asynchronous import AsyncConfig, AsyncServer, run_async
 from .centralized import run_centralized
 from .cli import build_parser, validate_args
 from .client import LocalJobConfig, LocalTrainer
-from .clock import draw_speeds
+from .clock import ClientSpeeds, draw_speeds
 from .data import Dataset, load_dataset, resolve_dataset
 from .errors import FedlearnError
 from .federated import run_fedavg
@@ -25,7 +26,7 @@ from .runtime import make_deterministic, resolve_device, versions
 
 
 def main(script: str, argv: list[str] | None = None) -> int:
-    """Run ``script`` (``run_baseline`` or ``run_federated``) with ``argv``; returns the exit status."""
+    """Run ``script`` (``run_baseline``, ``run_federated`` or ``run_async``) with ``argv``; returns the exit status."""
     parser = build_parser(script)
     args = parser.parse_args(argv)
     try:
@@ -64,7 +65,7 @@ def _run(script: str, args: argparse.Namespace) -> int:
     train_run = prepare(args, data, model, context)
     print(hyperparameter_table(args, context), flush=True)
     recorder, extra = train_run()
-    final = recorder.final()
+    final = {**recorder.final(), **extra.pop("final", {})}
     print(results_table(final, step_name), flush=True)
     if args.save:
         write_results(
@@ -103,6 +104,7 @@ def _prepare_baseline(
             optimizer=args.optimizer,
             lr=args.init_lr,
             seed=args.seed,
+            target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
         )
         return recorder, {}
@@ -110,10 +112,10 @@ def _prepare_baseline(
     return train_run
 
 
-def _prepare_federated(
-    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
-) -> TrainRun:
-    """Partition the data and draw client speeds (adding both to ``context``); returns the training call."""
+def _setup_clients(
+    args: argparse.Namespace, data: Dataset, context: dict[str, Any]
+) -> tuple[LocalTrainer, ClientSpeeds, dict[str, Any]]:
+    """Partition the data, draw client speeds and build the local trainer; notes both in ``context``."""
     parts = iid_partition(int(data.train_y.numel()), args.num_clients, seeding.numpy_rng(args.seed, seeding.PARTITION))
     sizes = partition_sizes(parts)
     speeds = draw_speeds(
@@ -134,6 +136,15 @@ def _prepare_federated(
     )
     worker_model = build_model(args.model, data.num_classes).to(data.train_x.device)
     trainer = LocalTrainer(worker_model, data, parts, config)
+    clients = {"sizes": sizes, "rates": [float(r) for r in speeds.rates]}
+    return trainer, speeds, clients
+
+
+def _prepare_federated(
+    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+) -> TrainRun:
+    """Set up the clients; returns the FedAvg training call."""
+    trainer, speeds, clients = _setup_clients(args, data, context)
 
     def train_run() -> tuple[RunRecorder, dict[str, Any]]:
         _, recorder = run_fedavg(
@@ -144,14 +155,51 @@ def _prepare_federated(
             rounds=args.global_epoch,
             num_select=args.num_select_clients,
             seed=args.seed,
+            target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
         )
-        return recorder, {"clients": {"sizes": sizes, "rates": [float(r) for r in speeds.rates]}}
+        return recorder, {"clients": clients}
 
     return train_run
 
 
-RUNNERS: dict[str, tuple[Callable[..., TrainRun], str]] = {
+def _prepare_async(
+    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+) -> TrainRun:
+    """Set up the clients and the asynchronous server; returns the training call."""
+    trainer, speeds, clients = _setup_clients(args, data, context)
+    config = AsyncConfig(
+        algorithm=args.algorithm,
+        alpha=args.alpha,
+        staleness=args.staleness,
+        staleness_a=args.staleness_a,
+        staleness_b=args.staleness_b,
+        buffer_size=args.buffer_size,
+        server_lr=args.server_lr,
+        max_staleness=args.max_staleness,
+    )
+    server = AsyncServer(get_flat(model), config)
+
+    def train_run() -> tuple[RunRecorder, dict[str, Any]]:
+        recorder = run_async(
+            trainer,
+            model,
+            server,
+            speeds,
+            concurrency=args.concurrency,
+            max_updates=args.max_updates,
+            eval_every=args.eval_every,
+            seed=args.seed,
+            target_accuracy=args.target_acc,
+            show_progress=not args.no_progress,
+        )
+        return recorder, {"clients": clients, "final": server.summary()}
+
+    return train_run
+
+
+RUNNERS: dict[str, tuple[Callable[..., TrainRun], str | None]] = {
     "run_baseline": (_prepare_baseline, "Epochs"),
     "run_federated": (_prepare_federated, "Rounds"),
+    "run_async": (_prepare_async, None),
 }

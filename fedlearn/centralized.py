@@ -21,6 +21,7 @@ def run_centralized(
     optimizer: str,
     lr: float,
     seed: int,
+    target_accuracy: float | None = None,
     show_progress: bool = True,
 ) -> RunRecorder:
     """Train ``model`` for ``epochs`` passes with one optimizer; evaluate after each epoch."""
@@ -28,7 +29,7 @@ def run_centralized(
     indices = torch.arange(n, device=data.train_x.device)
     opt = make_optimizer(optimizer, model.parameters(), lr)
     generator = seeding.torch_generator(seed, seeding.CENTRAL_TRAIN)
-    recorder = RunRecorder()
+    recorder = RunRecorder(target_accuracy)
     with progress_bar(count_batches(n, batch_size, epochs), "Baseline", enabled=show_progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731
         for epoch in range(1, epochs + 1):

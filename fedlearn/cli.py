@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 from typing import NoReturn
 
+from .asynchronous import ALGORITHMS, AsyncConfig
 from .clock import DELAY_MODELS
 from .errors import UsageError
 from .models import MODELS
+from .staleness import DEFAULT_A, STALENESS_FUNCTIONS
 from .training import OPTIMIZERS
+
+ASYNC_DEFAULTS = AsyncConfig()
 
 DESCRIPTIONS = {
     "run_baseline": "Centralized training on the whole training set: the reference for the federated runs.",
     "run_federated": "Synchronous FedAvg: --num_clients clients, --num_select_clients picked at random each round.",
+    "run_async": "Asynchronous aggregation (FedAsync, FedBuff) on a deterministic virtual clock.",
 }
 
 
@@ -28,7 +32,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(script: str) -> argparse.ArgumentParser:
-    """The parser for ``script`` (``run_baseline``, ``run_federated``): every shared flag."""
+    """The parser for ``script`` (``run_baseline``, ``run_federated``, ``run_async``): every shared flag,
+    plus the asynchronous flags for ``run_async``."""
     parser = OneLineParser(
         prog=f"{script}.py",
         description=DESCRIPTIONS.get(script),
@@ -58,6 +63,12 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     fed.add_argument("--local_epoch", type=int, default=5, help="local epochs per client job")
     fed.add_argument("--num_clients", type=int, default=8, help="clients sharing the training set (IID)")
     fed.add_argument("--num_select_clients", type=int, default=4, help="clients picked at random each round")
+    fed.add_argument(
+        "--target_acc",
+        type=float,
+        default=None,
+        help="test accuracy (fraction, e.g. 0.85) whose first reaching is reported (time to accuracy)",
+    )
 
     clock = parser.add_argument_group("simulated clock (federated scripts)")
     clock.add_argument(
@@ -72,10 +83,60 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     clock.add_argument("--straggler_slowdown", type=float, default=10.0, help="how many times slower a straggler is")
     clock.add_argument("--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]")
 
+    if script == "run_async":
+        _add_async_flags(parser)
+
     out = parser.add_argument_group("output")
     out.add_argument("--save", metavar="PATH", default=None, help="write the results JSON here")
     out.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def _add_async_flags(parser: argparse.ArgumentParser) -> None:
+    d = ASYNC_DEFAULTS
+    group = parser.add_argument_group("asynchronous aggregation (run_async)")
+    group.add_argument(
+        "--algorithm",
+        default=d.algorithm,
+        choices=ALGORITHMS,
+        help="fedasync: mix every update in (Xie et al. 2019); fedbuff: step on buffered deltas (Nguyen et al. 2022)",
+    )
+    group.add_argument(
+        "--alpha", type=float, default=d.alpha, help="FedAsync mixing weight alpha (0.6: a value Xie et al. 2019 evaluate)"
+    )
+    group.add_argument(
+        "--staleness",
+        default=d.staleness,
+        choices=STALENESS_FUNCTIONS,
+        help="S(s): constant 1, polynomial (s+1)^-a, hinge; scales FedAsync's alpha and FedBuff's deltas "
+        "(polynomial with a=0.5 is FedBuff's 1/sqrt(1+s))",
+    )
+    group.add_argument(
+        "--staleness_a",
+        type=float,
+        default=None,
+        help="a of S(s); default from Xie et al. 2019: 0.5 for polynomial, 10 for hinge",
+    )
+    group.add_argument(
+        "--staleness_b", type=float, default=d.staleness_b, help="b of hinge S(s) (Xie et al. 2019)"
+    )
+    group.add_argument(
+        "--buffer_size", type=int, default=d.buffer_size, help="FedBuff K: deltas per server step (Nguyen et al. 2022)"
+    )
+    group.add_argument("--server_lr", type=float, default=d.server_lr, help="FedBuff server learning rate eta_g")
+    group.add_argument("--concurrency", type=int, default=None, help="clients training at once (default --num_select_clients)")
+    group.add_argument(
+        "--max_updates",
+        type=int,
+        default=None,
+        help="client updates to receive (default --global_epoch x --num_select_clients: FedAvg's number of local jobs)",
+    )
+    group.add_argument(
+        "--max_staleness", type=int, default=None, help="discard (and count) updates staler than this; default: none"
+    )
+    group.add_argument(
+        "--eval_every", type=int, default=None, help="accepted updates between evaluations (default --num_select_clients)"
+    )
 
 
 def _require(condition: bool, message: str) -> None:
@@ -109,9 +170,45 @@ def validate_args(args: argparse.Namespace) -> None:
     _require(
         math.isfinite(args.delay_spread) and args.delay_spread >= 0, f"--delay_spread must be >= 0, got {args.delay_spread}"
     )
+    if args.target_acc is not None:
+        _require(0 < args.target_acc <= 1, f"--target_acc must be a fraction in (0, 1], got {args.target_acc}")
+    if hasattr(args, "algorithm"):
+        _validate_async(args)
     _validate_data_dir(Path(args.data_dir))
     if args.save is not None:
         _validate_save_path(Path(args.save))
+
+
+def _validate_async(args: argparse.Namespace) -> None:
+    """Check the asynchronous flags and fill in the defaults that depend on other flags."""
+    if args.staleness_a is None:
+        args.staleness_a = DEFAULT_A[args.staleness]
+    if args.concurrency is None:
+        args.concurrency = args.num_select_clients
+    if args.max_updates is None:
+        args.max_updates = args.global_epoch * args.num_select_clients
+    if args.eval_every is None:
+        args.eval_every = args.num_select_clients
+    _require(0 < args.alpha <= 1, f"--alpha must be in (0, 1], got {args.alpha}")
+    _require(math.isfinite(args.staleness_a) and args.staleness_a >= 0, f"--staleness_a must be >= 0, got {args.staleness_a}")
+    _require(math.isfinite(args.staleness_b) and args.staleness_b >= 0, f"--staleness_b must be >= 0, got {args.staleness_b}")
+    _require(args.buffer_size >= 1, f"--buffer_size must be a positive integer, got {args.buffer_size}")
+    _require(
+        math.isfinite(args.server_lr) and args.server_lr > 0, f"--server_lr must be a positive number, got {args.server_lr}"
+    )
+    _require(
+        1 <= args.concurrency <= args.num_clients,
+        f"--concurrency must be between 1 and --num_clients ({args.num_clients}), got {args.concurrency}",
+    )
+    _require(args.max_updates >= 1, f"--max_updates must be a positive integer, got {args.max_updates}")
+    _require(args.eval_every >= 1, f"--eval_every must be a positive integer, got {args.eval_every}")
+    if args.max_staleness is not None:
+        _require(args.max_staleness >= 0, f"--max_staleness must be >= 0, got {args.max_staleness}")
+    if args.algorithm == "fedbuff":
+        _require(
+            args.buffer_size <= args.max_updates,
+            f"--buffer_size ({args.buffer_size}) exceeds --max_updates ({args.max_updates}): FedBuff would never step",
+        )
 
 
 def _validate_data_dir(path: Path) -> None:
@@ -126,7 +223,3 @@ def _validate_save_path(path: Path) -> None:
     _require(parent.is_dir(), f"--save {path}: folder {parent} does not exist")
     _require(os.access(parent, os.W_OK), f"--save {path}: folder {parent} is not writable")
 
-
-def script_name(argv0: str | None = None) -> str:
-    """``run_federated`` for ``.../run_federated.py``."""
-    return Path(argv0 or sys.argv[0]).stem

@@ -114,7 +114,7 @@ def prepare_files(name: str, data_dir: str | os.PathLike, download: bool = True)
     if name == "fashion-mnist" and all((DEBIAN_FASHION_MNIST / f"{f}.gz").is_file() for f in RAW_FILES):
         _check_writable(data_dir)
         _extract_gz_files(folder, DEBIAN_FASHION_MNIST)
-        return f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST})"
+        return f"from Debian's dataset-fashion-mnist in {DEBIAN_FASHION_MNIST}"
     if download:
         _check_writable(data_dir)
         if _try_download(name, data_dir):

@@ -31,6 +31,7 @@ def run_fedavg(
     rounds: int,
     num_select: int,
     seed: int,
+    target_accuracy: float | None = None,
     show_progress: bool = True,
 ) -> tuple[torch.Tensor, RunRecorder]:
     """Run ``rounds`` of FedAvg; evaluate the global model after each. Returns final weights and the record.
@@ -44,7 +45,7 @@ def run_fedavg(
     total_batches = sum(trainer.num_batches(int(c)) for picked in schedule for c in picked)
     data = trainer.data
     weights = initial_weights.clone()
-    recorder = RunRecorder()
+    recorder = RunRecorder(target_accuracy)
     sim_time, samples_trained, updates = 0.0, 0, 0
     with progress_bar(total_batches, "FedAvg", enabled=show_progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731

@@ -23,8 +23,12 @@ def hyperparameter_table(args: argparse.Namespace, context: dict[str, Any]) -> s
     return "Hyperparameters\n" + tabulate(rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
 
 
-def results_table(final: dict[str, Any], step_name: str) -> str:
-    """The figures every script reports, in one fixed order so tables line up across scripts."""
+def results_table(final: dict[str, Any], step_name: str | None) -> str:
+    """The figures every script reports, in one fixed order so tables line up across scripts.
+
+    Then, where the run has them: time to the target accuracy, the asynchronous
+    server's staleness and discard counts, and the number of rounds or epochs.
+    """
     rows = [
         ["Test accuracy (%)", _fmt(final["test_accuracy"], 100, 2)],
         ["Test loss", _fmt(final["test_loss"], 1, 4)],
@@ -33,9 +37,33 @@ def results_table(final: dict[str, Any], step_name: str) -> str:
         ["Simulated time (s)", _fmt(final["sim_time"], 1, 1)],
         ["Samples trained", _show(final["samples_trained"])],
         ["Client updates", _show(final["client_updates"])],
-        [step_name, _show(final["steps"])],
     ]
+    if final.get("target_accuracy") is not None:
+        rows += _target_rows(final["target_accuracy"], final["time_to_target"])
+    if "mean_staleness" in final:
+        rows += [
+            ["Mean staleness", f"{final['mean_staleness']:.2f}"],
+            ["Max staleness", _show(final["max_staleness"])],
+            ["Discarded updates", _show(final["discarded_updates"])],
+            ["Server steps (model versions)", _show(final["server_steps"])],
+        ]
+        if final.get("unapplied_updates"):
+            rows.append(["Buffered, never applied", _show(final["unapplied_updates"])])
+    if step_name is not None:
+        rows.append([step_name, _show(final["steps"])])
     return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
+
+
+def _target_rows(target: float, reached: dict[str, Any] | None) -> list[list[str]]:
+    label = f"Time to {target * 100:.2f}% accuracy"
+    if reached is None:
+        return [[label, "never reached"]]
+    return [
+        [f"{label}: simulated (s)", _fmt(reached["sim_time"], 1, 1)],
+        [f"{label}: wall-clock (s)", _fmt(reached["wall_time_s"], 1, 1)],
+        [f"{label}: client updates", _show(reached["client_updates"])],
+        [f"{label}: step", _show(reached["step"])],
+    ]
 
 
 def _fmt(value: float | None, scale: float, digits: int) -> str:

@@ -13,11 +13,15 @@ class RunRecorder:
 
     Wall time is measured from construction (the start of training), so it
     includes local training, aggregation and evaluation, not data loading.
+    With ``target_accuracy``, the first entry that reaches it is kept as the
+    run's time to accuracy.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, target_accuracy: float | None = None) -> None:
         self._start = time.perf_counter()
         self.history: list[dict[str, Any]] = []
+        self.target_accuracy = target_accuracy
+        self.reached: dict[str, Any] | None = None
 
     def elapsed(self) -> float:
         """Seconds since training started."""
@@ -32,8 +36,9 @@ class RunRecorder:
         samples_trained: int,
         client_updates: int | None,
         train_loss: float,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Append and return one history entry."""
+        """Append and return one history entry (``extra``: script-specific keys)."""
         entry = {
             "step": step,
             "sim_time": sim_time,
@@ -43,8 +48,11 @@ class RunRecorder:
             "train_loss": train_loss,
             "samples_trained": samples_trained,
             "client_updates": client_updates,
+            **extra,
         }
         self.history.append(entry)
+        if self.reached is None and self.target_accuracy is not None and evaluation.accuracy >= self.target_accuracy:
+            self.reached = entry
         return entry
 
     def final(self) -> dict[str, Any]:
@@ -61,4 +69,8 @@ class RunRecorder:
             "client_updates": last["client_updates"],
             "best_test_accuracy": max(e["test_accuracy"] for e in self.history),
             "steps": last["step"],
+            "target_accuracy": self.target_accuracy,
+            "time_to_target": None if self.reached is None else {
+                key: self.reached[key] for key in ("step", "sim_time", "wall_time_s", "client_updates", "samples_trained")
+            },
         }

@@ -38,15 +38,33 @@ BAD_FLAGS = [
     (["--client_rate", "0"], "--client_rate"),
     (["--straggler_fraction", "1.5"], "--straggler_fraction"),
     (["--straggler_slowdown", "0.5"], "--straggler_slowdown"),
+    (["--target_acc", "85"], "--target_acc"),
+    (["--target_acc", "0"], "--target_acc"),
     (["--num_clients", "500", "--num_select_clients", "4"], "--num_clients"),  # more clients than samples
 ]
+ASYNC_BAD_FLAGS = [
+    (["--algorithm", "fedprox"], "--algorithm"),
+    (["--alpha", "0"], "--alpha"),
+    (["--alpha", "1.5"], "--alpha"),
+    (["--staleness", "cubic"], "--staleness"),
+    (["--staleness_a", "-1"], "--staleness_a"),
+    (["--staleness_b", "-2"], "--staleness_b"),
+    (["--buffer_size", "0"], "--buffer_size"),
+    (["--server_lr", "0"], "--server_lr"),
+    (["--concurrency", "0"], "--concurrency"),
+    (["--concurrency", "9"], "--concurrency"),
+    (["--max_updates", "0"], "--max_updates"),
+    (["--max_staleness", "-1"], "--max_staleness"),
+    (["--eval_every", "0"], "--eval_every"),
+    (["--algorithm", "fedbuff", "--buffer_size", "30", "--max_updates", "20"], "--buffer_size"),
+]
+CASES = [(script, argv, flag) for script in ("run_baseline", "run_federated", "run_async") for argv, flag in BAD_FLAGS
+         if not (script == "run_baseline" and "500" in argv)]  # the baseline does not partition the data
+CASES += [("run_async", argv, flag) for argv, flag in ASYNC_BAD_FLAGS]
 
 
-@pytest.mark.parametrize("script", ["run_baseline", "run_federated"])
-@pytest.mark.parametrize("argv, flag", BAD_FLAGS)
+@pytest.mark.parametrize("script, argv, flag", CASES)
 def test_bad_flag_values_exit_2_with_one_line_naming_the_flag(script, argv, flag, tiny_data_dir, tmp_path, capsys):
-    if flag == "--num_clients" and "500" in argv and script == "run_baseline":
-        pytest.skip("the baseline does not partition the data")
     out = tmp_path / "out.json"
     code, err = call(script, ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--epoch", "1",
                               "--global_epoch", "1", "--local_epoch", "1", "--no_progress",
@@ -100,6 +118,11 @@ def test_missing_explicit_mnist_says_where_to_put_the_files(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1
     assert str(tmp_path / "MNIST" / "raw") in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_async_flags_belong_to_run_async_only(capsys):
+    code, err = call("run_federated", ["--algorithm", "fedbuff"], capsys)
+    assert code == 2 and "--algorithm" in err[0]
 
 
 def test_usage_error_from_a_real_process_has_no_traceback():

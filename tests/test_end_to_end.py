@@ -9,7 +9,10 @@ TINY = ["--batch_size", "20", "--init_lr", "1e-3", "--epoch", "2", "--global_epo
         "--num_clients", "5", "--num_select_clients", "2", "--delay", "straggler", "--straggler_fraction", "0.4"]
 SHARED_FLAGS = {"data_dir", "dataset", "no_download", "batch_size", "epoch", "init_lr", "model", "optimizer", "seed",
                 "device", "global_epoch", "local_epoch", "num_clients", "num_select_clients", "delay", "client_rate",
-                "comm_delay", "straggler_fraction", "straggler_slowdown", "delay_spread", "save", "no_progress"}
+                "comm_delay", "straggler_fraction", "straggler_slowdown", "delay_spread", "target_acc", "save",
+                "no_progress"}
+ASYNC_FLAGS = {"algorithm", "alpha", "staleness", "staleness_a", "staleness_b", "buffer_size", "server_lr",
+               "concurrency", "max_updates", "max_staleness", "eval_every"}
 RESULT_ROWS = ["Test accuracy (%)", "Test loss", "Wall-clock time (s)", "Simulated time (s)", "Samples trained",
                "Client updates"]
 
@@ -21,16 +24,16 @@ def run(script, data_dir, out, *extra):
 
 
 def check_contract(doc, script, steps):
+    """``steps``: the history's step numbers (epochs, rounds, or client updates received)."""
     assert doc["script"] == script
-    assert set(doc["args"]) == SHARED_FLAGS
+    assert set(doc["args"]) == SHARED_FLAGS | (ASYNC_FLAGS if script == "run_async" else set())
     assert doc["dataset"] == "mnist" and doc["seed"] == 0 and doc["device"] == "cpu"
     assert {"python", "torch", "torchvision", "fedlearn"} <= set(doc["versions"])
     final = doc["final"]
     assert {"test_accuracy", "test_loss", "wall_time_s", "sim_time", "samples_trained", "client_updates"} <= set(final)
     assert 0.0 <= final["test_accuracy"] <= 1.0 and final["test_loss"] > 0
-    assert len(doc["history"]) == steps
-    for i, entry in enumerate(doc["history"], start=1):
-        assert entry["step"] == i
+    assert [entry["step"] for entry in doc["history"]] == steps
+    for entry in doc["history"]:
         assert {"sim_time", "wall_time_s", "test_accuracy", "test_loss"} <= set(entry)
     assert final["test_accuracy"] == doc["history"][-1]["test_accuracy"]
 
@@ -47,7 +50,7 @@ def check_printed(proc, bar):
 def test_baseline_end_to_end(tiny_data_dir, tmp_path):
     proc, doc = run("run_baseline.py", tiny_data_dir, tmp_path / "b.json")
     check_printed(proc, "Baseline")
-    check_contract(doc, "run_baseline", steps=2)
+    check_contract(doc, "run_baseline", steps=[1, 2])
     assert doc["final"]["samples_trained"] == 800 and doc["final"]["sim_time"] is None
     assert doc["final"]["test_accuracy"] > 0.8  # the made-up classes are easy
     assert "local files" in doc["run"]["dataset source"]  # files in DATA_DIR/MNIST/raw used as they are
@@ -56,7 +59,7 @@ def test_baseline_end_to_end(tiny_data_dir, tmp_path):
 def test_federated_end_to_end_and_reproducible(tiny_data_dir, tmp_path):
     proc, doc = run("run_federated.py", tiny_data_dir, tmp_path / "f1.json")
     check_printed(proc, "FedAvg")
-    check_contract(doc, "run_federated", steps=3)
+    check_contract(doc, "run_federated", steps=[1, 2, 3])
     final = doc["final"]
     assert final["client_updates"] == 6 and final["samples_trained"] == 6 * 80
     sim = [e["sim_time"] for e in doc["history"]]
@@ -66,16 +69,48 @@ def test_federated_end_to_end_and_reproducible(tiny_data_dir, tmp_path):
     _, again = run("run_federated.py", tiny_data_dir, tmp_path / "f2.json")
     _, other = run("run_federated.py", tiny_data_dir, tmp_path / "f3.json", "--seed", "1")
 
-    def strip(history):
-        return [{k: v for k, v in e.items() if k != "wall_time_s"} for e in history]
-
     assert strip(again["history"]) == strip(doc["history"])  # bit-identical numbers
     assert strip(other["history"]) != strip(doc["history"])
 
 
-@pytest.mark.parametrize("script", ["run_baseline.py", "run_federated.py"])
+def strip(history):
+    return [{k: v for k, v in e.items() if k != "wall_time_s"} for e in history]
+
+
+@pytest.mark.parametrize("algorithm", ["fedasync", "fedbuff"])
+def test_async_end_to_end_and_reproducible(algorithm, tiny_data_dir, tmp_path):
+    extra = ["--algorithm", algorithm, "--buffer_size", "2", "--target_acc", "0.3"]
+    proc, doc = run("run_async.py", tiny_data_dir, tmp_path / "a1.json", *extra)
+    check_printed(proc, "FedAsync" if algorithm == "fedasync" else "FedBuff")
+    for row in ("Mean staleness", "Max staleness", "Discarded updates", "Time to 30.00% accuracy"):
+        assert row in proc.stdout
+    final = doc["final"]
+    # defaults resolved from the other flags: budget parity with FedAvg's 3 rounds x 2 clients
+    assert doc["args"]["max_updates"] == 6 and doc["args"]["concurrency"] == 2 and doc["args"]["eval_every"] == 2
+    check_contract(doc, "run_async", steps=[2, 4, 6])
+    assert final["client_updates"] == 6 and final["samples_trained"] == 6 * 80
+    assert final["server_steps"] == (6 if algorithm == "fedasync" else 3)
+    assert {"mean_staleness", "max_staleness", "discarded_updates"} <= set(final)
+    reached = final["time_to_target"]
+    assert reached is not None and reached["sim_time"] <= final["sim_time"]
+    assert reached["step"] == next(e["step"] for e in doc["history"] if e["test_accuracy"] >= 0.3)
+
+    _, again = run("run_async.py", tiny_data_dir, tmp_path / "a2.json", *extra)
+    _, other = run("run_async.py", tiny_data_dir, tmp_path / "a3.json", *extra, "--seed", "5")
+    assert strip(again["history"]) == strip(doc["history"])
+    assert strip(other["history"]) != strip(doc["history"])
+
+
+def test_unreached_target_is_reported_as_never(tiny_data_dir, tmp_path):
+    proc, doc = run("run_federated.py", tiny_data_dir, tmp_path / "t.json", "--target_acc", "1.0",
+                    "--global_epoch", "1")
+    assert doc["final"]["time_to_target"] is None and doc["final"]["target_accuracy"] == 1.0
+    assert "never reached" in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["run_baseline.py", "run_federated.py", "run_async.py"])
 def test_help_lists_every_shared_flag(script):
     proc = run_script(script, "--help")
     assert proc.returncode == 0
-    for flag in SHARED_FLAGS:
+    for flag in SHARED_FLAGS | (ASYNC_FLAGS if script == "run_async.py" else set()):
         assert f"--{flag}" in proc.stdout

@@ -1,0 +1,171 @@
+"""Asynchronous aggregation (FedAsync, FedBuff) on the virtual clock.
+
+``AsyncServer`` is what the server does with an arriving update, whatever
+carries it; ``run_async`` drives it with in-process clients on the timeline
+that :func:`fedlearn.clock.plan_async_jobs` fixes from the seed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import seeding
+from .aggregation import fedasync_mix, fedbuff_step
+from .client import LocalTrainer
+from .clock import ClientSpeeds, plan_async_jobs
+from .flat import set_flat
+from .progress import progress_bar
+from .results import RunRecorder
+from .staleness import staleness_weight
+from .training import evaluate
+
+ALGORITHMS = ("fedasync", "fedbuff")
+TITLES = {"fedasync": "FedAsync", "fedbuff": "FedBuff"}
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """The server's rule for arriving updates."""
+
+    algorithm: str = "fedasync"
+    alpha: float = 0.6  # FedAsync mixing weight
+    staleness: str = "polynomial"
+    staleness_a: float = 0.5
+    staleness_b: float = 4
+    buffer_size: int = 10  # FedBuff K
+    server_lr: float = 1.0  # FedBuff eta_g
+    max_staleness: int | None = None  # discard updates staler than this
+
+
+class AsyncServer:
+    """Holds the global model and its version; applies each arriving update.
+
+    FedAsync: ``w <- (1 - a_t) w + a_t w_new`` with ``a_t = alpha * S(s)``, version + 1.
+    FedBuff: buffer ``S(s) * (w_new - w_tau)``; after K of them
+    ``w <- w + eta_g * mean(buffer)``, version + 1. ``s = version - tau``.
+    An update staler than ``max_staleness`` is discarded and counted.
+    The server replaces ``weights`` on every step, never changes it in place,
+    so a reference taken at dispatch stays the model that was sent.
+    """
+
+    def __init__(self, weights: torch.Tensor, config: AsyncConfig):
+        if config.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {config.algorithm!r}")
+        self.config = config
+        self.weights = weights.clone()
+        self.version = 0
+        self.received = 0
+        self.discarded = 0
+        self.staleness: list[int] = []
+        self._deltas: list[torch.Tensor] = []
+        self._scales: list[float] = []
+
+    def receive(self, client_weights: torch.Tensor, start_weights: torch.Tensor, tau: int) -> bool:
+        """Take one client's new weights, trained from ``start_weights`` (version ``tau``); True if accepted."""
+        cfg = self.config
+        s = self.version - tau
+        self.received += 1
+        self.staleness.append(s)
+        if cfg.max_staleness is not None and s > cfg.max_staleness:
+            self.discarded += 1
+            return False
+        weight = staleness_weight(cfg.staleness, s, cfg.staleness_a, cfg.staleness_b)
+        if cfg.algorithm == "fedasync":
+            self.weights = fedasync_mix(self.weights, client_weights, cfg.alpha * weight)
+            self.version += 1
+            return True
+        self._deltas.append(client_weights - start_weights)
+        self._scales.append(weight)
+        if len(self._deltas) == cfg.buffer_size:
+            scales = torch.tensor(self._scales, dtype=self.weights.dtype)
+            self.weights = fedbuff_step(self.weights, torch.stack(self._deltas), cfg.server_lr, scales)
+            self.version += 1
+            self._deltas.clear()
+            self._scales.clear()
+        return True
+
+    @property
+    def buffered(self) -> int:
+        """Accepted FedBuff deltas waiting for the buffer to fill."""
+        return len(self._deltas)
+
+    def summary(self) -> dict[str, Any]:
+        """Staleness and counting figures for the Results table and JSON."""
+        return {
+            "mean_staleness": sum(self.staleness) / len(self.staleness) if self.staleness else 0.0,
+            "max_staleness": max(self.staleness, default=0),
+            "discarded_updates": self.discarded,
+            "server_steps": self.version,
+            "unapplied_updates": self.buffered,
+        }
+
+
+def run_async(
+    trainer: LocalTrainer,
+    eval_model: nn.Module,
+    server: AsyncServer,
+    speeds: ClientSpeeds,
+    *,
+    concurrency: int,
+    max_updates: int,
+    eval_every: int,
+    seed: int,
+    target_accuracy: float | None = None,
+    show_progress: bool = True,
+) -> RunRecorder:
+    """Receive ``max_updates`` client updates in virtual-clock order; evaluate every ``eval_every`` accepted ones.
+
+    Each job trains from the server's model as it was when the job was dispatched;
+    jobs still in flight when the budget is spent are never computed.
+    """
+    num_clients = len(trainer.partitions)
+    job_samples = [trainer.num_samples(c) * trainer.config.epochs for c in range(num_clients)]
+    rng = seeding.numpy_rng(seed, seeding.DISPATCH)
+    jobs = plan_async_jobs(speeds, job_samples, concurrency, max_updates, rng)
+    pending = Counter(job.dispatched_after for job in jobs)
+    sent = {0: (server.weights, server.version)}  # model (and version) as of k arrivals, while a job needs it
+    data = trainer.data
+    recorder = RunRecorder(target_accuracy)
+    samples_trained, accepted_since_eval = 0, 0
+    loss_sum, loss_samples = 0.0, 0  # training loss of the jobs since the last evaluation
+    title = TITLES[server.config.algorithm]
+    total_batches = sum(trainer.num_batches(job.client) for job in jobs)
+    with progress_bar(total_batches, title, enabled=show_progress) as bar:
+        tick = lambda: bar.update(1)  # noqa: E731
+        for job in jobs:
+            start, tau = sent[job.dispatched_after]
+            pending[job.dispatched_after] -= 1
+            if pending[job.dispatched_after] == 0:
+                del sent[job.dispatched_after]
+            update = trainer.run(job.client, start, job_key=job.index + 1, on_batch=tick)
+            accepted_since_eval += server.receive(update.weights, start, tau)
+            arrivals = job.index + 1
+            if pending[arrivals] > 0:
+                sent[arrivals] = (server.weights, server.version)
+            samples_trained += update.stats.samples
+            loss_sum += update.stats.mean_loss * update.stats.samples
+            loss_samples += update.stats.samples
+            if accepted_since_eval >= eval_every or arrivals == len(jobs):
+                accepted_since_eval = 0
+                set_flat(eval_model, server.weights)
+                ev = evaluate(eval_model, data.test_x, data.test_y)
+                recorder.record(
+                    arrivals,
+                    ev,
+                    sim_time=job.arrival_time,
+                    samples_trained=samples_trained,
+                    client_updates=arrivals,
+                    train_loss=loss_sum / loss_samples,
+                    version=server.version,
+                )
+                loss_sum, loss_samples = 0.0, 0
+                bar.set_postfix_str(
+                    f"update {arrivals}/{len(jobs)} v{server.version} acc {ev.accuracy:.2%} loss {ev.loss:.4f}",
+                    refresh=False,
+                )
+    return recorder
