@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -64,8 +65,9 @@ def _run(script: str, args: argparse.Namespace) -> int:
     prepare, step_name = RUNNERS[script]
     train_run = prepare(args, data, model, context)
     print(hyperparameter_table(args, context), flush=True)
-    recorder, extra = train_run()
-    final = {**recorder.final(), **extra.pop("final", {})}
+    outcome = train_run()
+    recorder = outcome.recorder
+    final = {**recorder.final(), **outcome.final}
     print(results_table(final, step_name), flush=True)
     if args.save:
         write_results(
@@ -79,7 +81,7 @@ def _run(script: str, args: argparse.Namespace) -> int:
                 "final": final,
                 "history": recorder.history,
                 "run": context,
-                **extra,
+                **outcome.document,
                 "versions": versions(),
             },
         )
@@ -87,7 +89,16 @@ def _run(script: str, args: argparse.Namespace) -> int:
     return 0
 
 
-TrainRun = Callable[[], tuple[RunRecorder, dict[str, Any]]]
+@dataclass
+class Outcome:
+    """What a training loop hands back: its record, figures for ``final``, and other JSON sections."""
+
+    recorder: RunRecorder
+    final: dict[str, Any] = field(default_factory=dict)
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+TrainRun = Callable[[], Outcome]
 
 
 def _prepare_baseline(
@@ -95,7 +106,7 @@ def _prepare_baseline(
 ) -> TrainRun:
     """Centralized training needs no set-up; returns the training call."""
 
-    def train_run() -> tuple[RunRecorder, dict[str, Any]]:
+    def train_run() -> Outcome:
         recorder = run_centralized(
             model,
             data,
@@ -107,7 +118,7 @@ def _prepare_baseline(
             target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
         )
-        return recorder, {}
+        return Outcome(recorder)
 
     return train_run
 
@@ -146,7 +157,7 @@ def _prepare_federated(
     """Set up the clients; returns the FedAvg training call."""
     trainer, speeds, clients = _setup_clients(args, data, context)
 
-    def train_run() -> tuple[RunRecorder, dict[str, Any]]:
+    def train_run() -> Outcome:
         _, recorder = run_fedavg(
             trainer,
             model,
@@ -158,7 +169,7 @@ def _prepare_federated(
             target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
         )
-        return recorder, {"clients": clients}
+        return Outcome(recorder, document={"clients": clients})
 
     return train_run
 
@@ -180,7 +191,7 @@ def _prepare_async(
     )
     server = AsyncServer(get_flat(model), config)
 
-    def train_run() -> tuple[RunRecorder, dict[str, Any]]:
+    def train_run() -> Outcome:
         recorder = run_async(
             trainer,
             model,
@@ -193,7 +204,7 @@ def _prepare_async(
             target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
         )
-        return recorder, {"clients": clients, "final": server.summary()}
+        return Outcome(recorder, final=server.summary(), document={"clients": clients})
 
     return train_run
 
