@@ -1,29 +1,168 @@
-"""Split the training set among clients: lists of index tensors into the shared data."""
+"""Split the training set among clients: lists of index tensors into the shared data.
+
+Every partition is seeded, disjoint, covers the training set and gives every
+client at least one sample. Label skew comes from the kind (``iid``,
+``dirichlet``, ``shards``, ``classes``); quantity skew (``size_skew``) is a
+separate knob: client size weights ``exp(size_skew * Z)``, normalised.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .errors import UsageError
 
+PARTITIONS = ("iid", "dirichlet", "shards", "classes")
 
-def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator) -> list[torch.Tensor]:
-    """Shuffle the indices and cut them into ``num_clients`` near-equal parts.
 
-    Sizes differ by at most one, for any client count (no divisibility needed).
-    The parts are disjoint and together cover ``range(num_samples)``.
-    """
+@dataclass(frozen=True)
+class PartitionSpec:
+    """What ``--partition`` and its companion flags ask for."""
+
+    kind: str = "iid"
+    dirichlet_alpha: float = 0.5
+    shards_per_client: int = 2
+    classes_per_client: int = 2
+    size_skew: float = 0.0
+
+
+def make_partition(
+    spec: PartitionSpec, labels: torch.Tensor, num_clients: int, rng: np.random.Generator, num_classes: int = 10
+) -> list[torch.Tensor]:
+    """Client index tensors for ``labels`` as ``spec`` asks; UsageError when the request is impossible."""
+    n = int(labels.numel())
     if num_clients < 1:
         raise UsageError(f"--num_clients must be at least 1, got {num_clients}")
-    if num_clients > num_samples:
+    if num_clients > n:
+        raise UsageError(f"--num_clients {num_clients} exceeds the {n} training samples: every client needs one")
+    y = labels.cpu().numpy()
+    weights = _size_weights(num_clients, spec.size_skew, rng)
+    if spec.kind == "iid":
+        parts = _split_by_weights(rng.permutation(n), weights)
+    elif spec.kind == "dirichlet":
+        parts = _dirichlet(y, num_clients, spec.dirichlet_alpha, weights, rng, num_classes)
+    elif spec.kind == "shards":
+        if spec.size_skew > 0:
+            raise UsageError("--size_skew does not apply to --partition shards (its shards are equal by construction)")
+        parts = _shards(y, num_clients, spec.shards_per_client, rng)
+    elif spec.kind == "classes":
+        parts = _classes(y, num_clients, spec.classes_per_client, weights, rng, num_classes)
+    else:
+        raise UsageError(f"--partition {spec.kind!r}: choose from {', '.join(PARTITIONS)}")
+    _fill_empty(parts)
+    return [torch.from_numpy(p.astype(np.int64)) for p in parts]
+
+
+def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Shuffle the indices and cut them into ``num_clients`` near-equal parts (sizes differ by at most one)."""
+    labels = torch.zeros(num_samples, dtype=torch.int64)
+    return make_partition(PartitionSpec("iid"), labels, num_clients, rng)
+
+
+def _size_weights(num_clients: int, size_skew: float, rng: np.random.Generator) -> np.ndarray:
+    if size_skew == 0:
+        return np.full(num_clients, 1.0 / num_clients)
+    w = np.exp(size_skew * rng.standard_normal(num_clients))
+    return w / w.sum()
+
+
+def _split_by_weights(indices: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
+    """Cut ``indices`` into consecutive parts whose sizes follow ``weights`` (largest remainders rounding)."""
+    n = len(indices)
+    exact = weights * n
+    counts = np.floor(exact).astype(np.int64)
+    shortfall = n - int(counts.sum())
+    if shortfall:
+        counts[np.argsort(-(exact - counts), kind="stable")[:shortfall]] += 1
+    return list(np.split(indices, np.cumsum(counts)[:-1]))
+
+
+def _dirichlet(
+    y: np.ndarray, num_clients: int, alpha: float, weights: np.ndarray, rng: np.random.Generator, num_classes: int
+) -> list[np.ndarray]:
+    """Each class split among the clients by proportions ~ Dir(alpha), tilted by the size weights."""
+    if not alpha > 0:
+        raise UsageError(f"--dirichlet_alpha must be positive, got {alpha}")
+    pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(y == c))
+        if len(members) == 0:
+            continue
+        share = rng.dirichlet(np.full(num_clients, alpha)) * weights
+        share = share / share.sum() if share.sum() > 0 else weights
+        for k, part in enumerate(_split_by_weights(members, share)):
+            pieces[k].append(part)
+    return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
+
+
+def _shards(y: np.ndarray, num_clients: int, per_client: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """McMahan et al.'s pathological split: sort by label, cut ``num_clients * per_client`` shards, deal them out."""
+    if per_client < 1:
+        raise UsageError(f"--shards_per_client must be a positive integer, got {per_client}")
+    num_shards = num_clients * per_client
+    if num_shards > len(y):
         raise UsageError(
-            f"--num_clients {num_clients} exceeds the {num_samples} training samples: every client needs one"
+            f"--num_clients x --shards_per_client = {num_shards} shards exceeds the {len(y)} training samples"
         )
-    order = torch.from_numpy(rng.permutation(num_samples).astype(np.int64))
-    return [part.clone() for part in torch.tensor_split(order, num_clients)]
+    shuffled = rng.permutation(len(y))
+    by_label = shuffled[np.argsort(y[shuffled], kind="stable")]
+    shards = np.array_split(by_label, num_shards)
+    order = rng.permutation(num_shards)
+    return [np.concatenate([shards[s] for s in order[k * per_client : (k + 1) * per_client]]) for k in range(num_clients)]
+
+
+def _classes(
+    y: np.ndarray, num_clients: int, per_client: int, weights: np.ndarray, rng: np.random.Generator, num_classes: int
+) -> list[np.ndarray]:
+    """Each client holds only ``per_client`` labels; every label is held by someone; a label's samples are
+    shared among its holders in proportion to their size weights."""
+    present = np.unique(y)
+    if not 1 <= per_client <= len(present):
+        raise UsageError(f"--classes_per_client must be between 1 and {len(present)}, got {per_client}")
+    if num_clients * per_client < len(present):
+        raise UsageError(
+            f"--num_clients x --classes_per_client = {num_clients * per_client} cannot cover the "
+            f"{len(present)} labels of the training set"
+        )
+    deck = rng.permutation(present)
+    holders: dict[int, list[int]] = {int(c): [] for c in present}
+    for k in range(num_clients):
+        for j in range(per_client):
+            holders[int(deck[(k * per_client + j) % len(deck)])].append(k)
+    pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for c, owners in holders.items():
+        members = rng.permutation(np.flatnonzero(y == c))
+        share = weights[owners] / weights[owners].sum()
+        for k, part in zip(owners, _split_by_weights(members, share)):
+            pieces[k].append(part)
+    return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
+
+
+def _fill_empty(parts: list[np.ndarray]) -> None:
+    """Give every empty client one sample taken from the largest client (in place)."""
+    for k, part in enumerate(parts):
+        if len(part) == 0:
+            donor = max(range(len(parts)), key=lambda j: len(parts[j]))
+            parts[k], parts[donor] = parts[donor][-1:], parts[donor][:-1]
 
 
 def partition_sizes(parts: list[torch.Tensor]) -> list[int]:
     """Number of samples held by each client."""
     return [int(p.numel()) for p in parts]
+
+
+def label_histograms(parts: list[torch.Tensor], labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """``(clients, classes)`` sample counts per label."""
+    y = labels.cpu()
+    return torch.stack([torch.bincount(y[p], minlength=num_classes) for p in parts])
+
+
+def label_skew(histograms: torch.Tensor) -> torch.Tensor:
+    """Each client's total-variation distance between its label distribution and the global one (0 = IID, 1 = disjoint)."""
+    counts = histograms.to(torch.float64)
+    local = counts / counts.sum(dim=1, keepdim=True)
+    overall = counts.sum(dim=0) / counts.sum()
+    return 0.5 * (local - overall).abs().sum(dim=1)
