@@ -12,7 +12,7 @@ import torch
 from . import seeding
 from .asynchronous import AsyncConfig, AsyncServer, run_async
 from .centralized import run_centralized
-from .cli import build_parser, validate_args
+from .cli import build_parser, partition_spec, validate_args
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds, draw_speeds
 from .data import Dataset, load_dataset, resolve_dataset
@@ -20,8 +20,8 @@ from .errors import FedlearnError
 from .federated import run_fedavg
 from .flat import get_flat
 from .models import build_model, count_parameters
-from .partition import iid_partition, partition_sizes
-from .report import hyperparameter_table, results_table, write_results
+from .partition import PartitionSpec, label_histograms, label_skew, make_partition, partition_sizes
+from .report import hyperparameter_table, partition_table, results_table, write_results
 from .results import RunRecorder
 from .runtime import make_deterministic, resolve_device, versions
 
@@ -58,13 +58,19 @@ def _run(script: str, args: argparse.Namespace) -> int:
         "dataset source": f"{data.source} ({how})",
         "training / test samples": f"{data.train_y.numel()} / {data.test_y.numel()}",
         "normalization (mean, std)": f"{data.mean:.4f}, {data.std:.4f}",
+        "test set fingerprint": data.test_fingerprint,
         "model parameters": count_parameters(model),
         "device": str(device),
         "torch threads": torch.get_num_threads(),
     }
+    partition: Partition | None = None
+    if script != "run_baseline" or args.show_partition:  # the baseline trains on everything
+        partition = _make_partition(args, data, context)
     prepare, step_name = RUNNERS[script]
-    train_run = prepare(args, data, model, context)
+    train_run = prepare(args, data, model, partition, context)
     print(hyperparameter_table(args, context), flush=True)
+    if args.show_partition and partition is not None:
+        print(partition_table(partition.histograms, partition.skew), flush=True)
     outcome = train_run()
     recorder = outcome.recorder
     final = {**recorder.final(), **outcome.final}
@@ -81,12 +87,52 @@ def _run(script: str, args: argparse.Namespace) -> int:
                 "final": final,
                 "history": recorder.history,
                 "run": context,
+                **({"partition": partition.summary()} if partition is not None else {}),
                 **outcome.document,
                 "versions": versions(),
             },
         )
         _notice(f"results written to {args.save}")
     return 0
+
+
+@dataclass
+class Partition:
+    """The clients' shares of the training set and how skewed their labels are."""
+
+    spec: PartitionSpec
+    parts: list[torch.Tensor]
+    histograms: torch.Tensor  # (clients, classes)
+    skew: torch.Tensor  # per-client total-variation distance from the global label distribution
+
+    def describe(self) -> str:
+        spec = self.spec
+        detail = {
+            "dirichlet": f" (alpha {spec.dirichlet_alpha:g})",
+            "shards": f" ({spec.shards_per_client} per client)",
+            "classes": f" ({spec.classes_per_client} label{'s' if spec.classes_per_client != 1 else ''} per client)",
+        }.get(spec.kind, "")
+        return spec.kind + detail + (f", size skew {spec.size_skew:g}" if spec.size_skew else "")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **vars(self.spec),
+            "label_skew_mean": float(self.skew.mean()),
+            "sizes": partition_sizes(self.parts),
+            "label_histograms": self.histograms.tolist(),
+        }
+
+
+def _make_partition(args: argparse.Namespace, data: Dataset, context: dict[str, Any]) -> Partition:
+    spec = partition_spec(args)
+    parts = make_partition(spec, data.train_y, args.num_clients, seeding.numpy_rng(args.seed, seeding.PARTITION))
+    histograms = label_histograms(parts, data.train_y, data.num_classes)
+    partition = Partition(spec, parts, histograms, label_skew(histograms))
+    sizes = partition_sizes(parts)
+    context["partition"] = partition.describe()
+    context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
+    context["label skew (mean TV distance, 0 = iid)"] = f"{float(partition.skew.mean()):.3f}"
+    return partition
 
 
 @dataclass
@@ -102,7 +148,11 @@ TrainRun = Callable[[], Outcome]
 
 
 def _prepare_baseline(
-    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+    args: argparse.Namespace,
+    data: Dataset,
+    model: torch.nn.Module,
+    partition: Partition | None,
+    context: dict[str, Any],
 ) -> TrainRun:
     """Centralized training needs no set-up; returns the training call."""
 
@@ -124,11 +174,9 @@ def _prepare_baseline(
 
 
 def _setup_clients(
-    args: argparse.Namespace, data: Dataset, context: dict[str, Any]
+    args: argparse.Namespace, data: Dataset, partition: Partition, context: dict[str, Any]
 ) -> tuple[LocalTrainer, ClientSpeeds, dict[str, Any]]:
-    """Partition the data, draw client speeds and build the local trainer; notes both in ``context``."""
-    parts = iid_partition(int(data.train_y.numel()), args.num_clients, seeding.numpy_rng(args.seed, seeding.PARTITION))
-    sizes = partition_sizes(parts)
+    """Draw client speeds and build the local trainer over ``partition``; notes the speeds in ``context``."""
     speeds = draw_speeds(
         args.num_clients,
         seeding.numpy_rng(args.seed, seeding.CLOCK),
@@ -139,23 +187,30 @@ def _setup_clients(
         straggler_slowdown=args.straggler_slowdown,
         delay_spread=args.delay_spread,
     )
-    context["partition"] = "iid"
-    context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
     context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
     config = LocalJobConfig(
-        optimizer=args.optimizer, lr=args.init_lr, batch_size=args.batch_size, epochs=args.local_epoch, seed=args.seed
+        optimizer=args.optimizer,
+        lr=args.init_lr,
+        batch_size=args.batch_size,
+        epochs=args.local_epoch,
+        seed=args.seed,
+        prox_mu=args.prox_mu,
     )
     worker_model = build_model(args.model, data.num_classes).to(data.train_x.device)
-    trainer = LocalTrainer(worker_model, data, parts, config)
-    clients = {"sizes": sizes, "rates": [float(r) for r in speeds.rates]}
+    trainer = LocalTrainer(worker_model, data, partition.parts, config)
+    clients = {"sizes": partition_sizes(partition.parts), "rates": [float(r) for r in speeds.rates]}
     return trainer, speeds, clients
 
 
 def _prepare_federated(
-    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+    args: argparse.Namespace,
+    data: Dataset,
+    model: torch.nn.Module,
+    partition: Partition,
+    context: dict[str, Any],
 ) -> TrainRun:
     """Set up the clients; returns the FedAvg training call."""
-    trainer, speeds, clients = _setup_clients(args, data, context)
+    trainer, speeds, clients = _setup_clients(args, data, partition, context)
 
     def train_run() -> Outcome:
         _, recorder = run_fedavg(
@@ -175,10 +230,14 @@ def _prepare_federated(
 
 
 def _prepare_async(
-    args: argparse.Namespace, data: Dataset, model: torch.nn.Module, context: dict[str, Any]
+    args: argparse.Namespace,
+    data: Dataset,
+    model: torch.nn.Module,
+    partition: Partition,
+    context: dict[str, Any],
 ) -> TrainRun:
     """Set up the clients and the asynchronous server; returns the training call."""
-    trainer, speeds, clients = _setup_clients(args, data, context)
+    trainer, speeds, clients = _setup_clients(args, data, partition, context)
     config = AsyncConfig(
         algorithm=args.algorithm,
         alpha=args.alpha,

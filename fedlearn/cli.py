@@ -6,16 +6,18 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .asynchronous import ALGORITHMS, AsyncConfig
 from .clock import DELAY_MODELS
 from .errors import UsageError
 from .models import MODELS
+from .partition import PARTITIONS, PartitionSpec
 from .staleness import DEFAULT_A, STALENESS_FUNCTIONS
 from .training import OPTIMIZERS
 
 ASYNC_DEFAULTS = AsyncConfig()
+PARTITION_DEFAULTS = PartitionSpec()
 
 DESCRIPTIONS = {
     "run_baseline": "Centralized training on the whole training set: the reference for the federated runs.",
@@ -25,7 +27,12 @@ DESCRIPTIONS = {
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (no usage dump) with exit status 2."""
+    """argparse that reports a usage error as one line (no usage dump) with exit status 2.
+
+    ``federated_flags`` names the flags the baseline accepts but ignores.
+    """
+
+    federated_flags: frozenset[str] = frozenset()
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -49,6 +56,11 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     )
     data.add_argument("--no_download", action="store_true", help="never try to download a missing dataset")
 
+    federated: set[str] = set()
+
+    def track(group: Any, *names: str, **options: Any) -> None:
+        federated.add(group.add_argument(*names, **options).dest)
+
     train = parser.add_argument_group("training (all scripts)")
     train.add_argument("--batch_size", type=int, default=100, help="minibatch size")
     train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
@@ -56,36 +68,64 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     train.add_argument("--model", default="cnn", choices=sorted(MODELS), help="cnn: the 004 reference CNN")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="fresh state for every local job")
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice; same seed, same numbers")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
-
-    fed = parser.add_argument_group("federation (federated scripts)")
-    fed.add_argument("--global_epoch", type=int, default=5, help="rounds of FedAvg")
-    fed.add_argument("--local_epoch", type=int, default=5, help="local epochs per client job")
-    fed.add_argument("--num_clients", type=int, default=8, help="clients sharing the training set (IID)")
-    fed.add_argument("--num_select_clients", type=int, default=4, help="clients picked at random each round")
-    fed.add_argument(
+    train.add_argument(
         "--target_acc",
         type=float,
         default=None,
         help="test accuracy (fraction, e.g. 0.85) whose first reaching is reported (time to accuracy)",
     )
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
+
+    fed = parser.add_argument_group("federation (federated scripts)")
+    track(fed, "--global_epoch", type=int, default=5, help="rounds of FedAvg")
+    track(fed, "--local_epoch", type=int, default=5, help="local epochs per client job")
+    track(fed, "--num_clients", type=int, default=8, help="clients sharing the training set (split by --partition)")
+    track(fed, "--num_select_clients", type=int, default=4, help="clients picked at random each round")
+    track(
+        fed,
+        "--prox_mu",
+        type=float,
+        default=0.0,
+        help="FedProx: add mu/2 * ||w - w_global||^2 to every local objective (0 = plain local training)",
+    )
+
+    d = PARTITION_DEFAULTS
+    part = parser.add_argument_group("client data (federated scripts; the baseline only shows them)")
+    track(
+        part,
+        "--partition",
+        default=d.kind,
+        choices=PARTITIONS,
+        help="iid; dirichlet label skew (--dirichlet_alpha); shards (McMahan et al.: sort by label, deal "
+        "--shards_per_client shards to each client); classes (each client holds only --classes_per_client labels)",
+    )
+    track(part, "--dirichlet_alpha", type=float, default=d.dirichlet_alpha, help="Dirichlet concentration: small = skewed")
+    track(part, "--shards_per_client", type=int, default=d.shards_per_client, help="shards per client (shards)")
+    track(part, "--classes_per_client", type=int, default=d.classes_per_client, help="labels per client (classes)")
+    track(
+        part,
+        "--size_skew", type=float, default=d.size_skew, help="quantity skew: client sizes ~ exp(size_skew * N(0,1)); 0 = equal"
+    )
+    track(part, "--show_partition", action="store_true", help="print every client's size and label histogram")
 
     clock = parser.add_argument_group("simulated clock (federated scripts)")
-    clock.add_argument(
+    track(
+        clock,
         "--delay",
         default="none",
         choices=DELAY_MODELS,
         help="client speed model: none, straggler (a fraction is slower), lognormal or uniform slowdowns",
     )
-    clock.add_argument("--client_rate", type=float, default=1000.0, help="samples per simulated second of a normal client")
-    clock.add_argument("--comm_delay", type=float, default=0.0, help="simulated seconds of communication per job")
-    clock.add_argument("--straggler_fraction", type=float, default=0.25, help="share of stragglers (--delay straggler)")
-    clock.add_argument("--straggler_slowdown", type=float, default=10.0, help="how many times slower a straggler is")
-    clock.add_argument("--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]")
+    track(clock, "--client_rate", type=float, default=1000.0, help="samples per simulated second of a normal client")
+    track(clock, "--comm_delay", type=float, default=0.0, help="simulated seconds of communication per job")
+    track(clock, "--straggler_fraction", type=float, default=0.25, help="share of stragglers (--delay straggler)")
+    track(clock, "--straggler_slowdown", type=float, default=10.0, help="how many times slower a straggler is")
+    track(clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]")
 
     if script == "run_async":
         _add_async_flags(parser)
 
+    parser.federated_flags = frozenset(federated)
     out = parser.add_argument_group("output")
     out.add_argument("--save", metavar="PATH", default=None, help="write the results JSON here")
     out.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -170,6 +210,14 @@ def validate_args(args: argparse.Namespace) -> None:
     _require(
         math.isfinite(args.delay_spread) and args.delay_spread >= 0, f"--delay_spread must be >= 0, got {args.delay_spread}"
     )
+    _require(
+        math.isfinite(args.dirichlet_alpha) and args.dirichlet_alpha > 0,
+        f"--dirichlet_alpha must be a positive number, got {args.dirichlet_alpha}",
+    )
+    for flag in ("shards_per_client", "classes_per_client"):
+        _require(getattr(args, flag) >= 1, f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    _require(math.isfinite(args.size_skew) and args.size_skew >= 0, f"--size_skew must be >= 0, got {args.size_skew}")
+    _require(math.isfinite(args.prox_mu) and args.prox_mu >= 0, f"--prox_mu must be >= 0, got {args.prox_mu}")
     if args.target_acc is not None:
         _require(0 < args.target_acc <= 1, f"--target_acc must be a fraction in (0, 1], got {args.target_acc}")
     if hasattr(args, "algorithm"):
@@ -177,6 +225,17 @@ def validate_args(args: argparse.Namespace) -> None:
     _validate_data_dir(Path(args.data_dir))
     if args.save is not None:
         _validate_save_path(Path(args.save))
+
+
+def partition_spec(args: argparse.Namespace) -> PartitionSpec:
+    """The partition the flags ask for."""
+    return PartitionSpec(
+        kind=args.partition,
+        dirichlet_alpha=args.dirichlet_alpha,
+        shards_per_client=args.shards_per_client,
+        classes_per_client=args.classes_per_client,
+        size_skew=args.size_skew,
+    )
 
 
 def _validate_async(args: argparse.Namespace) -> None:

@@ -10,8 +10,8 @@ from torch import nn
 
 from . import seeding
 from .data import Dataset
-from .flat import get_flat, set_flat
-from .training import TrainStats, count_batches, make_optimizer, train
+from .flat import get_flat, set_flat, unflatten_like
+from .training import Proximal, TrainStats, count_batches, make_optimizer, train
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class LocalJobConfig:
     batch_size: int
     epochs: int
     seed: int
+    prox_mu: float = 0.0  # FedProx; 0 = plain local training
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class LocalTrainer:
         """Train ``client`` from ``global_weights``; ``job_key`` (round or dispatch number) seeds its shuffles."""
         cfg = self.config
         set_flat(self.model, global_weights)
+        proximal = Proximal(cfg.prox_mu, unflatten_like(self.model, global_weights)) if cfg.prox_mu > 0 else None
         optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
         stats = train(
             self.model,
@@ -78,5 +80,6 @@ class LocalTrainer:
             batch_size=cfg.batch_size,
             generator=seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
             on_batch=on_batch,
+            proximal=proximal,
         )
         return ClientUpdate(client=client, weights=get_flat(self.model), num_samples=self.num_samples(client), stats=stats)

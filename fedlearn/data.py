@@ -10,6 +10,7 @@ torchvision's own code. Offline, Fashion-MNIST is taken from Debian's package
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import socket
@@ -48,6 +49,7 @@ class Dataset:
     mean: float
     std: float
     source: str
+    test_fingerprint: str = ""  # sha256 (16 hex digits) of the raw test images and labels
     num_classes: int = NUM_CLASSES
 
     def to(self, device: torch.device) -> "Dataset":
@@ -198,6 +200,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
     mean = float(train_x.mean())
     std = float(train_x.std()) or 1.0
     test_x = test_images.to(torch.float32).div_(255.0)
+    digest = hashlib.sha256(test_images.numpy().tobytes())
+    digest.update(test_labels.numpy().tobytes())
     return Dataset(
         name=name,
         train_x=train_x.sub_(mean).div_(std).unsqueeze(1).contiguous(),
@@ -207,4 +211,5 @@ def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
         mean=mean,
         std=std,
         source=str(raw_folder(name, data_dir)),
+        test_fingerprint=digest.hexdigest()[:16],
     )

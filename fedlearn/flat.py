@@ -14,6 +14,16 @@ def get_flat(model: nn.Module) -> torch.Tensor:
     return parameters_to_vector(model.parameters()).detach().clone()
 
 
+def unflatten_like(model: nn.Module, weights: torch.Tensor) -> list[torch.Tensor]:
+    """Views of ``weights`` shaped like each parameter of ``model`` (no copy)."""
+    views, offset = [], 0
+    for param in model.parameters():
+        n = param.numel()
+        views.append(weights[offset : offset + n].view_as(param))
+        offset += n
+    return views
+
+
 def set_flat(model: nn.Module, weights: torch.Tensor) -> None:
     """Copy ``weights`` into the parameters of ``model`` in place.
 

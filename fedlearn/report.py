@@ -23,6 +23,16 @@ def hyperparameter_table(args: argparse.Namespace, context: dict[str, Any]) -> s
     return "Hyperparameters\n" + tabulate(rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
 
 
+def partition_table(histograms: Any, skew: Any) -> str:
+    """One row per client: sample count, label histogram, and its label skew."""
+    num_classes = histograms.shape[1]
+    rows = [
+        [k, int(h.sum()), *[int(v) for v in h], f"{float(d):.3f}"] for k, (h, d) in enumerate(zip(histograms, skew))
+    ]
+    headers = ["Client", "Samples", *[str(c) for c in range(num_classes)], "TV distance"]
+    return "Partition (samples per label)\n" + tabulate(rows, headers=headers, tablefmt=TABLE_FORMAT, disable_numparse=True)
+
+
 def results_table(final: dict[str, Any], step_name: str | None) -> str:
     """The figures every script reports, in one fixed order so tables line up across scripts.
 

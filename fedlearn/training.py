@@ -25,6 +25,14 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torc
 
 
 @dataclass(frozen=True)
+class Proximal:
+    """FedProx's term ``mu/2 * ||w - anchor||^2``, added to the objective through its gradient ``mu (w - anchor)``."""
+
+    mu: float
+    anchor: list[torch.Tensor]  # one tensor per model parameter: the global weights the job started from
+
+
+@dataclass(frozen=True)
 class TrainStats:
     """What one call of :func:`train` did."""
 
@@ -48,13 +56,17 @@ def train(
     batch_size: int,
     generator: torch.Generator,
     on_batch: Callable[[], None] | None = None,
+    proximal: Proximal | None = None,
 ) -> TrainStats:
     """Run ``epochs`` shuffled passes of minibatch cross-entropy training over ``x[indices]``.
 
     Batches are gathered by tensor indexing; ``generator`` (CPU) fixes the shuffles.
     ``on_batch`` is called after every optimizer step (progress reporting).
+    With ``proximal``, each step also pulls the weights toward its anchor (FedProx);
+    the reported loss is the cross-entropy alone.
     """
     model.train()
+    params = list(model.parameters())
     n = int(indices.numel())
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
     batches = 0
@@ -65,6 +77,10 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
+            if proximal is not None:
+                with torch.no_grad():
+                    for param, anchor in zip(params, proximal.anchor):
+                        param.grad.add_(param - anchor, alpha=proximal.mu)
             optimizer.step()
             total_loss += loss.detach() * batch.numel()
             batches += 1

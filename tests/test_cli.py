@@ -39,6 +39,12 @@ BAD_FLAGS = [
     (["--straggler_fraction", "1.5"], "--straggler_fraction"),
     (["--straggler_slowdown", "0.5"], "--straggler_slowdown"),
     (["--target_acc", "85"], "--target_acc"),
+    (["--partition", "pathological"], "--partition"),
+    (["--dirichlet_alpha", "0"], "--dirichlet_alpha"),
+    (["--shards_per_client", "0"], "--shards_per_client"),
+    (["--classes_per_client", "0"], "--classes_per_client"),
+    (["--size_skew", "-1"], "--size_skew"),
+    (["--prox_mu", "-0.1"], "--prox_mu"),
     (["--target_acc", "0"], "--target_acc"),
     (["--num_clients", "500", "--num_select_clients", "4"], "--num_clients"),  # more clients than samples
 ]
@@ -61,6 +67,8 @@ ASYNC_BAD_FLAGS = [
 CASES = [(script, argv, flag) for script in ("run_baseline", "run_federated", "run_async") for argv, flag in BAD_FLAGS
          if not (script == "run_baseline" and "500" in argv)]  # the baseline does not partition the data
 CASES += [("run_async", argv, flag) for argv, flag in ASYNC_BAD_FLAGS]
+CASES += [(script, ["--partition", "classes", "--classes_per_client", "1"], "--classes_per_client")
+          for script in ("run_federated", "run_async")]  # 8 clients x 1 label cannot cover 10 labels
 
 
 @pytest.mark.parametrize("script, argv, flag", CASES)

@@ -10,7 +10,8 @@ TINY = ["--batch_size", "20", "--init_lr", "1e-3", "--epoch", "2", "--global_epo
 SHARED_FLAGS = {"data_dir", "dataset", "no_download", "batch_size", "epoch", "init_lr", "model", "optimizer", "seed",
                 "device", "global_epoch", "local_epoch", "num_clients", "num_select_clients", "delay", "client_rate",
                 "comm_delay", "straggler_fraction", "straggler_slowdown", "delay_spread", "target_acc", "save",
-                "no_progress"}
+                "no_progress", "partition", "dirichlet_alpha", "shards_per_client", "classes_per_client",
+                "size_skew", "show_partition", "prox_mu"}
 ASYNC_FLAGS = {"algorithm", "alpha", "staleness", "staleness_a", "staleness_b", "buffer_size", "server_lr",
                "concurrency", "max_updates", "max_staleness", "eval_every"}
 RESULT_ROWS = ["Test accuracy (%)", "Test loss", "Wall-clock time (s)", "Simulated time (s)", "Samples trained",
@@ -65,6 +66,8 @@ def test_federated_end_to_end_and_reproducible(tiny_data_dir, tmp_path):
     sim = [e["sim_time"] for e in doc["history"]]
     assert all(b > a for a, b in zip(sim, sim[1:]))
     assert doc["clients"]["sizes"] == [80] * 5
+    assert doc["partition"]["kind"] == "iid" and doc["partition"]["sizes"] == [80] * 5
+    assert doc["partition"]["label_skew_mean"] < 0.3 and len(doc["partition"]["label_histograms"]) == 5
 
     _, again = run("run_federated.py", tiny_data_dir, tmp_path / "f2.json")
     _, other = run("run_federated.py", tiny_data_dir, tmp_path / "f3.json", "--seed", "1")

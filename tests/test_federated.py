@@ -81,3 +81,12 @@ def test_fedavg_rounds_improve_the_global_model(setup):
                              show_progress=False)
     accuracies = [e["test_accuracy"] for e in recorder.history]
     assert accuracies[-1] > 0.5 and accuracies[-1] > accuracies[0] - 0.05
+
+
+def test_prox_mu_reaches_the_local_jobs(setup):
+    data, parts, global_model, trainer = setup
+    w0 = get_flat(global_model)
+    plain = trainer.run(2, w0, job_key=1).weights
+    proximal = LocalTrainer(trainer.model, data, parts, LocalJobConfig("adam", 1e-3, 16, 1, 0, prox_mu=5.0))
+    pulled = proximal.run(2, w0, job_key=1).weights
+    assert (pulled - w0).norm() < (plain - w0).norm()

@@ -49,3 +49,30 @@ def test_every_model_trains_one_step_on_mnist_shaped_input():
         stats = train(model, make_optimizer("sgd", model.parameters(), 0.1), x, y, torch.arange(4), 1, 4,
                       torch.Generator().manual_seed(0))
         assert stats.batches == 1 and torch.isfinite(torch.tensor(stats.mean_loss))
+
+
+def local_distance_from_anchor(tiny_data_dir, proximal_mu):
+    """Train a model for 2 epochs from a fixed start; returns (final weights, distance from the start)."""
+    from fedlearn.flat import get_flat, unflatten_like
+    from fedlearn.training import Proximal
+
+    data = load_dataset("mnist", tiny_data_dir)
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    start = get_flat(model)
+    proximal = None if proximal_mu is None else Proximal(proximal_mu, unflatten_like(model, start))
+    train(model, make_optimizer("sgd", model.parameters(), 0.05), data.train_x, data.train_y,
+          torch.arange(400), epochs=2, batch_size=20, generator=torch.Generator().manual_seed(0), proximal=proximal)
+    weights = get_flat(model)
+    return weights, float((weights - start).norm())
+
+
+def test_fedprox_with_mu_0_equals_plain_training(tiny_data_dir):
+    plain, _ = local_distance_from_anchor(tiny_data_dir, None)
+    prox0, _ = local_distance_from_anchor(tiny_data_dir, 0.0)
+    assert torch.equal(plain, prox0)
+
+
+def test_fedprox_pulls_local_weights_toward_the_global_model(tiny_data_dir):
+    distances = [local_distance_from_anchor(tiny_data_dir, mu)[1] for mu in (0.0, 1.0, 10.0)]
+    assert distances[0] > distances[1] > distances[2] > 0

@@ -1,0 +1,127 @@
+"""Run a grid of settings across the scripts, save every JSON in one folder, end with the compare table.
+
+    python3 -m fedlearn.sweep --out results/noniid --scripts run_federated run_async \\
+        --vary partition=iid,dirichlet -- --global_epoch 10 --local_epoch 1 --init_lr 1e-3
+
+Flags after ``--`` go to every run. Each ``--vary FLAG=V1,V2,...`` adds a grid
+axis; a script gets only the axes it uses (the baseline, which trains on all
+the data, is run once rather than once per partition; ``--algorithm`` only
+varies ``run_async``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+from . import app
+from .cli import build_parser
+from .compare import compare
+from .errors import FedlearnError, UsageError
+
+SCRIPTS = ("run_baseline", "run_federated", "run_async")
+
+
+def parse_axis(text: str) -> tuple[str, list[str]]:
+    """``partition=iid,dirichlet`` -> ``("partition", ["iid", "dirichlet"])``."""
+    flag, sep, values = text.partition("=")
+    flag = flag.strip().lstrip("-")
+    choices = [v for v in values.split(",") if v]
+    if not sep or not flag or not choices:
+        raise UsageError(f"--vary {text!r}: expected FLAG=VALUE[,VALUE...]")
+    return flag, choices
+
+
+def split_flags(tokens: list[str]) -> list[tuple[str, list[str]]]:
+    """``["--a", "1", "--b=2", "--c"]`` -> ``[("a", ["--a", "1"]), ("b", ["--b=2"]), ("c", ["--c"])]``."""
+    groups: list[tuple[str, list[str]]] = []
+    for token in tokens:
+        if token.startswith("--"):
+            groups.append((token[2:].split("=", 1)[0], [token]))
+        elif groups:
+            groups[-1][1].append(token)
+        else:
+            raise UsageError(f"flags after -- must start with --, got {token!r}")
+    return groups
+
+
+def flags_accepted(script: str) -> set[str]:
+    """Every flag ``script`` accepts."""
+    return set(vars(build_parser(script).parse_args([])))
+
+
+def flags_used(script: str) -> set[str]:
+    """The flags ``script`` accepts and acts on (the baseline ignores the federated ones)."""
+    accepted = flags_accepted(script)
+    return accepted - build_parser(script).federated_flags if script == "run_baseline" else accepted
+
+
+def plan_runs(
+    scripts: list[str], axes: list[tuple[str, list[str]]], common: list[str]
+) -> list[tuple[str, str, list[str]]]:
+    """Every ``(script, run name, argv)`` of the grid.
+
+    A script gets the common flags it accepts and the axes it uses; a flag no
+    script knows is a usage error.
+    """
+    accepted = {script: flags_accepted(script) for script in SCRIPTS}
+    used = {script: flags_used(script) for script in SCRIPTS}
+    groups = split_flags(common)
+    for flag in [flag for flag, _ in axes] + [flag for flag, _ in groups]:
+        if not any(flag in flags for flags in accepted.values()):
+            raise UsageError(f"--{flag}: no script has this flag")
+    runs = []
+    for script in scripts:
+        shared = [token for flag, tokens in groups if flag in accepted[script] for token in tokens]
+        mine = [(flag, values) for flag, values in axes if flag in used[script]]
+        for combo in itertools.product(*[values for _, values in mine]):
+            settings = list(zip([flag for flag, _ in mine], combo))
+            name = "_".join([script.removeprefix("run_"), *[f"{flag}-{value}" for flag, value in settings]])
+            varied = [item for flag, value in settings for item in (f"--{flag}", value)]
+            runs.append((script, name, shared + varied))
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        prog="python3 -m fedlearn.sweep",
+        description=__doc__.split("\n\n")[0],
+        epilog="Flags after -- are passed to every run.",
+    )
+    parser.add_argument("--out", required=True, help="folder for the results JSON files (created)")
+    parser.add_argument("--scripts", nargs="+", default=list(SCRIPTS), choices=SCRIPTS, help="scripts to run")
+    parser.add_argument("--vary", action="append", default=[], metavar="FLAG=V1,V2", help="a grid axis (repeatable)")
+    parser.add_argument("--plot", action="store_true", help="also draw OUT/curves.png")
+    args = parser.parse_args(own)
+    try:
+        axes = [parse_axis(text) for text in args.vary]
+        runs = plan_runs(args.scripts, axes, common)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, (script, name, run_argv) in enumerate(runs, start=1):
+            path = out / f"{name}.json"
+            print(f"== sweep run {i}/{len(runs)}: {script}.py {' '.join(run_argv)}", flush=True)
+            try:
+                code = app.main(script, [*run_argv, "--save", str(path)])
+            except SystemExit as exc:  # argparse rejected a flag
+                code = exc.code if isinstance(exc.code, int) else 2
+            if code != 0:
+                raise FedlearnError(f"run {name} failed (exit status {code}); results so far are in {out}")
+            paths.append(str(path))
+        print(f"== {len(paths)} runs saved in {out}")
+        print(compare(paths, str(out / "curves.png") if args.plot else None))
+    except FedlearnError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
