@@ -143,7 +143,8 @@ def plot_runs(names: list[str], docs: list[dict[str, Any]], path: str | Path) ->
 
     fig, (by_updates, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for name, doc in zip(names, docs):
-        label = f"{name} ({run_label(doc)})"
+        method = run_label(doc)
+        label = name if name.lower() == method.lower() else f"{name} ({method})"
         history = doc["history"]
         accuracy = [100 * e["test_accuracy"] for e in history]
         if doc["script"] == "run_baseline":

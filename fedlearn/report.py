@@ -99,7 +99,10 @@ def write_results(path: str | os.PathLike, document: dict[str, Any]) -> None:
     """Write the results JSON atomically: a reader never sees a partial file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; a results file is an ordinary file
         with os.fdopen(fd, "w") as handle:
             json.dump(_json_safe(document), handle, indent=2, allow_nan=False)
             handle.write("\n")

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -108,3 +109,16 @@ def test_sweep_runs_the_grid_and_ends_with_the_compare_table(tiny_data_dir, tmp_
         "baseline.json", "federated_partition-iid.json", "federated_partition-shards.json"]
     last_lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("| run ") and "federated_partition-shards" in line for line in last_lines)
+
+
+def test_results_file_is_written_whole_with_ordinary_permissions(tmp_path):
+    from fedlearn.report import write_results
+
+    old = os.umask(0o022)
+    try:
+        write_results(tmp_path / "r.json", {"value": float("nan"), "ok": [1, 2]})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert json.loads((tmp_path / "r.json").read_text()) == {"value": None, "ok": [1, 2]}  # NaN -> null
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
