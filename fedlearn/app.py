@@ -20,7 +20,7 @@ from .errors import FedlearnError
 from .federated import run_fedavg
 from .flat import get_flat
 from .models import build_model, count_parameters
-from .partition import PartitionSpec, label_histograms, label_skew, make_partition, partition_sizes
+from .partition import ClientPartition, partition_sizes
 from .report import hyperparameter_table, partition_table, results_table, write_results
 from .results import RunRecorder
 from .runtime import make_deterministic, resolve_device, versions
@@ -63,7 +63,7 @@ def _run(script: str, args: argparse.Namespace) -> int:
         "device": str(device),
         "torch threads": torch.get_num_threads(),
     }
-    partition: Partition | None = None
+    partition: ClientPartition | None = None
     if script != "run_baseline" or args.show_partition:  # the baseline trains on everything
         partition = _make_partition(args, data, context)
     prepare, step_name = RUNNERS[script]
@@ -96,39 +96,10 @@ def _run(script: str, args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass
-class Partition:
-    """The clients' shares of the training set and how skewed their labels are."""
-
-    spec: PartitionSpec
-    parts: list[torch.Tensor]
-    histograms: torch.Tensor  # (clients, classes)
-    skew: torch.Tensor  # per-client total-variation distance from the global label distribution
-
-    def describe(self) -> str:
-        spec = self.spec
-        detail = {
-            "dirichlet": f" (alpha {spec.dirichlet_alpha:g})",
-            "shards": f" ({spec.shards_per_client} per client)",
-            "classes": f" ({spec.classes_per_client} label{'s' if spec.classes_per_client != 1 else ''} per client)",
-        }.get(spec.kind, "")
-        return spec.kind + detail + (f", size skew {spec.size_skew:g}" if spec.size_skew else "")
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            **vars(self.spec),
-            "label_skew_mean": float(self.skew.mean()),
-            "sizes": partition_sizes(self.parts),
-            "label_histograms": self.histograms.tolist(),
-        }
-
-
-def _make_partition(args: argparse.Namespace, data: Dataset, context: dict[str, Any]) -> Partition:
-    spec = partition_spec(args)
-    parts = make_partition(spec, data.train_y, args.num_clients, seeding.numpy_rng(args.seed, seeding.PARTITION))
-    histograms = label_histograms(parts, data.train_y, data.num_classes)
-    partition = Partition(spec, parts, histograms, label_skew(histograms))
-    sizes = partition_sizes(parts)
+def _make_partition(args: argparse.Namespace, data: Dataset, context: dict[str, Any]) -> ClientPartition:
+    rng = seeding.numpy_rng(args.seed, seeding.PARTITION)
+    partition = ClientPartition.create(partition_spec(args), data.train_y, args.num_clients, rng, data.num_classes)
+    sizes = partition_sizes(partition.parts)
     context["partition"] = partition.describe()
     context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
     context["label skew (mean TV distance, 0 = iid)"] = f"{float(partition.skew.mean()):.3f}"
@@ -151,7 +122,7 @@ def _prepare_baseline(
     args: argparse.Namespace,
     data: Dataset,
     model: torch.nn.Module,
-    partition: Partition | None,
+    partition: ClientPartition | None,
     context: dict[str, Any],
 ) -> TrainRun:
     """Centralized training needs no set-up; returns the training call."""
@@ -174,7 +145,7 @@ def _prepare_baseline(
 
 
 def _setup_clients(
-    args: argparse.Namespace, data: Dataset, partition: Partition, context: dict[str, Any]
+    args: argparse.Namespace, data: Dataset, partition: ClientPartition, context: dict[str, Any]
 ) -> tuple[LocalTrainer, ClientSpeeds, dict[str, Any]]:
     """Draw client speeds and build the local trainer over ``partition``; notes the speeds in ``context``."""
     speeds = draw_speeds(
@@ -206,7 +177,7 @@ def _prepare_federated(
     args: argparse.Namespace,
     data: Dataset,
     model: torch.nn.Module,
-    partition: Partition,
+    partition: ClientPartition,
     context: dict[str, Any],
 ) -> TrainRun:
     """Set up the clients; returns the FedAvg training call."""
@@ -233,7 +204,7 @@ def _prepare_async(
     args: argparse.Namespace,
     data: Dataset,
     model: torch.nn.Module,
-    partition: Partition,
+    partition: ClientPartition,
     context: dict[str, Any],
 ) -> TrainRun:
     """Set up the clients and the asynchronous server; returns the training call."""

@@ -149,6 +149,45 @@ def _fill_empty(parts: list[np.ndarray]) -> None:
             parts[k], parts[donor] = parts[donor][-1:], parts[donor][:-1]
 
 
+@dataclass(frozen=True)
+class ClientPartition:
+    """A drawn partition with its label histograms and per-client label skew."""
+
+    spec: PartitionSpec
+    parts: list[torch.Tensor]
+    histograms: torch.Tensor  # (clients, classes)
+    skew: torch.Tensor  # per-client total-variation distance from the global label distribution
+
+    @classmethod
+    def create(
+        cls, spec: PartitionSpec, labels: torch.Tensor, num_clients: int, rng: np.random.Generator, num_classes: int = 10
+    ) -> "ClientPartition":
+        """Draw the partition ``spec`` asks for and measure it."""
+        parts = make_partition(spec, labels, num_clients, rng, num_classes)
+        histograms = label_histograms(parts, labels, num_classes)
+        return cls(spec, parts, histograms, label_skew(histograms))
+
+    def describe(self) -> str:
+        """One line for the Hyperparameters table, e.g. ``dirichlet (alpha 0.1)``."""
+        spec = self.spec
+        plural = "s" if spec.classes_per_client != 1 else ""
+        detail = {
+            "dirichlet": f" (alpha {spec.dirichlet_alpha:g})",
+            "shards": f" ({spec.shards_per_client} per client)",
+            "classes": f" ({spec.classes_per_client} label{plural} per client)",
+        }.get(spec.kind, "")
+        return spec.kind + detail + (f", size skew {spec.size_skew:g}" if spec.size_skew else "")
+
+    def summary(self) -> dict[str, object]:
+        """The JSON's ``partition`` section."""
+        return {
+            **vars(self.spec),
+            "label_skew_mean": float(self.skew.mean()),
+            "sizes": partition_sizes(self.parts),
+            "label_histograms": self.histograms.tolist(),
+        }
+
+
 def partition_sizes(parts: list[torch.Tensor]) -> list[int]:
     """Number of samples held by each client."""
     return [int(p.numel()) for p in parts]
