@@ -142,8 +142,10 @@ def run_async(
             pending[job.dispatched_after] -= 1
             if pending[job.dispatched_after] == 0:
                 del sent[job.dispatched_after]
-            update = trainer.run(job.client, start, job_key=job.index + 1, on_batch=tick)
-            accepted_since_eval += server.receive(update.weights, start, tau)
+            with recorder.watch.section("training"):
+                update = trainer.run(job.client, start, job_key=job.index + 1, on_batch=tick)
+            with recorder.watch.section("aggregation"):
+                accepted_since_eval += server.receive(update.weights, start, tau)
             arrivals = job.index + 1
             if pending[arrivals] > 0:
                 sent[arrivals] = (server.weights, server.version)
@@ -152,8 +154,9 @@ def run_async(
             loss_samples += update.stats.samples
             if accepted_since_eval >= eval_every or arrivals == len(jobs):
                 accepted_since_eval = 0
-                set_flat(eval_model, server.weights)
-                ev = evaluate(eval_model, data.test_x, data.test_y)
+                with recorder.watch.section("evaluation"):
+                    set_flat(eval_model, server.weights)
+                    ev = evaluate(eval_model, data.test_x, data.test_y)
                 recorder.record(
                     arrivals,
                     ev,

@@ -33,8 +33,10 @@ def run_centralized(
     with progress_bar(count_batches(n, batch_size, epochs), "Baseline", enabled=show_progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731
         for epoch in range(1, epochs + 1):
-            stats = train(model, opt, data.train_x, data.train_y, indices, 1, batch_size, generator, on_batch=tick)
-            ev = evaluate(model, data.test_x, data.test_y)
+            with recorder.watch.section("training"):
+                stats = train(model, opt, data.train_x, data.train_y, indices, 1, batch_size, generator, on_batch=tick)
+            with recorder.watch.section("evaluation"):
+                ev = evaluate(model, data.test_x, data.test_y)
             recorder.record(
                 epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None, train_loss=stats.mean_loss
             )

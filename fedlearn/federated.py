@@ -49,18 +49,22 @@ def run_fedavg(
     sim_time, samples_trained, updates = 0.0, 0, 0
     with progress_bar(total_batches, "FedAvg", enabled=show_progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731
+        watch = recorder.watch
         for round_index, picked in enumerate(schedule, start=1):
-            results = [trainer.run(int(c), weights, round_index, on_batch=tick) for c in picked]
-            stack = torch.stack([u.weights for u in results])
-            counts = torch.tensor([u.num_samples for u in results], dtype=torch.float64)
-            weights = weighted_average(stack, counts)
+            with watch.section("training"):
+                results = [trainer.run(int(c), weights, round_index, on_batch=tick) for c in picked]
+            with watch.section("aggregation"):
+                stack = torch.stack([u.weights for u in results])
+                counts = torch.tensor([u.num_samples for u in results], dtype=torch.float64)
+                weights = weighted_average(stack, counts)
             trained = [u.stats.samples for u in results]
             sim_time += speeds.round_duration(picked, trained)
             samples_trained += sum(trained)
             updates += len(results)
             train_loss = sum(u.stats.mean_loss * u.stats.samples for u in results) / sum(trained)
-            set_flat(eval_model, weights)
-            ev = evaluate(eval_model, data.test_x, data.test_y)
+            with watch.section("evaluation"):
+                set_flat(eval_model, weights)
+                ev = evaluate(eval_model, data.test_x, data.test_y)
             recorder.record(
                 round_index,
                 ev,

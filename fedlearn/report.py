@@ -44,6 +44,7 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
         ["Test loss", _fmt(final["test_loss"], 1, 4)],
         ["Best test accuracy (%)", _fmt(final["best_test_accuracy"], 100, 2)],
         ["Wall-clock time (s)", _fmt(final["wall_time_s"], 1, 1)],
+        ["  training / aggregation / evaluation / other (s)", _breakdown(final["time_breakdown_s"])],
         ["Simulated time (s)", _fmt(final["sim_time"], 1, 1)],
         ["Samples trained", _show(final["samples_trained"])],
         ["Client updates", _show(final["client_updates"])],
@@ -74,6 +75,10 @@ def _target_rows(target: float, reached: dict[str, Any] | None) -> list[list[str
         [f"{label}: client updates", _show(reached["client_updates"])],
         [f"{label}: step", _show(reached["step"])],
     ]
+
+
+def _breakdown(seconds: dict[str, float]) -> str:
+    return " / ".join(f"{seconds[name]:.1f}" for name in ("training", "aggregation", "evaluation", "other"))
 
 
 def _fmt(value: float | None, scale: float, digits: int) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .timing import Stopwatch
 from .training import EvalResult
+
+TIME_SECTIONS = ("training", "aggregation", "evaluation")
 
 
 class RunRecorder:
@@ -14,7 +17,8 @@ class RunRecorder:
     Wall time is measured from construction (the start of training), so it
     includes local training, aggregation and evaluation, not data loading.
     With ``target_accuracy``, the first entry that reaches it is kept as the
-    run's time to accuracy.
+    run's time to accuracy. ``watch`` times the loop's sections (local
+    training, server aggregation, evaluation); the rest is reported as other.
     """
 
     def __init__(self, target_accuracy: float | None = None) -> None:
@@ -22,6 +26,7 @@ class RunRecorder:
         self.history: list[dict[str, Any]] = []
         self.target_accuracy = target_accuracy
         self.reached: dict[str, Any] | None = None
+        self.watch = Stopwatch()
 
     def elapsed(self) -> float:
         """Seconds since training started."""
@@ -39,15 +44,17 @@ class RunRecorder:
         **extra: Any,
     ) -> dict[str, Any]:
         """Append and return one history entry (``extra``: script-specific keys)."""
+        wall = self.elapsed()
         entry = {
             "step": step,
             "sim_time": sim_time,
-            "wall_time_s": self.elapsed(),
+            "wall_time_s": wall,
             "test_accuracy": evaluation.accuracy,
             "test_loss": evaluation.loss,
             "train_loss": train_loss,
             "samples_trained": samples_trained,
             "client_updates": client_updates,
+            "time_breakdown_s": self._breakdown(wall),  # cumulative up to this evaluation
             **extra,
         }
         self.history.append(entry)
@@ -55,20 +62,27 @@ class RunRecorder:
             self.reached = entry
         return entry
 
+    def _breakdown(self, wall: float) -> dict[str, float]:
+        seconds = {name: self.watch.totals.get(name, 0.0) for name in TIME_SECTIONS}
+        seconds["other"] = max(wall - sum(seconds.values()), 0.0)
+        return seconds
+
     def final(self) -> dict[str, Any]:
         """The contract's ``final`` block: last evaluation, totals, best accuracy seen."""
         if not self.history:
             raise RuntimeError("no evaluation was recorded")
         last = self.history[-1]
+        wall = self.elapsed()
         return {
             "test_accuracy": last["test_accuracy"],
             "test_loss": last["test_loss"],
-            "wall_time_s": self.elapsed(),
+            "wall_time_s": wall,
             "sim_time": last["sim_time"],
             "samples_trained": last["samples_trained"],
             "client_updates": last["client_updates"],
             "best_test_accuracy": max(e["test_accuracy"] for e in self.history),
             "steps": last["step"],
+            "time_breakdown_s": self._breakdown(wall),
             "target_accuracy": self.target_accuracy,
             "time_to_target": None if self.reached is None else {
                 key: self.reached[key] for key in ("step", "sim_time", "wall_time_s", "client_updates", "samples_trained")
