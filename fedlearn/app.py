@@ -49,9 +49,10 @@ def _run(script: str, args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     make_deterministic()
     name, how = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=_notice)
-    data = load_dataset(name, args.data_dir).to(device)
+    channels_last = not args.no_channels_last
+    data = load_dataset(name, args.data_dir).to(device, channels_last)
     torch.manual_seed(seeding.derive_seed(args.seed, seeding.INIT))
-    model = build_model(args.model, data.num_classes).to(device)
+    model = build_model(args.model, data.num_classes, channels_last).to(device)
 
     context: dict[str, Any] = {
         "dataset": name,
@@ -167,7 +168,7 @@ def _setup_clients(
         seed=args.seed,
         prox_mu=args.prox_mu,
     )
-    worker_model = build_model(args.model, data.num_classes).to(data.train_x.device)
+    worker_model = build_model(args.model, data.num_classes, not args.no_channels_last).to(data.train_x.device)
     trainer = LocalTrainer(worker_model, data, partition.parts, config)
     clients = {"sizes": partition_sizes(partition.parts), "rates": [float(r) for r in speeds.rates]}
     return trainer, speeds, clients

@@ -74,6 +74,11 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         default=None,
         help="test accuracy (fraction, e.g. 0.85) whose first reaching is reported (time to accuracy)",
     )
+    train.add_argument(
+        "--no_channels_last",
+        action="store_true",
+        help="keep conv weights and images in the default NCHW layout (channels-last is faster on CPU)",
+    )
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
 
     fed = parser.add_argument_group("federation (federated scripts)")

@@ -52,13 +52,14 @@ class Dataset:
     test_fingerprint: str = ""  # sha256 (16 hex digits) of the raw test images and labels
     num_classes: int = NUM_CLASSES
 
-    def to(self, device: torch.device) -> "Dataset":
-        """The same dataset with every tensor on ``device``."""
+    def to(self, device: torch.device, channels_last: bool = False) -> "Dataset":
+        """The same dataset with every tensor on ``device`` (images channels-last if asked)."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         return replace(
             self,
-            train_x=self.train_x.to(device),
+            train_x=self.train_x.to(device, memory_format=fmt),
             train_y=self.train_y.to(device),
-            test_x=self.test_x.to(device),
+            test_x=self.test_x.to(device, memory_format=fmt),
             test_y=self.test_y.to(device),
         )
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector
 
 
 def get_flat(model: nn.Module) -> torch.Tensor:
-    """A detached copy of every parameter of ``model``, concatenated."""
+    """A detached copy of every parameter of ``model``, concatenated in the parameters' logical (NCHW) order,
+    whatever their memory format."""
     if any(True for _ in model.buffers()):
         raise ValueError("models with buffers (e.g. batch norm) are not supported by flat exchange")
-    return parameters_to_vector(model.parameters()).detach().clone()
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 def unflatten_like(model: nn.Module, weights: torch.Tensor) -> list[torch.Tensor]:

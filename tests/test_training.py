@@ -76,3 +76,20 @@ def test_fedprox_with_mu_0_equals_plain_training(tiny_data_dir):
 def test_fedprox_pulls_local_weights_toward_the_global_model(tiny_data_dir):
     distances = [local_distance_from_anchor(tiny_data_dir, mu)[1] for mu in (0.0, 1.0, 10.0)]
     assert distances[0] > distances[1] > distances[2] > 0
+
+
+def test_channels_last_is_the_same_computation_in_another_layout(tiny_data_dir):
+    from fedlearn.flat import get_flat
+
+    data = load_dataset("mnist", tiny_data_dir)
+    weights = []
+    for channels_last in (False, True):
+        d = data.to(torch.device("cpu"), channels_last)
+        torch.manual_seed(0)
+        model = build_model("cnn", channels_last=channels_last)
+        assert model[3].weight.is_contiguous(memory_format=torch.channels_last) == channels_last  # 16 in-channels
+        train(model, make_optimizer("adam", model.parameters(), 1e-3), d.train_x, d.train_y, torch.arange(400),
+              epochs=1, batch_size=50, generator=torch.Generator().manual_seed(0))
+        weights.append(get_flat(model))
+    assert torch.allclose(weights[0], weights[1], atol=1e-4)
+    assert weights[0].shape == weights[1].shape  # flat vectors use the logical order in both layouts

@@ -1,0 +1,288 @@
+"""``python3 -m fedlearn.bench [--quick]``: what federated simulation costs on top of the training itself.
+
+Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values):
+
+1. throughput: a plain PyTorch loop (no fedlearn code), the baseline, FedAvg and
+   FedAsync training the same model on the same number of samples;
+2. scaling: FedAvg with 8, 100 and 1,000 clients (IID and Dirichlet), 10 %
+   picked per round, each round split into local training, aggregation,
+   evaluation and the rest, with the peak memory of each (one process each);
+3. options of the hot path (``--variants``): channels_last and torch.compile.
+
+Every figure is the median of ``--reps`` repetitions after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+from torch import nn
+
+from . import seeding
+from .asynchronous import AsyncConfig, AsyncServer, run_async
+from .centralized import run_centralized
+from .client import LocalJobConfig, LocalTrainer
+from .clock import ClientSpeeds
+from .data import Dataset
+from .federated import run_fedavg
+from .flat import get_flat
+from .models import build_model
+from .partition import PartitionSpec, make_partition
+from .runtime import make_deterministic, versions
+
+BATCH_SIZE = 100
+LR = 1e-3
+SCALING_CLIENTS = (8, 100, 1000)
+
+
+def synthetic_dataset(num_train: int, num_test: int, seed: int = 0) -> Dataset:
+    """MNIST-shaped random images and labels, already 'normalized'."""
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(
+        name="synthetic",
+        train_x=torch.randn(num_train, 1, 28, 28, generator=g),
+        train_y=torch.randint(0, 10, (num_train,), generator=g),
+        test_x=torch.randn(num_test, 1, 28, 28, generator=g),
+        test_y=torch.randint(0, 10, (num_test,), generator=g),
+        mean=0.0,
+        std=1.0,
+        source="synthetic",
+    )
+
+
+def plain_pytorch_seconds(data: Dataset, seed: int = 0) -> float:
+    """One epoch of the plainest loop over the same tensors: the reference (no fedlearn code)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    x, y = data.train_x, data.train_y
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    for i in range(0, x.shape[0], BATCH_SIZE):
+        batch = order[i : i + BATCH_SIZE]
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[batch]), y[batch]).backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def _non_eval_seconds(final: dict[str, Any]) -> float:
+    return final["wall_time_s"] - final["time_breakdown_s"]["evaluation"]
+
+
+def baseline_seconds(data: Dataset, seed: int = 0) -> float:
+    """One epoch of fedlearn's centralized training (evaluation excluded)."""
+    torch.manual_seed(seed)
+    model = build_model("cnn")
+    recorder = run_centralized(
+        model, data, epochs=1, batch_size=BATCH_SIZE, optimizer="adam", lr=LR, seed=seed, show_progress=False
+    )
+    return _non_eval_seconds(recorder.final())
+
+
+def _trainer(data: Dataset, num_clients: int, partition: str, seed: int, local_epochs: int = 1) -> LocalTrainer:
+    spec = PartitionSpec(partition, dirichlet_alpha=0.5)
+    parts = make_partition(spec, data.train_y, num_clients, seeding.numpy_rng(seed, seeding.PARTITION))
+    config = LocalJobConfig("adam", LR, BATCH_SIZE, local_epochs, seed)
+    return LocalTrainer(build_model("cnn"), data, parts, config)
+
+
+def fedavg_run(
+    data: Dataset, num_clients: int, picked: int, rounds: int, partition: str = "iid", seed: int = 0
+) -> dict[str, Any]:
+    """A FedAvg run; returns its ``final`` figures (with the time breakdown) and its history."""
+    torch.manual_seed(seed)
+    model = build_model("cnn")
+    trainer = _trainer(data, num_clients, partition, seed)
+    speeds = ClientSpeeds(rates=np.full(num_clients, 1000.0))
+    _, recorder = run_fedavg(
+        trainer, model, get_flat(model), speeds, rounds=rounds, num_select=picked, seed=seed, show_progress=False
+    )
+    return {"final": recorder.final(), "history": recorder.history}
+
+
+def fedavg_seconds(data: Dataset, seed: int = 0) -> float:
+    """FedAvg, 8 clients all picked, one round of one local epoch: one epoch of samples (evaluation excluded)."""
+    return _non_eval_seconds(fedavg_run(data, 8, 8, 1, seed=seed)["final"])
+
+
+def async_seconds(data: Dataset, seed: int = 0) -> float:
+    """FedAsync, 8 clients, 8 updates of one local epoch: one epoch of samples (evaluation excluded)."""
+    torch.manual_seed(seed)
+    model = build_model("cnn")
+    trainer = _trainer(data, 8, "iid", seed)
+    server = AsyncServer(get_flat(model), AsyncConfig())
+    speeds = ClientSpeeds(rates=np.full(8, 1000.0))
+    recorder = run_async(
+        trainer, model, server, speeds, concurrency=4, max_updates=8, eval_every=8, seed=seed, show_progress=False
+    )
+    return _non_eval_seconds(recorder.final())
+
+
+def median_seconds(fn: Callable[[Dataset], float], data: Dataset, reps: int) -> float:
+    """Median of ``reps`` timed calls after one warm-up call."""
+    fn(data)
+    return statistics.median(fn(data) for _ in range(reps))
+
+
+def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
+    """Seconds and samples per second of each way of training one epoch of ``data``."""
+    n = int(data.train_y.numel())
+    seconds = {
+        "plain PyTorch loop": median_seconds(plain_pytorch_seconds, data, reps),
+        "run_baseline": median_seconds(baseline_seconds, data, reps),
+        "run_federated (FedAvg)": median_seconds(fedavg_seconds, data, reps),
+        "run_async (FedAsync)": median_seconds(async_seconds, data, reps),
+    }
+    per_sample = {k: v / n for k, v in seconds.items()}
+    return {
+        "samples": n,
+        "seconds": seconds,
+        "samples_per_s": {k: n / v for k, v in seconds.items()},
+        "ratios": {
+            "baseline / plain": per_sample["run_baseline"] / per_sample["plain PyTorch loop"],
+            "FedAvg / baseline": per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"],
+            "FedAsync / baseline": per_sample["run_async (FedAsync)"] / per_sample["run_baseline"],
+            "FedAsync / FedAvg": per_sample["run_async (FedAsync)"] / per_sample["run_federated (FedAvg)"],
+        },
+    }
+
+
+def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
+    """One scaling configuration, run in its own process so its peak memory is its own."""
+    torch.set_num_threads(config["threads"])
+    make_deterministic()
+    data = synthetic_dataset(config["num_train"], config["num_test"])
+    n, picked = config["clients"], max(1, config["clients"] // 10)
+    run = fedavg_run(data, n, picked, config["rounds"], config["partition"])
+    history = run["history"]
+    # per-round figures from the cumulative breakdown; round 1 is the warm-up
+    cumulative = [e["time_breakdown_s"] for e in history]
+    rounds = [
+        {k: cumulative[i][k] - cumulative[i - 1][k] for k in cumulative[i]} for i in range(1, len(cumulative))
+    ]
+    samples = [history[i]["samples_trained"] - history[i - 1]["samples_trained"] for i in range(1, len(history))]
+    median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    round_s = statistics.median(sum(r.values()) for r in rounds)
+    train_s = statistics.median(sum(v for k, v in r.items() if k != "evaluation") / s for r, s in zip(rounds, samples))
+    return {
+        **config,
+        "picked": picked,
+        "samples_per_round": statistics.median(samples),
+        "round_s": round_s,
+        "breakdown_s": median,
+        "s_per_sample_excl_eval": train_s,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def scaling_section(num_train: int, num_test: int, rounds: int, threads: int) -> list[dict[str, Any]]:
+    """Every scaling configuration, each in a fresh process."""
+    results = []
+    for partition in ("iid", "dirichlet"):
+        for clients in SCALING_CLIENTS:
+            config = {"clients": clients, "partition": partition, "rounds": rounds, "num_train": num_train,
+                      "num_test": num_test, "threads": threads}  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, "-m", "fedlearn.bench", "--child", json.dumps(config)],
+                capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1],
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise RuntimeError(f"scaling run {config} failed:\n{proc.stderr[-2000:]}")
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def render(report: dict[str, Any]) -> str:
+    """The benchmark's tables."""
+    tp = report["throughput"]
+    rows = [[name, f"{tp['seconds'][name]:.2f}", f"{tp['samples_per_s'][name]:,.0f}"] for name in tp["seconds"]]
+    out = [f"Training throughput: one epoch of {tp['samples']:,} samples, batch {BATCH_SIZE}, median of "
+           f"{report['reps']} after a warm-up (evaluation excluded)",
+           tabulate(rows, headers=["run", "seconds", "samples/s"], tablefmt="github", disable_numparse=True),
+           "",
+           tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()],
+                    headers=["time per trained sample", "ratio"], tablefmt="github", disable_numparse=True)]  # fmt: skip
+    if report.get("scaling"):
+        rows = []
+        for r in report["scaling"]:
+            b = r["breakdown_s"]
+            rows.append([r["partition"], r["clients"], r["picked"], f"{r['samples_per_round']:,.0f}",
+                         f"{r['round_s']:.2f}", f"{b['training']:.2f}", f"{b['aggregation']:.4f}",
+                         f"{b['evaluation']:.2f}", f"{b['other']:.4f}", f"{1e6 * r['s_per_sample_excl_eval']:.1f}",
+                         f"{r['peak_rss_mib']:.0f}"])  # fmt: skip
+        out += ["", f"FedAvg scaling: 10 % of the clients per round, 1 local epoch; median over rounds 2-"
+                    f"{report['scaling'][0]['rounds']} (round 1 is the warm-up); one process per row",
+                tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "round (s)", "training",
+                                        "aggregation", "evaluation", "other", "us/sample (excl. eval)",
+                                        "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
+    if report.get("variants"):
+        rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
+        out += ["", "Hot-path options (baseline training, one epoch)",
+                tabulate(rows, headers=["option", "seconds", "vs default"], tablefmt="github", disable_numparse=True)]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python3 -m fedlearn.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for CI: under a minute")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 3, quick 2)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--no_scaling", action="store_true", help="skip the 8/100/1,000-client scaling runs")
+    parser.add_argument("--variants", action="store_true", help="also measure channels_last and torch.compile")
+    parser.add_argument("--out", default="bench.json", help="where to write the JSON report")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(scaling_child(json.loads(args.child))))
+        return 0
+    if args.threads < 1 or (args.reps is not None and args.reps < 1):
+        parser.error("--threads and --reps must be positive")
+    torch.set_num_threads(args.threads)
+    make_deterministic()
+    reps = args.reps or (2 if args.quick else 3)
+    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 4)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "reps": reps,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions(),
+        "throughput": throughput_section(synthetic_dataset(num_train, num_test), reps),
+    }
+    if not args.no_scaling:
+        report["scaling"] = scaling_section(num_train, num_test, rounds, args.threads)
+    if args.variants:
+        from .bench_variants import variants_section  # heavy (torch.compile): only when asked
+
+        report["variants"] = variants_section(synthetic_dataset(num_train, num_test), reps)
+    report["bench_seconds"] = time.perf_counter() - started
+    print(render(report))
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nbenchmark took {report['bench_seconds']:.0f} s; report written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
