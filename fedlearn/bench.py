@@ -7,7 +7,11 @@ Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values)
 2. scaling: FedAvg with 8, 100 and 1,000 clients (IID and Dirichlet), 10 %
    picked per round, each round split into local training, aggregation,
    evaluation and the rest, with the peak memory of each (one process each);
-3. options of the hot path (``--variants``): channels_last and torch.compile.
+3. options of the hot path (``--variants``): memory layout, torch.compile,
+   evaluation batch size, a vmap step over many small clients.
+
+fedlearn's runs use the scripts' defaults (channels-last layout); the plain loop
+is the plainest NCHW loop.
 
 Every figure is the median of ``--reps`` repetitions after a warm-up.
 """
@@ -91,7 +95,7 @@ def _non_eval_seconds(final: dict[str, Any]) -> float:
 def baseline_seconds(data: Dataset, seed: int = 0) -> float:
     """One epoch of fedlearn's centralized training (evaluation excluded)."""
     torch.manual_seed(seed)
-    model = build_model("cnn")
+    model = build_model("cnn", channels_last=True)
     recorder = run_centralized(
         model, data, epochs=1, batch_size=BATCH_SIZE, optimizer="adam", lr=LR, seed=seed, show_progress=False
     )
@@ -102,7 +106,7 @@ def _trainer(data: Dataset, num_clients: int, partition: str, seed: int, local_e
     spec = PartitionSpec(partition, dirichlet_alpha=0.5)
     parts = make_partition(spec, data.train_y, num_clients, seeding.numpy_rng(seed, seeding.PARTITION))
     config = LocalJobConfig("adam", LR, BATCH_SIZE, local_epochs, seed)
-    return LocalTrainer(build_model("cnn"), data, parts, config)
+    return LocalTrainer(build_model("cnn", channels_last=True), data, parts, config)
 
 
 def fedavg_run(
@@ -110,7 +114,7 @@ def fedavg_run(
 ) -> dict[str, Any]:
     """A FedAvg run; returns its ``final`` figures (with the time breakdown) and its history."""
     torch.manual_seed(seed)
-    model = build_model("cnn")
+    model = build_model("cnn", channels_last=True)
     trainer = _trainer(data, num_clients, partition, seed)
     speeds = ClientSpeeds(rates=np.full(num_clients, 1000.0))
     _, recorder = run_fedavg(
@@ -127,7 +131,7 @@ def fedavg_seconds(data: Dataset, seed: int = 0) -> float:
 def async_seconds(data: Dataset, seed: int = 0) -> float:
     """FedAsync, 8 clients, 8 updates of one local epoch: one epoch of samples (evaluation excluded)."""
     torch.manual_seed(seed)
-    model = build_model("cnn")
+    model = build_model("cnn", channels_last=True)
     trainer = _trainer(data, 8, "iid", seed)
     server = AsyncServer(get_flat(model), AsyncConfig())
     speeds = ClientSpeeds(rates=np.full(8, 1000.0))
@@ -146,11 +150,12 @@ def median_seconds(fn: Callable[[Dataset], float], data: Dataset, reps: int) -> 
 def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
     """Seconds and samples per second of each way of training one epoch of ``data``."""
     n = int(data.train_y.numel())
+    layout = data.to(torch.device("cpu"), channels_last=True)  # as the scripts hold it
     seconds = {
         "plain PyTorch loop": median_seconds(plain_pytorch_seconds, data, reps),
-        "run_baseline": median_seconds(baseline_seconds, data, reps),
-        "run_federated (FedAvg)": median_seconds(fedavg_seconds, data, reps),
-        "run_async (FedAsync)": median_seconds(async_seconds, data, reps),
+        "run_baseline": median_seconds(baseline_seconds, layout, reps),
+        "run_federated (FedAvg)": median_seconds(fedavg_seconds, layout, reps),
+        "run_async (FedAsync)": median_seconds(async_seconds, layout, reps),
     }
     per_sample = {k: v / n for k, v in seconds.items()}
     return {
@@ -170,7 +175,7 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     """One scaling configuration, run in its own process so its peak memory is its own."""
     torch.set_num_threads(config["threads"])
     make_deterministic()
-    data = synthetic_dataset(config["num_train"], config["num_test"])
+    data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
     n, picked = config["clients"], max(1, config["clients"] // 10)
     run = fedavg_run(data, n, picked, config["rounds"], config["partition"])
     history = run["history"]
@@ -236,7 +241,7 @@ def render(report: dict[str, Any]) -> str:
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
-        out += ["", "Hot-path options (baseline training, one epoch)",
+        out += ["", "Hot-path options, each against the default it would replace (interleaved repetitions)",
                 tabulate(rows, headers=["option", "seconds", "vs default"], tablefmt="github", disable_numparse=True)]
     return "\n".join(out)
 
@@ -248,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 3, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--no_scaling", action="store_true", help="skip the 8/100/1,000-client scaling runs")
-    parser.add_argument("--variants", action="store_true", help="also measure channels_last and torch.compile")
+    parser.add_argument(
+        "--variants", action="store_true", help="also measure layouts, torch.compile (full mode), eval batch, vmap"
+    )
     parser.add_argument("--out", default="bench.json", help="where to write the JSON report")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         from .bench_variants import variants_section  # heavy (torch.compile): only when asked
 
-        report["variants"] = variants_section(synthetic_dataset(num_train, num_test), reps)
+        report["variants"] = variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
     report["bench_seconds"] = time.perf_counter() - started
     print(render(report))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

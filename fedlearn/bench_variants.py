@@ -1,0 +1,115 @@
+"""Hot-path options measured by ``python3 -m fedlearn.bench --variants``.
+
+Each option is timed against the default with interleaved repetitions (so
+drift in the machine's speed hits both alike): memory layout, torch.compile of
+the model, the evaluation batch size, and a vectorized step over many small
+clients (torch.func.vmap) against the sequential one fedlearn runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from .data import Dataset
+from .models import build_model
+from .training import evaluate, make_optimizer, train
+
+LR = 1e-3
+BATCH_SIZE = 100
+
+
+def _epoch_runner(data: Dataset, channels_last: bool, compiled: bool = False) -> Callable[[], None]:
+    torch.manual_seed(0)
+    model = build_model("cnn", channels_last=channels_last)
+    forward = torch.compile(model) if compiled else model
+    optimizer = make_optimizer("adam", model.parameters(), LR)
+    d = data.to(torch.device("cpu"), channels_last)
+    indices = torch.arange(d.train_y.numel())
+    generator = torch.Generator().manual_seed(0)
+    return lambda: train(forward, optimizer, d.train_x, d.train_y, indices, 1, BATCH_SIZE, generator)
+
+
+def _eval_runner(data: Dataset, channels_last: bool, batch_size: int) -> Callable[[], None]:
+    model = build_model("cnn", channels_last=channels_last)
+    d = data.to(torch.device("cpu"), channels_last)
+    return lambda: evaluate(model, d.test_x, d.test_y, batch_size)
+
+
+def interleaved_medians(runners: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Median seconds of each runner; one warm-up call each, then ``reps`` rounds in turn."""
+    for run in runners.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def many_clients_step(data: Dataset, clients: int, samples: int, vectorized: bool) -> Callable[[], None]:
+    """One SGD step of ``clients`` clients on ``samples`` samples each: sequential, or all at once with vmap."""
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    x = data.train_x[: clients * samples].contiguous().view(clients, samples, 1, 28, 28)
+    y = data.train_y[: clients * samples].view(clients, samples)
+    if not vectorized:
+        def sequential() -> None:
+            for k in range(clients):
+                model.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x[k]), y[k]).backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.sub_(LR * p.grad)
+        return sequential
+
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    stacked = {name: p.unsqueeze(0).repeat(clients, *[1] * p.dim()) for name, p in params.items()}
+
+    def loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model, p, (xb,)), yb)
+
+    per_client_grad = vmap(grad(loss))
+
+    def vectorized_step() -> None:
+        grads = per_client_grad(stacked, x, y)
+        for name in stacked:
+            stacked[name].sub_(LR * grads[name])
+
+    return vectorized_step
+
+
+def variants_section(data: Dataset, reps: int, compile_model: bool = True) -> dict[str, Any]:
+    """Every option with its seconds and its ratio to the default it would replace."""
+    results: dict[str, Any] = {}
+    epochs = {"training epoch, channels_last (default)": _epoch_runner(data, True),
+              "training epoch, NCHW (--no_channels_last)": _epoch_runner(data, False)}  # fmt: skip
+    if compile_model:
+        epochs["training epoch, torch.compile + channels_last"] = _epoch_runner(data, True, compiled=True)
+    timed = interleaved_medians(epochs, reps)
+    default = timed["training epoch, channels_last (default)"]
+    results.update({name: {"seconds": s, "vs_default": s / default} for name, s in timed.items()})
+
+    evals = {f"evaluation, batch {b}{', NCHW' if not cl else ''}": _eval_runner(data, cl, b)
+             for b, cl in ((500, True), (2000, True), (500, False))}  # fmt: skip
+    timed = interleaved_medians(evals, reps)
+    default = timed["evaluation, batch 500"]
+    results.update({name: {"seconds": s, "vs_default": s / default} for name, s in timed.items()})
+
+    samples = 60
+    clients = min(100, int(data.train_y.numel()) // samples)
+    steps = {f"{clients} clients x {samples} samples, one step each: sequential (default)":
+             many_clients_step(data, clients, samples, vectorized=False),
+             f"{clients} clients x {samples} samples, one step each: vmap":
+             many_clients_step(data, clients, samples, vectorized=True)}  # fmt: skip
+    timed = interleaved_medians(steps, reps)
+    default = next(iter(timed.values()))
+    results.update({name: {"seconds": s, "vs_default": s / default} for name, s in timed.items()})
+    return results
