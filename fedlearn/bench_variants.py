@@ -54,36 +54,42 @@ def interleaved_medians(runners: dict[str, Callable[[], Any]], reps: int) -> dic
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def many_clients_step(data: Dataset, clients: int, samples: int, vectorized: bool) -> Callable[[], None]:
-    """One SGD step of ``clients`` clients on ``samples`` samples each: sequential, or all at once with vmap."""
+def many_clients_step(
+    data: Dataset, clients: int, samples: int, vectorized: bool
+) -> Callable[[], dict[str, torch.Tensor]]:
+    """One SGD step of ``clients`` clients, each from the same weights on its own ``samples`` samples.
+
+    Sequential (what fedlearn runs: one model, reloaded per client) or all at
+    once with ``vmap(grad(...))``; both return each client's new weights, stacked.
+    """
     torch.manual_seed(0)
     model = build_model("cnn")
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
     x = data.train_x[: clients * samples].contiguous().view(clients, samples, 1, 28, 28)
     y = data.train_y[: clients * samples].view(clients, samples)
-    if not vectorized:
-        def sequential() -> None:
-            for k in range(clients):
-                model.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x[k]), y[k]).backward()
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p.sub_(LR * p.grad)
-        return sequential
 
-    params = {name: p.detach() for name, p in model.named_parameters()}
-    stacked = {name: p.unsqueeze(0).repeat(clients, *[1] * p.dim()) for name, p in params.items()}
+    def sequential() -> dict[str, torch.Tensor]:
+        results: dict[str, list[torch.Tensor]] = {name: [] for name in start}
+        for k in range(clients):
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(start[name])
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[k]), y[k]).backward()
+            for name, p in model.named_parameters():
+                results[name].append(p.detach() - LR * p.grad)
+        return {name: torch.stack(v) for name, v in results.items()}
 
     def loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(model, p, (xb,)), yb)
 
-    per_client_grad = vmap(grad(loss))
+    per_client_grad = vmap(grad(loss), in_dims=(None, 0, 0))
 
-    def vectorized_step() -> None:
-        grads = per_client_grad(stacked, x, y)
-        for name in stacked:
-            stacked[name].sub_(LR * grads[name])
+    def vectorized_step() -> dict[str, torch.Tensor]:
+        grads = per_client_grad(start, x, y)
+        return {name: start[name] - LR * grads[name] for name in start}
 
-    return vectorized_step
+    return vectorized_step if vectorized else sequential
 
 
 def variants_section(data: Dataset, reps: int, compile_model: bool = True) -> dict[str, Any]:

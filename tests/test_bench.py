@@ -1,0 +1,42 @@
+"""The benchmark command runs and reports what it claims (no timing assertions: those are for the benchmark)."""
+
+import json
+
+import torch
+
+from fedlearn import bench
+from fedlearn.bench_variants import interleaved_medians, many_clients_step
+
+
+def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--no_scaling", "--reps", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    tp = report["throughput"]
+    assert tp["samples"] == 4000 and report["mode"] == "quick"
+    assert set(tp["seconds"]) == {"plain PyTorch loop", "run_baseline", "run_federated (FedAvg)", "run_async (FedAsync)"}
+    assert all(s > 0 for s in tp["seconds"].values())
+    per_sample = {k: v / 4000 for k, v in tp["seconds"].items()}
+    assert abs(tp["ratios"]["FedAvg / baseline"] - per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"]) < 1e-9
+    assert "Training throughput" in capsys.readouterr().out
+
+
+def test_scaling_child_splits_rounds_and_measures_memory():
+    threads = torch.get_num_threads()
+    result = bench.scaling_child({"clients": 100, "partition": "dirichlet", "rounds": 3, "num_train": 1000,
+                                  "num_test": 200, "threads": threads})
+    assert result["picked"] == 10
+    assert set(result["breakdown_s"]) == {"training", "aggregation", "evaluation", "other"}
+    assert result["breakdown_s"]["training"] > 0 and result["peak_rss_mib"] > 100
+    assert abs(result["round_s"] - sum(result["breakdown_s"].values())) < 0.5 * result["round_s"]
+
+
+def test_vectorized_many_client_step_computes_what_the_sequential_one_does():
+    data = bench.synthetic_dataset(600, 10)
+    sequential = many_clients_step(data, clients=3, samples=20, vectorized=False)
+    vectorized = many_clients_step(data, clients=3, samples=20, vectorized=True)
+    a, b = sequential(), vectorized()
+    assert set(a) == set(b) and all(a[k].shape[0] == 3 and torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert not torch.allclose(a["0.weight"][0], a["0.weight"][1])  # clients differ: each trained its own data
+    timings = interleaved_medians({"sequential": sequential, "vmap": vectorized}, reps=1)
+    assert set(timings) == {"sequential", "vmap"} and all(t > 0 for t in timings.values())
