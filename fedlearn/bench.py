@@ -42,7 +42,7 @@ from .centralized import run_centralized
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds
 from .data import Dataset
-from .federated import run_fedavg
+from .federated import run_fedavg, select_clients
 from .flat import get_flat
 from .models import build_model
 from .partition import PartitionSpec, make_partition
@@ -68,14 +68,19 @@ def synthetic_dataset(num_train: int, num_test: int, seed: int = 0) -> Dataset:
     )
 
 
-def plain_pytorch_seconds(data: Dataset, seed: int = 0) -> float:
-    """One epoch of the plainest loop over the same tensors: the reference (no fedlearn code)."""
+def plain_pytorch_seconds(data: Dataset, seed: int = 0, channels_last: bool = False) -> float:
+    """One epoch of the plainest loop over the same tensors: the reference (no fedlearn code).
+
+    With ``channels_last`` the model is converted to that layout, as fedlearn's default does.
+    """
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
     )  # fmt: skip
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     x, y = data.train_x, data.train_y
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -120,7 +125,8 @@ def fedavg_run(
     _, recorder = run_fedavg(
         trainer, model, get_flat(model), speeds, rounds=rounds, num_select=picked, seed=seed, show_progress=False
     )
-    return {"final": recorder.final(), "history": recorder.history}
+    sizes = [int(p.numel()) for p in trainer.partitions]
+    return {"final": recorder.final(), "history": recorder.history, "sizes": sizes}
 
 
 def fedavg_seconds(data: Dataset, seed: int = 0) -> float:
@@ -153,6 +159,9 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
     layout = data.to(torch.device("cpu"), channels_last=True)  # as the scripts hold it
     seconds = {
         "plain PyTorch loop": median_seconds(plain_pytorch_seconds, data, reps),
+        "plain PyTorch loop, channels_last": median_seconds(
+            lambda d: plain_pytorch_seconds(d, channels_last=True), layout, reps
+        ),
         "run_baseline": median_seconds(baseline_seconds, layout, reps),
         "run_federated (FedAvg)": median_seconds(fedavg_seconds, layout, reps),
         "run_async (FedAsync)": median_seconds(async_seconds, layout, reps),
@@ -163,7 +172,9 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
         "seconds": seconds,
         "samples_per_s": {k: n / v for k, v in seconds.items()},
         "ratios": {
-            "baseline / plain": per_sample["run_baseline"] / per_sample["plain PyTorch loop"],
+            "baseline / plain (same layout: channels_last)": per_sample["run_baseline"]
+            / per_sample["plain PyTorch loop, channels_last"],
+            "baseline / plain (default NCHW)": per_sample["run_baseline"] / per_sample["plain PyTorch loop"],
             "FedAvg / baseline": per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"],
             "FedAsync / baseline": per_sample["run_async (FedAsync)"] / per_sample["run_baseline"],
             "FedAsync / FedAvg": per_sample["run_async (FedAsync)"] / per_sample["run_federated (FedAvg)"],
@@ -178,6 +189,10 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
     n, picked = config["clients"], max(1, config["clients"] // 10)
     run = fedavg_run(data, n, picked, config["rounds"], config["partition"])
+    sizes = run["sizes"]
+    batches = [
+        sum(-(-sizes[int(c)] // BATCH_SIZE) for c in select_clients(0, r, n, picked)) for r in range(2, config["rounds"] + 1)
+    ]
     history = run["history"]
     # per-round figures from the cumulative breakdown; round 1 is the warm-up
     cumulative = [e["time_breakdown_s"] for e in history]
@@ -192,6 +207,7 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
         **config,
         "picked": picked,
         "samples_per_round": statistics.median(samples),
+        "batches_per_round": statistics.median(batches),
         "round_s": round_s,
         "breakdown_s": median,
         "s_per_sample_excl_eval": train_s,
@@ -231,12 +247,14 @@ def render(report: dict[str, Any]) -> str:
         for r in report["scaling"]:
             b = r["breakdown_s"]
             rows.append([r["partition"], r["clients"], r["picked"], f"{r['samples_per_round']:,.0f}",
+                         f"{r['samples_per_round'] / r['batches_per_round']:.0f}",
                          f"{r['round_s']:.2f}", f"{b['training']:.2f}", f"{b['aggregation']:.4f}",
                          f"{b['evaluation']:.2f}", f"{b['other']:.4f}", f"{1e6 * r['s_per_sample_excl_eval']:.1f}",
                          f"{r['peak_rss_mib']:.0f}"])  # fmt: skip
         out += ["", f"FedAvg scaling: 10 % of the clients per round, 1 local epoch; median over rounds 2-"
                     f"{report['scaling'][0]['rounds']} (round 1 is the warm-up); one process per row",
-                tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "round (s)", "training",
+                tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "samples/batch", "round (s)",
+                                        "training",
                                         "aggregation", "evaluation", "other", "us/sample (excl. eval)",
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("variants"):
@@ -267,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     make_deterministic()
     reps = args.reps or (2 if args.quick else 3)
-    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 4)
+    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 8)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",

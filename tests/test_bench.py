@@ -14,7 +14,8 @@ def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     tp = report["throughput"]
     assert tp["samples"] == 4000 and report["mode"] == "quick"
-    assert set(tp["seconds"]) == {"plain PyTorch loop", "run_baseline", "run_federated (FedAvg)", "run_async (FedAsync)"}
+    assert set(tp["seconds"]) == {"plain PyTorch loop", "plain PyTorch loop, channels_last", "run_baseline",
+                                  "run_federated (FedAvg)", "run_async (FedAsync)"}
     assert all(s > 0 for s in tp["seconds"].values())
     per_sample = {k: v / 4000 for k, v in tp["seconds"].items()}
     assert abs(tp["ratios"]["FedAvg / baseline"] - per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"]) < 1e-9
@@ -25,7 +26,7 @@ def test_scaling_child_splits_rounds_and_measures_memory():
     threads = torch.get_num_threads()
     result = bench.scaling_child({"clients": 100, "partition": "dirichlet", "rounds": 3, "num_train": 1000,
                                   "num_test": 200, "threads": threads})
-    assert result["picked"] == 10
+    assert result["picked"] == 10 and 0 < result["batches_per_round"] <= 10 * 10
     assert set(result["breakdown_s"]) == {"training", "aggregation", "evaluation", "other"}
     assert result["breakdown_s"]["training"] > 0 and result["peak_rss_mib"] > 100
     assert abs(result["round_s"] - sum(result["breakdown_s"].values())) < 0.5 * result["round_s"]
