@@ -68,7 +68,9 @@ def synthetic_dataset(num_train: int, num_test: int, seed: int = 0) -> Dataset:
     )
 
 
-def plain_pytorch_seconds(data: Dataset, seed: int = 0, channels_last: bool = False) -> float:
+def plain_pytorch_seconds(
+    data: Dataset, seed: int = 0, channels_last: bool = False, batch_size: int = BATCH_SIZE
+) -> float:
     """One epoch of the plainest loop over the same tensors: the reference (no fedlearn code).
 
     With ``channels_last`` the model is converted to that layout, as fedlearn's default does.
@@ -85,8 +87,8 @@ def plain_pytorch_seconds(data: Dataset, seed: int = 0, channels_last: bool = Fa
     x, y = data.train_x, data.train_y
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     start = time.perf_counter()
-    for i in range(0, x.shape[0], BATCH_SIZE):
-        batch = order[i : i + BATCH_SIZE]
+    for i in range(0, x.shape[0], batch_size):
+        batch = order[i : i + batch_size]
         optimizer.zero_grad()
         F.cross_entropy(model(x[batch]), y[batch]).backward()
         optimizer.step()
@@ -147,25 +149,34 @@ def async_seconds(data: Dataset, seed: int = 0) -> float:
     return _non_eval_seconds(recorder.final())
 
 
-def median_seconds(fn: Callable[[Dataset], float], data: Dataset, reps: int) -> float:
-    """Median of ``reps`` timed calls after one warm-up call."""
-    fn(data)
-    return statistics.median(fn(data) for _ in range(reps))
+def timed_epochs(runners: dict[str, Callable[[], float]], reps: int) -> dict[str, float]:
+    """Median of the seconds each runner reports (its training time), one warm-up each, repetitions taking turns."""
+    for run in runners.values():
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            seconds[name].append(run())
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
     """Seconds and samples per second of each way of training one epoch of ``data``."""
     n = int(data.train_y.numel())
     layout = data.to(torch.device("cpu"), channels_last=True)  # as the scripts hold it
-    seconds = {
-        "plain PyTorch loop": median_seconds(plain_pytorch_seconds, data, reps),
-        "plain PyTorch loop, channels_last": median_seconds(
-            lambda d: plain_pytorch_seconds(d, channels_last=True), layout, reps
-        ),
-        "run_baseline": median_seconds(baseline_seconds, layout, reps),
-        "run_federated (FedAvg)": median_seconds(fedavg_seconds, layout, reps),
-        "run_async (FedAsync)": median_seconds(async_seconds, layout, reps),
-    }
+    seconds = timed_epochs(
+        {
+            "plain PyTorch loop": lambda: plain_pytorch_seconds(data),
+            "plain PyTorch loop, channels_last": lambda: plain_pytorch_seconds(layout, channels_last=True),
+            "plain PyTorch loop, channels_last, batch 60": lambda: plain_pytorch_seconds(
+                layout, channels_last=True, batch_size=60
+            ),
+            "run_baseline": lambda: baseline_seconds(layout),
+            "run_federated (FedAvg)": lambda: fedavg_seconds(layout),
+            "run_async (FedAsync)": lambda: async_seconds(layout),
+        },
+        reps,
+    )
     per_sample = {k: v / n for k, v in seconds.items()}
     return {
         "samples": n,
@@ -178,6 +189,8 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
             "FedAvg / baseline": per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"],
             "FedAsync / baseline": per_sample["run_async (FedAsync)"] / per_sample["run_baseline"],
             "FedAsync / FedAvg": per_sample["run_async (FedAsync)"] / per_sample["run_federated (FedAvg)"],
+            "plain batch 60 / plain batch 100 (channels_last)": per_sample["plain PyTorch loop, channels_last, batch 60"]
+            / per_sample["plain PyTorch loop, channels_last"],
         },
     }
 
@@ -200,36 +213,53 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
         {k: cumulative[i][k] - cumulative[i - 1][k] for k in cumulative[i]} for i in range(1, len(cumulative))
     ]
     samples = [history[i]["samples_trained"] - history[i - 1]["samples_trained"] for i in range(1, len(history))]
-    median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-    round_s = statistics.median(sum(r.values()) for r in rounds)
-    train_s = statistics.median(sum(v for k, v in r.items() if k != "evaluation") / s for r, s in zip(rounds, samples))
     return {
         **config,
         "picked": picked,
-        "samples_per_round": statistics.median(samples),
-        "batches_per_round": statistics.median(batches),
-        "round_s": round_s,
-        "breakdown_s": median,
-        "s_per_sample_excl_eval": train_s,
+        "rounds_measured": rounds,
+        "samples": samples,
+        "batches": batches,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def scaling_section(num_train: int, num_test: int, rounds: int, threads: int) -> list[dict[str, Any]]:
-    """Every scaling configuration, each in a fresh process."""
-    results = []
-    for partition in ("iid", "dirichlet"):
-        for clients in SCALING_CLIENTS:
-            config = {"clients": clients, "partition": partition, "rounds": rounds, "num_train": num_train,
-                      "num_test": num_test, "threads": threads}  # fmt: skip
+def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool the measured rounds of several processes of one configuration into medians."""
+    rounds = [r for run in runs for r in run["rounds_measured"]]
+    samples = [s for run in runs for s in run["samples"]]
+    return {
+        **{k: v for k, v in runs[0].items() if k not in ("rounds_measured", "samples", "batches", "peak_rss_mib")},
+        "processes": len(runs),
+        "rounds_pooled": len(rounds),
+        "samples_per_round": statistics.median(samples),
+        "batches_per_round": statistics.median(b for run in runs for b in run["batches"]),
+        "round_s": statistics.median(sum(r.values()) for r in rounds),
+        "breakdown_s": {k: statistics.median(r[k] for r in rounds) for k in rounds[0]},
+        "s_per_sample_excl_eval": statistics.median(
+            sum(v for k, v in r.items() if k != "evaluation") / s for r, s in zip(rounds, samples)
+        ),
+        "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
+    }
+
+
+def scaling_section(num_train: int, num_test: int, rounds: int, threads: int, passes: int) -> list[dict[str, Any]]:
+    """Every scaling configuration in fresh processes, ``passes`` times round-robin (drift hits all alike)."""
+    configs = [
+        {"clients": clients, "partition": partition, "rounds": rounds, "num_train": num_train,
+         "num_test": num_test, "threads": threads}
+        for partition in ("iid", "dirichlet") for clients in SCALING_CLIENTS
+    ]  # fmt: skip
+    runs: list[list[dict[str, Any]]] = [[] for _ in configs]
+    for _ in range(passes):
+        for i, config in enumerate(configs):
             proc = subprocess.run(
                 [sys.executable, "-m", "fedlearn.bench", "--child", json.dumps(config)],
                 capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1],
             )  # fmt: skip
             if proc.returncode != 0:
                 raise RuntimeError(f"scaling run {config} failed:\n{proc.stderr[-2000:]}")
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return results
+            runs[i].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return [summarize_scaling(r) for r in runs]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -237,7 +267,7 @@ def render(report: dict[str, Any]) -> str:
     tp = report["throughput"]
     rows = [[name, f"{tp['seconds'][name]:.2f}", f"{tp['samples_per_s'][name]:,.0f}"] for name in tp["seconds"]]
     out = [f"Training throughput: one epoch of {tp['samples']:,} samples, batch {BATCH_SIZE}, median of "
-           f"{report['reps']} after a warm-up (evaluation excluded)",
+           f"{report['reps']} interleaved repetitions after a warm-up (evaluation excluded)",
            tabulate(rows, headers=["run", "seconds", "samples/s"], tablefmt="github", disable_numparse=True),
            "",
            tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()],
@@ -251,8 +281,9 @@ def render(report: dict[str, Any]) -> str:
                          f"{r['round_s']:.2f}", f"{b['training']:.2f}", f"{b['aggregation']:.4f}",
                          f"{b['evaluation']:.2f}", f"{b['other']:.4f}", f"{1e6 * r['s_per_sample_excl_eval']:.1f}",
                          f"{r['peak_rss_mib']:.0f}"])  # fmt: skip
-        out += ["", f"FedAvg scaling: 10 % of the clients per round, 1 local epoch; median over rounds 2-"
-                    f"{report['scaling'][0]['rounds']} (round 1 is the warm-up); one process per row",
+        first = report["scaling"][0]
+        out += ["", f"FedAvg scaling: 10 % of the clients per round, 1 local epoch; medians of rounds 2-{first['rounds']} "
+                    f"(round 1 is the warm-up) pooled over {first['processes']} process(es) per row, run round-robin",
                 tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "samples/batch", "round (s)",
                                         "training",
                                         "aggregation", "evaluation", "other", "us/sample (excl. eval)",
@@ -268,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python3 -m fedlearn.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for CI: under a minute")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 3, quick 2)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 5, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--no_scaling", action="store_true", help="skip the 8/100/1,000-client scaling runs")
     parser.add_argument(
@@ -284,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--threads and --reps must be positive")
     torch.set_num_threads(args.threads)
     make_deterministic()
-    reps = args.reps or (2 if args.quick else 3)
+    reps = args.reps or (2 if args.quick else 5)
     num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 8)
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -297,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": throughput_section(synthetic_dataset(num_train, num_test), reps),
     }
     if not args.no_scaling:
-        report["scaling"] = scaling_section(num_train, num_test, rounds, args.threads)
+        report["scaling"] = scaling_section(num_train, num_test, rounds, args.threads, passes=1 if args.quick else 2)
     if args.variants:
         from .bench_variants import variants_section  # heavy (torch.compile): only when asked
 

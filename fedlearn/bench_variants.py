@@ -8,8 +8,6 @@ clients (torch.func.vmap) against the sequential one fedlearn runs.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any, Callable
 
 import torch
@@ -17,6 +15,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from .data import Dataset
+from .timing import interleaved_medians
 from .models import build_model
 from .training import evaluate, make_optimizer, train
 
@@ -39,19 +38,6 @@ def _eval_runner(data: Dataset, channels_last: bool, batch_size: int) -> Callabl
     model = build_model("cnn", channels_last=channels_last)
     d = data.to(torch.device("cpu"), channels_last)
     return lambda: evaluate(model, d.test_x, d.test_y, batch_size)
-
-
-def interleaved_medians(runners: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
-    """Median seconds of each runner; one warm-up call each, then ``reps`` rounds in turn."""
-    for run in runners.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(reps):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def many_clients_step(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 
 class Stopwatch:
@@ -22,3 +23,17 @@ class Stopwatch:
             yield
         finally:
             self.totals[name] += time.perf_counter() - start
+
+
+def interleaved_medians(runners: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Median seconds of each runner: one warm-up call each, then ``reps`` rounds taking turns,
+    so a slow spell of the machine falls on every runner alike."""
+    for run in runners.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

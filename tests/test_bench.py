@@ -5,7 +5,8 @@ import json
 import torch
 
 from fedlearn import bench
-from fedlearn.bench_variants import interleaved_medians, many_clients_step
+from fedlearn.bench_variants import many_clients_step
+from fedlearn.timing import interleaved_medians
 
 
 def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
@@ -14,7 +15,8 @@ def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
     report = json.loads(out.read_text())
     tp = report["throughput"]
     assert tp["samples"] == 4000 and report["mode"] == "quick"
-    assert set(tp["seconds"]) == {"plain PyTorch loop", "plain PyTorch loop, channels_last", "run_baseline",
+    assert set(tp["seconds"]) == {"plain PyTorch loop", "plain PyTorch loop, channels_last",
+                                  "plain PyTorch loop, channels_last, batch 60", "run_baseline",
                                   "run_federated (FedAvg)", "run_async (FedAsync)"}
     assert all(s > 0 for s in tp["seconds"].values())
     per_sample = {k: v / 4000 for k, v in tp["seconds"].items()}
@@ -24,9 +26,11 @@ def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
 
 def test_scaling_child_splits_rounds_and_measures_memory():
     threads = torch.get_num_threads()
-    result = bench.scaling_child({"clients": 100, "partition": "dirichlet", "rounds": 3, "num_train": 1000,
-                                  "num_test": 200, "threads": threads})
-    assert result["picked"] == 10 and 0 < result["batches_per_round"] <= 10 * 10
+    config = {"clients": 100, "partition": "dirichlet", "rounds": 3, "num_train": 1000, "num_test": 200,
+              "threads": threads}
+    result = bench.summarize_scaling([bench.scaling_child(config), bench.scaling_child(config)])
+    assert result["picked"] == 10 and result["processes"] == 2 and result["rounds_pooled"] == 4
+    assert 0 < result["batches_per_round"] <= 10 * 10
     assert set(result["breakdown_s"]) == {"training", "aggregation", "evaluation", "other"}
     assert result["breakdown_s"]["training"] > 0 and result["peak_rss_mib"] > 100
     assert abs(result["round_s"] - sum(result["breakdown_s"].values())) < 0.5 * result["round_s"]
