@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ from .flat import get_flat
 from .models import build_model
 from .partition import PartitionSpec, make_partition
 from .runtime import make_deterministic, versions
+from .timing import interleaved_medians
+from .training import count_batches
 
 BATCH_SIZE = 100
 LR = 1e-3
@@ -149,22 +151,11 @@ def async_seconds(data: Dataset, seed: int = 0) -> float:
     return _non_eval_seconds(recorder.final())
 
 
-def timed_epochs(runners: dict[str, Callable[[], float]], reps: int) -> dict[str, float]:
-    """Median of the seconds each runner reports (its training time), one warm-up each, repetitions taking turns."""
-    for run in runners.values():
-        run()
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(reps):
-        for name, run in runners.items():
-            seconds[name].append(run())
-    return {name: statistics.median(values) for name, values in seconds.items()}
-
-
 def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
     """Seconds and samples per second of each way of training one epoch of ``data``."""
     n = int(data.train_y.numel())
     layout = data.to(torch.device("cpu"), channels_last=True)  # as the scripts hold it
-    seconds = timed_epochs(
+    seconds = interleaved_medians(
         {
             "plain PyTorch loop": lambda: plain_pytorch_seconds(data),
             "plain PyTorch loop, channels_last": lambda: plain_pytorch_seconds(layout, channels_last=True),
@@ -176,6 +167,7 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
             "run_async (FedAsync)": lambda: async_seconds(layout),
         },
         reps,
+        self_timed=True,
     )
     per_sample = {k: v / n for k, v in seconds.items()}
     return {
@@ -204,7 +196,8 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     run = fedavg_run(data, n, picked, config["rounds"], config["partition"])
     sizes = run["sizes"]
     batches = [
-        sum(-(-sizes[int(c)] // BATCH_SIZE) for c in select_clients(0, r, n, picked)) for r in range(2, config["rounds"] + 1)
+        sum(count_batches(sizes[int(c)], BATCH_SIZE) for c in select_clients(0, r, n, picked))
+        for r in range(2, config["rounds"] + 1)
     ]
     history = run["history"]
     # per-round figures from the cumulative breakdown; round 1 is the warm-up

@@ -25,15 +25,21 @@ class Stopwatch:
             self.totals[name] += time.perf_counter() - start
 
 
-def interleaved_medians(runners: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+def interleaved_medians(
+    runners: dict[str, Callable[[], Any]], reps: int, self_timed: bool = False
+) -> dict[str, float]:
     """Median seconds of each runner: one warm-up call each, then ``reps`` rounds taking turns,
-    so a slow spell of the machine falls on every runner alike."""
+    so a slow spell of the machine falls on every runner alike.
+
+    With ``self_timed`` each runner returns the seconds to count (say, its training
+    time without evaluation) instead of being timed from outside.
+    """
     for run in runners.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(reps):
         for name, run in runners.items():
             start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+            result = run()
+            times[name].append(float(result) if self_timed else time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
