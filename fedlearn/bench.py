@@ -70,6 +70,31 @@ def synthetic_dataset(num_train: int, num_test: int, seed: int = 0) -> Dataset:
     )
 
 
+def plain_model(seed: int = 0, channels_last: bool = False) -> nn.Module:
+    """The reference CNN declared from scratch (no fedlearn code)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
+    )  # fmt: skip
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def plain_jobs_seconds(data: Dataset, jobs: list[list[torch.Tensor]], seed: int = 0, channels_last: bool = False) -> float:
+    """The plainest loop over given batches of indices: a fresh Adam per job, one step per batch."""
+    model = plain_model(seed, channels_last)
+    x, y = data.train_x, data.train_y
+    start = time.perf_counter()
+    for batches in jobs:
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        for batch in batches:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
 def plain_pytorch_seconds(
     data: Dataset, seed: int = 0, channels_last: bool = False, batch_size: int = BATCH_SIZE
 ) -> float:
@@ -77,24 +102,8 @@ def plain_pytorch_seconds(
 
     With ``channels_last`` the model is converted to that layout, as fedlearn's default does.
     """
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
-    )  # fmt: skip
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    x, y = data.train_x, data.train_y
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    start = time.perf_counter()
-    for i in range(0, x.shape[0], batch_size):
-        batch = order[i : i + batch_size]
-        optimizer.zero_grad()
-        F.cross_entropy(model(x[batch]), y[batch]).backward()
-        optimizer.step()
-    return time.perf_counter() - start
+    order = torch.randperm(data.train_x.shape[0], generator=torch.Generator().manual_seed(seed))
+    return plain_jobs_seconds(data, [list(order.split(batch_size))], seed, channels_last)
 
 
 def _non_eval_seconds(final: dict[str, Any]) -> float:
@@ -129,8 +138,7 @@ def fedavg_run(
     _, recorder = run_fedavg(
         trainer, model, get_flat(model), speeds, rounds=rounds, num_select=picked, seed=seed, show_progress=False
     )
-    sizes = [int(p.numel()) for p in trainer.partitions]
-    return {"final": recorder.final(), "history": recorder.history, "sizes": sizes}
+    return {"final": recorder.final(), "history": recorder.history, "partitions": trainer.partitions}
 
 
 def fedavg_seconds(data: Dataset, seed: int = 0) -> float:
@@ -194,11 +202,14 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
     n, picked = config["clients"], max(1, config["clients"] // 10)
     run = fedavg_run(data, n, picked, config["rounds"], config["partition"])
-    sizes = run["sizes"]
-    batches = [
-        sum(count_batches(sizes[int(c)], BATCH_SIZE) for c in select_clients(0, r, n, picked))
-        for r in range(2, config["rounds"] + 1)
-    ]
+    parts = run["partitions"]
+    schedule = [select_clients(0, r, n, picked) for r in range(2, config["rounds"] + 1)]
+    batches = [sum(count_batches(int(parts[int(c)].numel()), BATCH_SIZE) for c in chosen) for chosen in schedule]
+    # the plain loop over the very same client jobs (fresh Adam each, batches of the client's own samples)
+    shuffle = torch.Generator().manual_seed(1)
+    jobs = [list(parts[int(c)][torch.randperm(parts[int(c)].numel(), generator=shuffle)].split(BATCH_SIZE))
+            for chosen in schedule for c in chosen]  # fmt: skip
+    plain_same_jobs_s = plain_jobs_seconds(data, jobs, channels_last=True)
     history = run["history"]
     # per-round figures from the cumulative breakdown; round 1 is the warm-up
     cumulative = [e["time_breakdown_s"] for e in history]
@@ -206,12 +217,15 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
         {k: cumulative[i][k] - cumulative[i - 1][k] for k in cumulative[i]} for i in range(1, len(cumulative))
     ]
     samples = [history[i]["samples_trained"] - history[i - 1]["samples_trained"] for i in range(1, len(history))]
+    non_eval = sum(v for r in rounds for k, v in r.items() if k != "evaluation")
     return {
         **config,
         "picked": picked,
         "rounds_measured": rounds,
         "samples": samples,
         "batches": batches,
+        "fedlearn_vs_plain_same_jobs": non_eval / plain_same_jobs_s,
+        "plain_same_jobs_s_per_sample": plain_same_jobs_s / sum(samples),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -221,7 +235,7 @@ def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rounds = [r for run in runs for r in run["rounds_measured"]]
     samples = [s for run in runs for s in run["samples"]]
     return {
-        **{k: v for k, v in runs[0].items() if k not in ("rounds_measured", "samples", "batches", "peak_rss_mib")},
+        **{k: v for k, v in runs[0].items() if k in ("clients", "partition", "rounds", "num_train", "num_test", "threads", "picked")},
         "processes": len(runs),
         "rounds_pooled": len(rounds),
         "samples_per_round": statistics.median(samples),
@@ -231,6 +245,8 @@ def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "s_per_sample_excl_eval": statistics.median(
             sum(v for k, v in r.items() if k != "evaluation") / s for r, s in zip(rounds, samples)
         ),
+        "plain_same_jobs_s_per_sample": statistics.median(run["plain_same_jobs_s_per_sample"] for run in runs),
+        "fedlearn_vs_plain_same_jobs": statistics.median(run["fedlearn_vs_plain_same_jobs"] for run in runs),
         "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
     }
 
@@ -273,6 +289,7 @@ def render(report: dict[str, Any]) -> str:
                          f"{r['samples_per_round'] / r['batches_per_round']:.0f}",
                          f"{r['round_s']:.2f}", f"{b['training']:.2f}", f"{b['aggregation']:.4f}",
                          f"{b['evaluation']:.2f}", f"{b['other']:.4f}", f"{1e6 * r['s_per_sample_excl_eval']:.1f}",
+                         f"{1e6 * r['plain_same_jobs_s_per_sample']:.1f}", f"{r['fedlearn_vs_plain_same_jobs']:.3f}",
                          f"{r['peak_rss_mib']:.0f}"])  # fmt: skip
         first = report["scaling"][0]
         out += ["", f"FedAvg scaling: 10 % of the clients per round, 1 local epoch; medians of rounds 2-{first['rounds']} "
@@ -280,6 +297,7 @@ def render(report: dict[str, Any]) -> str:
                 tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "samples/batch", "round (s)",
                                         "training",
                                         "aggregation", "evaluation", "other", "us/sample (excl. eval)",
+                                        "plain loop, same jobs (us/sample)", "fedlearn / plain same jobs",
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]

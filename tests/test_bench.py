@@ -34,6 +34,14 @@ def test_scaling_child_splits_rounds_and_measures_memory():
     assert set(result["breakdown_s"]) == {"training", "aggregation", "evaluation", "other"}
     assert result["breakdown_s"]["training"] > 0 and result["peak_rss_mib"] > 100
     assert abs(result["round_s"] - sum(result["breakdown_s"].values())) < 0.5 * result["round_s"]
+    assert result["plain_same_jobs_s_per_sample"] > 0 and result["fedlearn_vs_plain_same_jobs"] > 0
+
+
+def test_plain_jobs_loop_trains_every_job_from_a_fresh_optimizer():
+    data = bench.synthetic_dataset(300, 10)
+    jobs = [list(torch.arange(0, 150).split(100)), list(torch.arange(150, 300).split(100))]
+    assert bench.plain_jobs_seconds(data, jobs) > 0
+    assert bench.plain_jobs_seconds(data, []) < bench.plain_jobs_seconds(data, jobs)
 
 
 def test_vectorized_many_client_step_computes_what_the_sequential_one_does():
