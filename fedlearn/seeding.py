@@ -19,6 +19,7 @@ LOCAL_TRAIN = 4
 CLOCK = 5
 CENTRAL_TRAIN = 6
 DISPATCH = 7
+BYZANTINE = 8
 
 
 def derive_seed(seed: int, *keys: int) -> int:

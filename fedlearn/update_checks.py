@@ -1,0 +1,33 @@
+"""Server-side checks of a received update: reject malformed vectors, bound an update's norm."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def rejection_reason(vector: torch.Tensor, expected_numel: int, dtype: torch.dtype = torch.float32) -> str | None:
+    """None if ``vector`` is a finite 1-D tensor of ``expected_numel`` values of ``dtype``; else a short reason:
+    "type" (not a tensor), "shape", "dtype" or "non-finite" (checked in that order)."""
+    if not isinstance(vector, torch.Tensor):
+        return "type"
+    if vector.dim() != 1 or vector.numel() != expected_numel:
+        return "shape"
+    if vector.dtype != dtype:
+        return "dtype"
+    if not bool(torch.isfinite(vector).all()):
+        return "non-finite"
+    return None
+
+
+def clip_norm(delta: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """``delta`` scaled down to L2 norm ``max_norm`` if it is longer (a new tensor either way)."""
+    if not (math.isfinite(max_norm) and max_norm >= 0):
+        raise ValueError(f"max_norm must be finite and >= 0, got {max_norm}")
+    norm = float(torch.linalg.vector_norm(delta.to(torch.float64)))
+    if not math.isfinite(norm):
+        raise ValueError("delta has non-finite values")
+    if norm <= max_norm:
+        return delta.clone()
+    return delta * (max_norm / norm)
