@@ -1,4 +1,4 @@
-"""Server-side aggregation rules: pure functions over flat parameter vectors."""
+"""FedAvg's weighted mean and FedAsync's mixing: pure functions over flat parameter vectors (robust rules: robust.py)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,3 @@ def fedasync_mix(weights: torch.Tensor, client_weights: torch.Tensor, alpha_t: f
         raise ValueError(f"mixing weight must be in [0, 1], got {alpha_t}")
     return (1.0 - alpha_t) * weights + alpha_t * client_weights
 
-
-def fedbuff_step(
-    weights: torch.Tensor, deltas: torch.Tensor, server_lr: float, scales: torch.Tensor | None = None
-) -> torch.Tensor:
-    """FedBuff's server step: ``w + eta_g * mean_k(scale_k * d_k)`` over a ``(K, D)`` stack of deltas (a new tensor)."""
-    if deltas.dim() != 2 or deltas.shape[1] != weights.numel():
-        raise ValueError(f"expected a (K, {weights.numel()}) stack of deltas, got {tuple(deltas.shape)}")
-    if scales is not None:
-        deltas = deltas * scales.to(dtype=deltas.dtype, device=deltas.device).unsqueeze(1)
-    return weights + server_lr * deltas.mean(dim=0)

@@ -12,7 +12,9 @@ import torch
 from . import seeding
 from .asynchronous import AsyncConfig, AsyncServer, run_async
 from .centralized import run_centralized
-from .cli import build_parser, partition_spec, validate_args
+from .attacks import choose_byzantine
+from .byzantine import RobustAggregator, Threat
+from .cli import build_parser, partition_spec, rule_config, validate_args
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds, draw_speeds
 from .data import Dataset, load_dataset, resolve_dataset
@@ -146,9 +148,10 @@ def _prepare_baseline(
 
 
 def _setup_clients(
-    args: argparse.Namespace, data: Dataset, partition: ClientPartition, context: dict[str, Any]
-) -> tuple[LocalTrainer, ClientSpeeds, dict[str, Any]]:
-    """Draw client speeds and build the local trainer over ``partition``; notes the speeds in ``context``."""
+    args: argparse.Namespace, data: Dataset, partition: ClientPartition, context: dict[str, Any], dim: int
+) -> tuple[LocalTrainer, ClientSpeeds, RobustAggregator, dict[str, Any]]:
+    """Draw client speeds and the Byzantine clients, build the local trainer over ``partition`` and the
+    server's aggregator; notes both in ``context``."""
     speeds = draw_speeds(
         args.num_clients,
         seeding.numpy_rng(args.seed, seeding.CLOCK),
@@ -168,10 +171,19 @@ def _setup_clients(
         seed=args.seed,
         prox_mu=args.prox_mu,
     )
+    threat = Threat(choose_byzantine(args.seed, args.num_clients, args.byzantine), args.attack, args.attack_scale)
+    if threat.byzantine:
+        context["Byzantine clients"] = ", ".join(map(str, threat.byzantine))
+    aggregator = RobustAggregator(dim, rule_config(args), threat, args.clip_norm, args.seed)
     worker_model = build_model(args.model, data.num_classes, not args.no_channels_last).to(data.train_x.device)
-    trainer = LocalTrainer(worker_model, data, partition.parts, config)
-    clients = {"sizes": partition_sizes(partition.parts), "rates": [float(r) for r in speeds.rates]}
-    return trainer, speeds, clients
+    flipped = frozenset(threat.byzantine) if args.attack == "labelflip" else frozenset()
+    trainer = LocalTrainer(worker_model, data, partition.parts, config, label_flip=flipped)
+    clients = {
+        "sizes": partition_sizes(partition.parts),
+        "rates": [float(r) for r in speeds.rates],
+        "byzantine": list(threat.byzantine),
+    }
+    return trainer, speeds, aggregator, clients
 
 
 def _prepare_federated(
@@ -182,21 +194,23 @@ def _prepare_federated(
     context: dict[str, Any],
 ) -> TrainRun:
     """Set up the clients; returns the FedAvg training call."""
-    trainer, speeds, clients = _setup_clients(args, data, partition, context)
+    initial = get_flat(model)
+    trainer, speeds, aggregator, clients = _setup_clients(args, data, partition, context, initial.numel())
 
     def train_run() -> Outcome:
         _, recorder = run_fedavg(
             trainer,
             model,
-            get_flat(model),
+            initial,
             speeds,
             rounds=args.global_epoch,
             num_select=args.num_select_clients,
             seed=args.seed,
             target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
+            aggregator=aggregator,
         )
-        return Outcome(recorder, document={"clients": clients})
+        return Outcome(recorder, final=aggregator.summary(), document={"clients": clients})
 
     return train_run
 
@@ -209,7 +223,8 @@ def _prepare_async(
     context: dict[str, Any],
 ) -> TrainRun:
     """Set up the clients and the asynchronous server; returns the training call."""
-    trainer, speeds, clients = _setup_clients(args, data, partition, context)
+    initial = get_flat(model)
+    trainer, speeds, aggregator, clients = _setup_clients(args, data, partition, context, initial.numel())
     config = AsyncConfig(
         algorithm=args.algorithm,
         alpha=args.alpha,
@@ -220,7 +235,7 @@ def _prepare_async(
         server_lr=args.server_lr,
         max_staleness=args.max_staleness,
     )
-    server = AsyncServer(get_flat(model), config)
+    server = AsyncServer(initial, config, aggregator)
 
     def train_run() -> Outcome:
         recorder = run_async(

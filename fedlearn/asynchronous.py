@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from . import seeding
-from .aggregation import fedasync_mix, fedbuff_step
+from .aggregation import fedasync_mix
+from .byzantine import RobustAggregator
 from .client import LocalTrainer
 from .clock import ClientSpeeds, plan_async_jobs
 from .flat import set_flat
@@ -49,14 +50,18 @@ class AsyncServer:
     FedBuff: buffer ``S(s) * (w_new - w_tau)``; after K of them
     ``w <- w + eta_g * mean(buffer)``, version + 1. ``s = version - tau``.
     An update staler than ``max_staleness`` is discarded and counted.
+    Every update goes through ``aggregator`` (attack simulation, checks,
+    clipping, rule): alone for FedAsync, as the whole buffer for FedBuff, whose
+    mean the rule replaces; a rejected update is counted and not applied.
     The server replaces ``weights`` on every step, never changes it in place,
     so a reference taken at dispatch stays the model that was sent.
     """
 
-    def __init__(self, weights: torch.Tensor, config: AsyncConfig):
+    def __init__(self, weights: torch.Tensor, config: AsyncConfig, aggregator: RobustAggregator | None = None):
         if config.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {config.algorithm!r}")
         self.config = config
+        self.aggregator = aggregator or RobustAggregator(weights.numel())
         self.weights = weights.clone()
         self.version = 0
         self.received = 0
@@ -64,9 +69,14 @@ class AsyncServer:
         self.staleness: list[int] = []
         self._deltas: list[torch.Tensor] = []
         self._scales: list[float] = []
+        self._clients: list[int] = []
+        self._counts: list[int] = []
 
-    def receive(self, client_weights: torch.Tensor, start_weights: torch.Tensor, tau: int) -> bool:
-        """Take one client's new weights, trained from ``start_weights`` (version ``tau``); True if accepted."""
+    def receive(
+        self, client_weights: torch.Tensor, start_weights: torch.Tensor, tau: int, client: int = 0, num_samples: int = 1
+    ) -> bool:
+        """Take ``client``'s new weights, trained from ``start_weights`` (version ``tau``); True unless
+        discarded as too stale or (FedAsync) rejected by the checks."""
         cfg = self.config
         s = self.version - tau
         self.received += 1
@@ -76,17 +86,27 @@ class AsyncServer:
             return False
         weight = staleness_weight(cfg.staleness, s, cfg.staleness_a, cfg.staleness_b)
         if cfg.algorithm == "fedasync":
-            self.weights = fedasync_mix(self.weights, client_weights, cfg.alpha * weight)
+            sent = self.aggregator.combine(
+                [client_weights], [client], [num_samples], key=self.received, origin=start_weights
+            )
+            if sent is None:  # rejected by the checks (and counted there)
+                return False
+            self.weights = fedasync_mix(self.weights, sent, cfg.alpha * weight)
             self.version += 1
             return True
         self._deltas.append(client_weights - start_weights)
         self._scales.append(weight)
+        self._clients.append(client)
+        self._counts.append(num_samples)
         if len(self._deltas) == cfg.buffer_size:
-            scales = torch.tensor(self._scales, dtype=self.weights.dtype)
-            self.weights = fedbuff_step(self.weights, torch.stack(self._deltas), cfg.server_lr, scales)
-            self.version += 1
-            self._deltas.clear()
-            self._scales.clear()
+            step = self.aggregator.combine(
+                self._deltas, self._clients, self._counts, key=self.received, scales=self._scales
+            )
+            if step is not None:  # else every buffered delta was rejected: no step
+                self.weights = self.weights + cfg.server_lr * step
+                self.version += 1
+            for buffer in (self._deltas, self._scales, self._clients, self._counts):
+                buffer.clear()
         return True
 
     @property
@@ -102,6 +122,7 @@ class AsyncServer:
             "discarded_updates": self.discarded,
             "server_steps": self.version,
             "unapplied_updates": self.buffered,
+            **self.aggregator.summary(),
         }
 
 
@@ -145,7 +166,7 @@ def run_async(
             with recorder.watch.section("training"):
                 update = trainer.run(job.client, start, job_key=job.index + 1, on_batch=tick)
             with recorder.watch.section("aggregation"):
-                accepted_since_eval += server.receive(update.weights, start, tau)
+                accepted_since_eval += server.receive(update.weights, start, tau, update.client, update.num_samples)
             arrivals = job.index + 1
             if pending[arrivals] > 0:
                 sent[arrivals] = (server.weights, server.version)

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .asynchronous import ALGORITHMS, AsyncConfig
+from .attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
 from .clock import DELAY_MODELS
 from .errors import UsageError
 from .models import MODELS
 from .partition import PARTITIONS, PartitionSpec
+from .robust import RULES, RuleConfig, check_condition, min_inputs
 from .staleness import DEFAULT_A, STALENESS_FUNCTIONS
 from .training import OPTIMIZERS
 
@@ -127,6 +129,8 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     track(clock, "--straggler_slowdown", type=float, default=10.0, help="how many times slower a straggler is")
     track(clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]")
 
+    _add_byzantine_flags(parser, track)
+
     if script == "run_async":
         _add_async_flags(parser)
 
@@ -135,6 +139,49 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     out.add_argument("--save", metavar="PATH", default=None, help="write the results JSON here")
     out.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
+    group = parser.add_argument_group(
+        "Byzantine clients and robust aggregation (federated scripts)",
+        "Attacks act on updates (client weights minus the model they started from) when the server "
+        "aggregates them; alie and ipm see the honest updates of the same round or FedBuff buffer "
+        "(omniscient adversary). Checks (shape, dtype, NaN/inf) reject bad updates under every rule.",
+    )
+    track(group, "--byzantine", type=int, default=0, metavar="F", help="Byzantine clients, chosen by --seed, fixed for the run (with --attack none they behave)")
+    track(
+        group,
+        "--attack",
+        default="none",
+        choices=ATTACKS,
+        help="what the Byzantine clients do: signflip sends -c * update; gaussian sends N(0, sigma^2) noise; "
+        "labelflip trains on labels y -> C-1-y; alie ('a little is enough', sees honest updates) sends "
+        "mean + z * std of the honest updates per coordinate; ipm (inner-product manipulation, sees honest "
+        "updates) sends -eps * their mean",
+    )
+    track(
+        group,
+        "--attack_scale",
+        type=float,
+        default=None,
+        help="the attack's strength: c for signflip (default %g), sigma for gaussian (%g), eps for ipm (%g), "
+        "z for alie (default from n and f, Baruch et al. 2019)"
+        % (DEFAULT_SCALE["signflip"], DEFAULT_SCALE["gaussian"], DEFAULT_SCALE["ipm"]),
+    )
+    track(
+        group,
+        "--gar",
+        default="mean",
+        choices=RULES,
+        help="aggregation rule over a round's updates (run_async: over the FedBuff buffer): mean (FedAvg); "
+        "coordinate-wise median; trimmed-mean (--trim per side); krum (n >= 2f+3); multi-krum (--multikrum_m); "
+        "bulyan (n >= 4f+3); geomedian (Weiszfeld, --gm_iters)",
+    )
+    track(group, "--gar_f", type=int, default=None, help="f the rule assumes (default --byzantine)")
+    track(group, "--trim", type=int, default=None, help="values trimmed per side by trimmed-mean (default f)")
+    track(group, "--multikrum_m", type=int, default=None, help="updates multi-krum averages (default n - f)")
+    track(group, "--gm_iters", type=int, default=100, help="most Weiszfeld iterations of geomedian")
+    track(group, "--clip_norm", type=float, default=None, help="bound every update's L2 norm by this (default: no clipping)")
 
 
 def _add_async_flags(parser: argparse.ArgumentParser) -> None:
@@ -227,6 +274,7 @@ def validate_args(args: argparse.Namespace) -> None:
         _require(0 < args.target_acc <= 1, f"--target_acc must be a fraction in (0, 1], got {args.target_acc}")
     if hasattr(args, "algorithm"):
         _validate_async(args)
+    _validate_byzantine(args)
     _validate_data_dir(Path(args.data_dir))
     if args.save is not None:
         _validate_save_path(Path(args.save))
@@ -241,6 +289,60 @@ def partition_spec(args: argparse.Namespace) -> PartitionSpec:
         classes_per_client=args.classes_per_client,
         size_skew=args.size_skew,
     )
+
+
+def rule_config(args: argparse.Namespace) -> RuleConfig:
+    """The aggregation rule the flags ask for (after :func:`validate_args`)."""
+    return RuleConfig(name=args.gar, f=args.gar_f, trim=args.trim, multikrum_m=args.multikrum_m, gm_iters=args.gm_iters)
+
+
+def _validate_byzantine(args: argparse.Namespace) -> None:
+    """Check the attack and rule flags; the rule's condition on n (updates per aggregation) and f."""
+    _require(
+        0 <= args.byzantine < args.num_clients,
+        f"--byzantine must be between 0 and --num_clients - 1 ({args.num_clients - 1}), got {args.byzantine}",
+    )
+    # --byzantine F with --attack none: F clients are declared but behave (the attack-free reference)
+    _require(args.attack == "none" or args.byzantine > 0, f"--attack {args.attack} needs --byzantine F with F >= 1")
+    if args.attack_scale is not None:
+        _require(math.isfinite(args.attack_scale), f"--attack_scale must be a finite number, got {args.attack_scale}")
+        if args.attack in ("signflip", "gaussian", "ipm"):
+            _require(args.attack_scale > 0, f"--attack_scale must be positive for {args.attack}, got {args.attack_scale}")
+    if args.gar_f is None:
+        args.gar_f = args.byzantine
+    _require(args.gar_f >= 0, f"--gar_f must be >= 0, got {args.gar_f}")
+    if args.trim is not None:
+        _require(args.trim >= 0, f"--trim must be >= 0, got {args.trim}")
+    if args.multikrum_m is not None:
+        _require(args.multikrum_m >= 1, f"--multikrum_m must be a positive integer, got {args.multikrum_m}")
+    _require(args.gm_iters >= 1, f"--gm_iters must be a positive integer, got {args.gm_iters}")
+    if args.clip_norm is not None:
+        _require(
+            math.isfinite(args.clip_norm) and args.clip_norm > 0, f"--clip_norm must be a positive number, got {args.clip_norm}"
+        )
+    rule = rule_config(args)
+    if getattr(args, "algorithm", None) == "fedasync":
+        _require(
+            args.gar == "mean",
+            f"--gar {args.gar} needs several updates at once, but FedAsync applies each update alone: "
+            "use --algorithm fedbuff (the rule replaces the buffer's mean)",
+        )
+        _require(
+            args.attack not in NEEDS_HONEST,
+            f"--attack {args.attack} needs the honest updates of a batch, but FedAsync applies each update alone: "
+            "use --algorithm fedbuff",
+        )
+        return
+    if getattr(args, "algorithm", None) == "fedbuff":
+        n, where = args.buffer_size, "--buffer_size"
+    else:
+        n, where = args.num_select_clients, "--num_select_clients"
+    try:
+        check_condition(rule, n)
+    except ValueError as exc:
+        need = min_inputs(rule)
+        hint = f"; {where} must be at least {need}" if n < need else ""
+        raise UsageError(f"--gar {args.gar}: {exc} (n is {where}){hint}") from None
 
 
 def _validate_async(args: argparse.Namespace) -> None:

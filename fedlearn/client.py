@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from . import seeding
+from .attacks import flip_labels
 from .data import Dataset
 from .flat import get_flat, set_flat, unflatten_like
 from .training import Proximal, TrainStats, count_batches, make_optimizer, train
@@ -41,14 +42,24 @@ class LocalTrainer:
 
     A job depends only on (global weights, the client's data, seed, job key,
     client id): a fresh optimizer per job, and shuffles drawn from a stream
-    keyed by ``(seed, job_key, client)``.
+    keyed by ``(seed, job_key, client)``. Clients in ``label_flip`` (Byzantine,
+    ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``.
     """
 
-    def __init__(self, model: nn.Module, data: Dataset, partitions: list[torch.Tensor], config: LocalJobConfig):
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        partitions: list[torch.Tensor],
+        config: LocalJobConfig,
+        label_flip: frozenset[int] = frozenset(),
+    ):
         self.model = model
         self.data = data
         self.partitions = [p.to(data.train_x.device) for p in partitions]
         self.config = config
+        self.label_flip = label_flip
+        self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
 
     def num_samples(self, client: int) -> int:
         """Samples the client holds."""
@@ -74,7 +85,7 @@ class LocalTrainer:
             self.model,
             optimizer,
             self.data.train_x,
-            self.data.train_y,
+            self._flipped_y if client in self.label_flip else self.data.train_y,
             self.partitions[client],
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import seeding
-from .aggregation import weighted_average
+from .byzantine import RobustAggregator
 from .client import LocalTrainer
 from .clock import ClientSpeeds
 from .flat import set_flat
@@ -33,18 +33,22 @@ def run_fedavg(
     seed: int,
     target_accuracy: float | None = None,
     show_progress: bool = True,
+    aggregator: RobustAggregator | None = None,
 ) -> tuple[torch.Tensor, RunRecorder]:
     """Run ``rounds`` of FedAvg; evaluate the global model after each. Returns final weights and the record.
 
     Round ``t``: pick ``num_select`` clients, each trains from ``w_t``, then
-    ``w_{t+1} = sum_k (n_k / sum_j n_j) w_k``. Simulated time advances by the
-    slowest picked client's job.
+    ``w_{t+1} = sum_k (n_k / sum_j n_j) w_k``, or ``aggregator``'s rule over the
+    picked clients' updates (after its attack simulation and checks; a round
+    whose updates are all rejected keeps ``w_t``). Simulated time advances by
+    the slowest picked client's job.
     """
     num_clients = len(trainer.partitions)
     schedule = [select_clients(seed, r, num_clients, num_select) for r in range(1, rounds + 1)]
     total_batches = sum(trainer.num_batches(int(c)) for picked in schedule for c in picked)
     data = trainer.data
     weights = initial_weights.clone()
+    aggregator = aggregator or RobustAggregator(weights.numel())
     recorder = RunRecorder(target_accuracy)
     sim_time, samples_trained, updates = 0.0, 0, 0
     with progress_bar(total_batches, "FedAvg", enabled=show_progress) as bar:
@@ -54,9 +58,15 @@ def run_fedavg(
             with watch.section("training"):
                 results = [trainer.run(int(c), weights, round_index, on_batch=tick) for c in picked]
             with watch.section("aggregation"):
-                stack = torch.stack([u.weights for u in results])
-                counts = torch.tensor([u.num_samples for u in results], dtype=torch.float64)
-                weights = weighted_average(stack, counts)
+                combined = aggregator.combine(
+                    [u.weights for u in results],
+                    [u.client for u in results],
+                    [u.num_samples for u in results],
+                    key=round_index,
+                    origin=weights,
+                )
+                if combined is not None:
+                    weights = combined
             trained = [u.stats.samples for u in results]
             sim_time += speeds.round_duration(picked, trained)
             samples_trained += sum(trained)

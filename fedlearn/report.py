@@ -60,9 +60,32 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
         ]
         if final.get("unapplied_updates"):
             rows.append(["Buffered, never applied", _show(final["unapplied_updates"])])
+    if "rule" in final:
+        rows += _defence_rows(final)
     if step_name is not None:
         rows.append([step_name, _show(final["steps"])])
     return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
+
+
+def _defence_rows(final: dict[str, Any]) -> list[list[str]]:
+    """Rule, threat and what the server's checks and rule did with the updates."""
+    byzantine = final["byzantine_clients"]
+    rows = [
+        ["Aggregation rule", final["rule"]],
+        ["Byzantine clients (attack)", f"{len(byzantine)} ({final['attack']})" if byzantine else "0"],
+        ["Byzantine updates received", _show(final["byzantine_updates"])],
+    ]
+    reasons = final["rejected_by_reason"]
+    detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})" if reasons else ""
+    rows.append(["Rejected updates", f"{final['rejected_updates']}{detail}"])
+    if final["skipped_aggregations"]:
+        rows.append(["Aggregations skipped (too few valid updates)", _show(final["skipped_aggregations"])])
+    if "clipped_updates" in final:
+        rows.append(["Clipped updates", _show(final["clipped_updates"])])
+    if "byzantine_selected" in final:
+        rows.append(["Byzantine updates selected / updates selected",
+                     f"{final['byzantine_selected']} / {final['selected_updates']}"])  # fmt: skip
+    return rows
 
 
 def _target_rows(target: float, reached: dict[str, Any] | None) -> list[list[str]]:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fedlearn import seeding
-from fedlearn.aggregation import fedasync_mix, fedbuff_step
+from fedlearn.aggregation import fedasync_mix
 from fedlearn.asynchronous import AsyncConfig, AsyncServer, run_async
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.clock import ClientSpeeds, plan_async_jobs
@@ -50,14 +50,6 @@ def test_fedasync_server_scales_alpha_by_staleness():
     server.receive(torch.tensor([2.0]), torch.zeros(1), tau=0)  # s=1: alpha_t = 0.5 / 2 -> 0.75*0.5 + 0.25*2
     assert server.weights.item() == pytest.approx(0.875)
     assert server.staleness == [0, 1]
-
-
-def test_fedbuff_step_equals_the_mean_delta_formula_by_hand():
-    w = torch.tensor([1.0, 1.0])
-    deltas = torch.tensor([[2.0, 0.0], [0.0, 4.0]])
-    assert torch.allclose(fedbuff_step(w, deltas, 0.5), torch.tensor([1.5, 2.0]))  # w + 0.5 * [1, 2]
-    scaled = fedbuff_step(w, deltas, 1.0, torch.tensor([1.0, 0.5]))  # w + mean([2,0], [0,2])
-    assert torch.allclose(scaled, torch.tensor([2.0, 2.0]))
 
 
 def test_fedbuff_server_buffers_k_deltas_then_steps():
@@ -122,8 +114,8 @@ class RecordingTrainer(LocalTrainer):
 class RecordingServer(AsyncServer):
     """Remembers the global model after every arrival."""
 
-    def receive(self, client_weights, start_weights, tau):
-        accepted = super().receive(client_weights, start_weights, tau)
+    def receive(self, client_weights, start_weights, tau, client=0, num_samples=1):
+        accepted = super().receive(client_weights, start_weights, tau, client, num_samples)
         self.after.append(self.weights.clone())
         return accepted
 

@@ -1,0 +1,182 @@
+"""One batch of client updates through the server's defences: simulated attack, checks, clipping, rule.
+
+Both federated scripts (and the distributed server) hand every batch they
+aggregate to :class:`RobustAggregator`: a FedAvg round's picked clients, a
+FedBuff buffer, or a single FedAsync update. Updates arrive as points (the
+weights a client sends) with the origin they were trained from, or as deltas
+(origin ``None``). In order:
+
+1. the attack: Byzantine clients' rows are replaced by what the attack sends
+   (the adversary sees the whole batch: "a little is enough" and
+   inner-product manipulation use the honest rows of it);
+2. checks: a row with the wrong shape or dtype, NaN or inf is rejected and
+   counted, never applied;
+3. ``--clip_norm``: each update's norm is bounded;
+4. the rule (``--gar``) over what is left, if enough is left for its
+   condition on n and f; otherwise the batch is skipped and counted.
+
+The rules are translation-equivariant, so applying one to points gives the
+origin plus the rule applied to deltas. With the mean rule, no attack and no
+clipping the result is bit-identical to plain FedAvg / FedBuff.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from . import seeding
+from .aggregation import weighted_average
+from .attacks import NEEDS_HONEST, corrupt
+from .robust import SELECTION_RULES, Aggregate, RuleConfig, aggregate, min_inputs
+from .update_checks import clip_norm, rejection_reason
+
+
+@dataclass(frozen=True)
+class Threat:
+    """Who is Byzantine and what they send."""
+
+    byzantine: tuple[int, ...] = ()
+    attack: str = "none"
+    scale: float | None = None  # the attack's strength (None: its default)
+
+    @property
+    def active(self) -> bool:
+        """Whether any update is corrupted at aggregation time (label flip acts in training instead)."""
+        return bool(self.byzantine) and self.attack not in ("none", "labelflip")
+
+    @property
+    def omniscient(self) -> bool:
+        """Whether the attack needs the honest updates of its batch."""
+        return self.attack in NEEDS_HONEST
+
+
+class RobustAggregator:
+    """Aggregates batches of updates under a :class:`Threat` with a rule; counts what it rejected and selected."""
+
+    def __init__(
+        self,
+        dim: int,
+        rule: RuleConfig = RuleConfig(),
+        threat: Threat = Threat(),
+        clip: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.dim = dim
+        self.rule = rule
+        self.threat = threat
+        self.clip = clip
+        self.seed = seed
+        self._byzantine = frozenset(threat.byzantine)
+        self.received = 0
+        self.rejected: Counter[str] = Counter()
+        self.skipped_batches = 0
+        self.clipped = 0
+        self.byzantine_received = 0
+        self.byzantine_selected = 0
+        self.selected = 0
+
+    @property
+    def plain(self) -> bool:
+        """True when this is the undefended mean with nothing to corrupt or clip."""
+        return self.rule.name == "mean" and not self.threat.active and self.clip is None
+
+    def combine(
+        self,
+        sent: Sequence[torch.Tensor],
+        clients: Sequence[int],
+        weights: Sequence[float],
+        key: int,
+        origin: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None,
+    ) -> torch.Tensor | None:
+        """The rule's output over one batch (a point when ``origin`` is given, else a delta); None if skipped.
+
+        ``weights`` are the rows' sample counts (the mean uses them); ``scales``
+        multiply the deltas after the checks (FedBuff's staleness weights, with
+        the unweighted mean FedBuff uses); ``key`` seeds the attack's noise.
+        """
+        self.received += len(sent)
+        byz = [c in self._byzantine for c in clients]
+        self.byzantine_received += sum(byz)
+        rows = list(sent)
+        if self.threat.active and any(byz):
+            rows = self._attack(rows, byz, origin, key)
+        keep = []
+        for i, row in enumerate(rows):
+            reason = rejection_reason(row, self.dim)
+            if reason is None:
+                keep.append(i)
+            else:
+                self.rejected[reason] += 1
+        if len(keep) < max(1, min_inputs(self.rule)):
+            self.skipped_batches += 1
+            return None
+        stack = torch.stack([rows[i] for i in keep])
+        if self.clip is not None:
+            stack = self._clip(stack, origin)
+        counts = torch.tensor([float(weights[i]) for i in keep], dtype=torch.float64)
+        if scales is not None:
+            factors = torch.tensor([float(scales[i]) for i in keep], dtype=stack.dtype)
+            stack = stack * factors.unsqueeze(1)  # deltas only: FedBuff's staleness weights
+        if self.rule.name == "mean":
+            return weighted_average(stack, counts) if scales is None else stack.mean(dim=0)
+        result = aggregate(stack, counts if scales is None else torch.ones(len(keep), dtype=torch.float64), self.rule)
+        self._count_selection(result, [clients[i] for i in keep])
+        return result.vector
+
+    def _attack(
+        self, rows: list[torch.Tensor], byz: list[bool], origin: torch.Tensor | None, key: int
+    ) -> list[torch.Tensor]:
+        """Replace the Byzantine rows by what the attack sends (malformed rows are left for the checks)."""
+        usable = [i for i, row in enumerate(rows) if rejection_reason(row, self.dim) is None]
+        if not any(byz[i] for i in usable):
+            return rows
+        stack = torch.stack([rows[i] for i in usable])
+        deltas = stack if origin is None else stack - origin
+        mask = torch.tensor([byz[i] for i in usable])
+        generator = seeding.torch_generator(self.seed, seeding.BYZANTINE, key)
+        attacked = corrupt(self.threat.attack, deltas, mask, scale=self.threat.scale, generator=generator)
+        out = list(rows)
+        for j, i in enumerate(usable):
+            if byz[i]:
+                out[i] = attacked[j] if origin is None else origin + attacked[j]
+        return out
+
+    def _clip(self, stack: torch.Tensor, origin: torch.Tensor | None) -> torch.Tensor:
+        deltas = stack if origin is None else stack - origin
+        norms = deltas.norm(dim=1)
+        over = norms > self.clip
+        if not bool(over.any()):
+            return stack
+        self.clipped += int(over.sum())
+        clipped = torch.stack([clip_norm(d, self.clip) if o else d for d, o in zip(deltas, over.tolist())])
+        return clipped if origin is None else origin + clipped
+
+    def _count_selection(self, result: Aggregate, clients: list[int]) -> None:
+        if result.selected is None:
+            return
+        self.selected += len(result.selected)
+        self.byzantine_selected += sum(clients[i] in self._byzantine for i in result.selected)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for the Results table and JSON."""
+        out: dict[str, Any] = {
+            "rule": self.rule.name,
+            "byzantine_clients": list(self.threat.byzantine),
+            "attack": self.threat.attack,
+            "updates_checked": self.received,
+            "rejected_updates": sum(self.rejected.values()),
+            "rejected_by_reason": dict(self.rejected),
+            "skipped_aggregations": self.skipped_batches,
+            "byzantine_updates": self.byzantine_received,
+        }
+        if self.clip is not None:
+            out["clipped_updates"] = self.clipped
+        if self.rule.name in SELECTION_RULES:
+            out["selected_updates"] = self.selected
+            out["byzantine_selected"] = self.byzantine_selected
+        return out
