@@ -24,6 +24,7 @@ from .progress import progress_bar
 from .results import RunRecorder
 from .staleness import staleness_weight
 from .training import evaluate
+from .update_checks import rejection_reason
 
 ALGORITHMS = ("fedasync", "fedbuff")
 TITLES = {"fedasync": "FedAsync", "fedbuff": "FedBuff"}
@@ -78,6 +79,10 @@ class AsyncServer:
         """Take ``client``'s new weights, trained from ``start_weights`` (version ``tau``); True unless
         discarded as too stale or (FedAsync) rejected by the checks."""
         cfg = self.config
+        reason = rejection_reason(client_weights, self.weights.numel())
+        if reason is not None:  # malformed: counted, never applied (nor differenced with the model)
+            self.aggregator.note_rejected(reason)
+            return False
         s = self.version - tau
         self.received += 1
         self.staleness.append(s)
@@ -108,6 +113,31 @@ class AsyncServer:
             for buffer in (self._deltas, self._scales, self._clients, self._counts):
                 buffer.clear()
         return True
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue: model, version, counters, the FedBuff buffer."""
+        return {
+            "weights": self.weights.detach().cpu(),
+            "version": self.version,
+            "received": self.received,
+            "discarded": self.discarded,
+            "staleness": list(self.staleness),
+            "buffer": [d.detach().cpu() for d in self._deltas],
+            "scales": list(self._scales),
+            "clients": list(self._clients),
+            "counts": list(self._counts),
+            "aggregator": self.aggregator.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        device, dtype = self.weights.device, self.weights.dtype
+        self.weights = state["weights"].to(device, dtype)
+        self.version, self.received, self.discarded = state["version"], state["received"], state["discarded"]
+        self.staleness = list(state["staleness"])
+        self._deltas = [d.to(device, dtype) for d in state["buffer"]]
+        self._scales, self._clients, self._counts = list(state["scales"]), list(state["clients"]), list(state["counts"])
+        self.aggregator.restore(state["aggregator"])
 
     @property
     def buffered(self) -> int:

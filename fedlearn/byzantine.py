@@ -162,6 +162,23 @@ class RobustAggregator:
         self.selected += len(result.selected)
         self.byzantine_selected += sum(clients[i] in self._byzantine for i in result.selected)
 
+    def note_rejected(self, reason: str) -> None:
+        """Count an update rejected before it reached a batch (say, by the asynchronous server)."""
+        self.received += 1
+        self.rejected[reason] += 1
+
+    _COUNTERS = ("received", "skipped_batches", "clipped", "byzantine_received", "byzantine_selected", "selected")
+
+    def state(self) -> dict[str, Any]:
+        """The counters, for a checkpoint."""
+        return {**{name: getattr(self, name) for name in self._COUNTERS}, "rejected": dict(self.rejected)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue counting from :meth:`state`."""
+        for name in self._COUNTERS:
+            setattr(self, name, int(state[name]))
+        self.rejected = Counter(state["rejected"])
+
     def summary(self) -> dict[str, Any]:
         """Counts for the Results table and JSON."""
         out: dict[str, Any] = {

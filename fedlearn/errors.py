@@ -14,6 +14,6 @@ class UsageError(FedlearnError):
 
 
 class DataError(FedlearnError):
-    """A dataset that is missing, unreadable or corrupt (exit status 1)."""
+    """A dataset or checkpoint that is missing, unreadable or corrupt (exit status 1)."""
 
     exit_code = 1

@@ -1,6 +1,9 @@
-"""Synchronous FedAvg (McMahan et al. 2017): the server's round loop with in-process clients."""
+"""Synchronous FedAvg (McMahan et al. 2017): the server's round loop, with clients in-process or on workers."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -8,7 +11,8 @@ from torch import nn
 
 from . import seeding
 from .byzantine import RobustAggregator
-from .client import LocalTrainer
+from .checkpoint import save_checkpoint
+from .client import ClientUpdate, LocalTrainer
 from .clock import ClientSpeeds
 from .flat import set_flat
 from .progress import progress_bar
@@ -20,6 +24,27 @@ def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.
     """``k`` of ``num_clients`` uniformly without replacement, fresh for every round (sorted)."""
     rng = seeding.numpy_rng(seed, seeding.SELECTION, round_index)
     return np.sort(rng.choice(num_clients, size=k, replace=False))
+
+
+RoundExecutor = Callable[[list[int], torch.Tensor, int, Callable[[int], None]], list[ClientUpdate]]
+
+
+def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
+    """Run a round's picked clients one after another in this process (the simulation)."""
+
+    def execute(picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[int], None]):
+        return [trainer.run(c, weights, round_index, on_batch=lambda: progress(1)) for c in picked]
+
+    return execute
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often (in rounds) the server saves its state, and what identifies the run."""
+
+    path: str
+    every: int
+    args: dict[str, Any]
 
 
 def run_fedavg(
@@ -34,6 +59,9 @@ def run_fedavg(
     target_accuracy: float | None = None,
     show_progress: bool = True,
     aggregator: RobustAggregator | None = None,
+    execute: RoundExecutor | None = None,
+    checkpointing: Checkpointing | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[torch.Tensor, RunRecorder]:
     """Run ``rounds`` of FedAvg; evaluate the global model after each. Returns final weights and the record.
 
@@ -41,22 +69,32 @@ def run_fedavg(
     ``w_{t+1} = sum_k (n_k / sum_j n_j) w_k``, or ``aggregator``'s rule over the
     picked clients' updates (after its attack simulation and checks; a round
     whose updates are all rejected keeps ``w_t``). Simulated time advances by
-    the slowest picked client's job.
+    the slowest picked client's job. ``execute`` trains a round's clients
+    (default: in this process; :class:`fedlearn.distributed.DistributedRounds`
+    on other processes). A round depends only on ``w_t``, the seed and ``t``,
+    so a run resumed from a checkpoint (``resume``) ends as an uninterrupted one.
     """
     num_clients = len(trainer.partitions)
     schedule = [select_clients(seed, r, num_clients, num_select) for r in range(1, rounds + 1)]
-    total_batches = sum(trainer.num_batches(int(c)) for picked in schedule for c in picked)
     data = trainer.data
     weights = initial_weights.clone()
     aggregator = aggregator or RobustAggregator(weights.numel())
+    execute = execute or local_rounds(trainer)
     recorder = RunRecorder(target_accuracy)
-    sim_time, samples_trained, updates = 0.0, 0, 0
+    sim_time, samples_trained, updates, first = 0.0, 0, 0, 1
+    if resume is not None:
+        weights = resume["weights"].to(weights.device, weights.dtype)
+        first = resume["round"] + 1
+        sim_time, samples_trained, updates = resume["sim_time"], resume["samples_trained"], resume["updates"]
+        recorder.restore(resume["record"])
+        aggregator.restore(resume["aggregator"])
+    total_batches = sum(trainer.num_batches(int(c)) for picked in schedule[first - 1 :] for c in picked)
     with progress_bar(total_batches, "FedAvg", enabled=show_progress) as bar:
-        tick = lambda: bar.update(1)  # noqa: E731
         watch = recorder.watch
-        for round_index, picked in enumerate(schedule, start=1):
+        for round_index in range(first, rounds + 1):
+            picked = [int(c) for c in schedule[round_index - 1]]
             with watch.section("training"):
-                results = [trainer.run(int(c), weights, round_index, on_batch=tick) for c in picked]
+                results = execute(picked, weights, round_index, bar.update)
             with watch.section("aggregation"):
                 combined = aggregator.combine(
                     [u.weights for u in results],
@@ -84,4 +122,19 @@ def run_fedavg(
                 train_loss=train_loss,
             )
             bar.set_postfix_str(f"round {round_index}/{rounds} acc {ev.accuracy:.2%} loss {ev.loss:.4f}", refresh=False)
+            if checkpointing is not None and (round_index % checkpointing.every == 0 or round_index == rounds):
+                save_checkpoint(
+                    checkpointing.path,
+                    {
+                        "script": "run_federated",
+                        "args": checkpointing.args,
+                        "round": round_index,
+                        "weights": weights.detach().cpu(),
+                        "sim_time": sim_time,
+                        "samples_trained": samples_trained,
+                        "updates": updates,
+                        "record": recorder.state(),
+                        "aggregator": aggregator.state(),
+                    },
+                )
     return weights, recorder

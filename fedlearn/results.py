@@ -28,6 +28,18 @@ class RunRecorder:
         self.reached: dict[str, Any] | None = None
         self.watch = Stopwatch()
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the record: history, elapsed time and the time sections."""
+        return {"history": self.history, "elapsed_s": self.elapsed(), "sections_s": dict(self.watch.totals)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue a record saved by :meth:`state`: wall time and sections carry on from where it stopped."""
+        self.history = list(state["history"])
+        self._start = time.perf_counter() - float(state["elapsed_s"])
+        self.watch.totals.update(state["sections_s"])
+        if self.target_accuracy is not None:
+            self.reached = next((e for e in self.history if e["test_accuracy"] >= self.target_accuracy), None)
+
     def elapsed(self) -> float:
         """Seconds since training started."""
         return time.perf_counter() - self._start
