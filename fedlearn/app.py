@@ -8,18 +8,21 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 
-from . import seeding
+from . import distributed, seeding
 from .asynchronous import AsyncConfig, AsyncServer, run_async
-from .centralized import run_centralized
 from .attacks import choose_byzantine
 from .byzantine import RobustAggregator, Threat
+from .centralized import run_centralized
+from .checkpoint import load_checkpoint
 from .cli import build_parser, partition_spec, rule_config, validate_args
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds, draw_speeds
 from .data import Dataset, load_dataset, resolve_dataset
+from .distributed_async import run_async_distributed
 from .errors import FedlearnError
-from .federated import run_fedavg
+from .federated import Checkpointing, run_fedavg
 from .flat import get_flat
 from .models import build_model, count_parameters
 from .partition import ClientPartition, partition_sizes
@@ -47,10 +50,43 @@ def _notice(message: str) -> None:
 
 
 def _run(script: str, args: argparse.Namespace) -> int:
-    validate_args(args)
+    validate_args(args, script)
     device = resolve_device(args.device)
     make_deterministic()
-    name, how = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=_notice)
+    if not args.distributed:
+        return _run_process(script, args, device, None)
+    rank, world, local_rank = distributed.start(args.timeout)
+    try:
+        return _run_process(script, args, device, Cluster(rank, world, local_rank))
+    finally:
+        distributed.stop()
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a ``--distributed`` run."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+
+def _resolve(args: argparse.Namespace, cluster: Cluster | None) -> tuple[str, str]:
+    """The dataset to use; in a distributed run one process per machine fetches it first, the others wait."""
+    if cluster is None:
+        return resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=_notice)
+    quiet = (lambda message: None) if cluster.rank != 0 else _notice
+    first = cluster.local_rank == 0
+    if first:
+        resolved = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=quiet)
+    dist.barrier()
+    if not first:
+        resolved = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=quiet)
+    return resolved
+
+
+def _run_process(script: str, args: argparse.Namespace, device: torch.device, cluster: Cluster | None) -> int:
+    name, how = _resolve(args, cluster)
     channels_last = not args.no_channels_last
     data = load_dataset(name, args.data_dir).to(device, channels_last)
     torch.manual_seed(seeding.derive_seed(args.seed, seeding.INIT))
@@ -69,8 +105,12 @@ def _run(script: str, args: argparse.Namespace) -> int:
     partition: ClientPartition | None = None
     if script != "run_baseline" or args.show_partition:  # the baseline trains on everything
         partition = _make_partition(args, data, context)
+    if cluster is not None and cluster.rank != 0:
+        return _serve(args, data, partition, cluster)
+    if cluster is not None:
+        context["processes"] = f"{cluster.world} (server + {cluster.world - 1} workers), torch.distributed gloo"
     prepare, step_name = RUNNERS[script]
-    train_run = prepare(args, data, model, partition, context)
+    train_run = prepare(args, data, model, partition, context, cluster)
     print(hyperparameter_table(args, context), flush=True)
     if args.show_partition and partition is not None:
         print(partition_table(partition.histograms, partition.skew), flush=True)
@@ -97,6 +137,32 @@ def _run(script: str, args: argparse.Namespace) -> int:
         )
         _notice(f"results written to {args.save}")
     return 0
+
+
+def _serve(args: argparse.Namespace, data: Dataset, partition: ClientPartition, cluster: Cluster) -> int:
+    """A worker process: host its share of the clients until the server says stop."""
+    trainer, speeds, _, _ = _setup_clients(args, data, partition, {}, 0)
+    dim = sum(p.numel() for p in trainer.model.parameters())
+    distributed.agree_on_setup(cluster.rank, dim, args.num_clients, data.train_y, args.seed)
+    emulate = args.delay != "none" or args.comm_delay > 0
+    try:
+        distributed.serve_clients(trainer, speeds, emulate_delay=emulate)
+    except RuntimeError as exc:  # gloo: the server's link broke or stayed silent past --timeout
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise distributed.WorkerLost(f"worker rank {cluster.rank} lost the server: {reason}") from None
+    return 0
+
+
+def _checkpoint_setup(
+    args: argparse.Namespace, script: str
+) -> tuple[Checkpointing | None, dict[str, Any] | None]:
+    """What ``--checkpoint`` and ``--resume`` ask for."""
+    settings = vars(args).copy()
+    checkpointing = Checkpointing(args.checkpoint, args.checkpoint_every, settings) if args.checkpoint else None
+    resume = load_checkpoint(args.resume, script, settings) if args.resume else None
+    if resume is not None:
+        _notice(f"resuming from {args.resume}")
+    return checkpointing, resume
 
 
 def _make_partition(args: argparse.Namespace, data: Dataset, context: dict[str, Any]) -> ClientPartition:
@@ -127,6 +193,7 @@ def _prepare_baseline(
     model: torch.nn.Module,
     partition: ClientPartition | None,
     context: dict[str, Any],
+    cluster: Cluster | None,
 ) -> TrainRun:
     """Centralized training needs no set-up; returns the training call."""
 
@@ -192,25 +259,44 @@ def _prepare_federated(
     model: torch.nn.Module,
     partition: ClientPartition,
     context: dict[str, Any],
+    cluster: Cluster | None,
 ) -> TrainRun:
-    """Set up the clients; returns the FedAvg training call."""
+    """Set up the clients (here, or on the workers); returns the FedAvg training call."""
     initial = get_flat(model)
     trainer, speeds, aggregator, clients = _setup_clients(args, data, partition, context, initial.numel())
+    checkpointing, resume = _checkpoint_setup(args, "run_federated")
+    rounds: distributed.DistributedRounds | None = None
+    if cluster is not None:
+        distributed.agree_on_setup(0, initial.numel(), args.num_clients, data.train_y, args.seed)
+        placement = distributed.Placement(args.num_clients, cluster.world)
+        rounds = distributed.DistributedRounds(
+            placement, distributed.Inbox(placement.workers, initial.numel()), trainer, args.timeout
+        )
 
     def train_run() -> Outcome:
-        _, recorder = run_fedavg(
-            trainer,
-            model,
-            initial,
-            speeds,
-            rounds=args.global_epoch,
-            num_select=args.num_select_clients,
-            seed=args.seed,
-            target_accuracy=args.target_acc,
-            show_progress=not args.no_progress,
-            aggregator=aggregator,
-        )
-        return Outcome(recorder, final=aggregator.summary(), document={"clients": clients})
+        try:
+            _, recorder = run_fedavg(
+                trainer,
+                model,
+                initial,
+                speeds,
+                rounds=args.global_epoch,
+                num_select=args.num_select_clients,
+                seed=args.seed,
+                target_accuracy=args.target_acc,
+                show_progress=not args.no_progress,
+                aggregator=aggregator,
+                execute=rounds,
+                checkpointing=checkpointing,
+                resume=resume,
+            )
+        finally:
+            if rounds is not None:
+                rounds.finish()
+        final = aggregator.summary()
+        if rounds is not None:
+            final["unexpected_updates"] = rounds.unexpected
+        return Outcome(recorder, final=final, document={"clients": clients})
 
     return train_run
 
@@ -221,8 +307,9 @@ def _prepare_async(
     model: torch.nn.Module,
     partition: ClientPartition,
     context: dict[str, Any],
+    cluster: Cluster | None,
 ) -> TrainRun:
-    """Set up the clients and the asynchronous server; returns the training call."""
+    """Set up the clients (here, or on the workers) and the asynchronous server; returns the training call."""
     initial = get_flat(model)
     trainer, speeds, aggregator, clients = _setup_clients(args, data, partition, context, initial.numel())
     config = AsyncConfig(
@@ -236,6 +323,31 @@ def _prepare_async(
         max_staleness=args.max_staleness,
     )
     server = AsyncServer(initial, config, aggregator)
+    if cluster is not None:
+        checkpointing, resume = _checkpoint_setup(args, "run_async")
+        distributed.agree_on_setup(0, initial.numel(), args.num_clients, data.train_y, args.seed)
+        placement = distributed.Placement(args.num_clients, cluster.world)
+        inbox = distributed.Inbox(placement.workers, initial.numel())
+
+        def train_distributed() -> Outcome:
+            recorder, lost = run_async_distributed(
+                server,
+                inbox,
+                placement,
+                trainer,
+                model,
+                max_updates=args.max_updates,
+                eval_every=args.eval_every,
+                seed=args.seed,
+                timeout_s=args.timeout,
+                target_accuracy=args.target_acc,
+                show_progress=not args.no_progress,
+                checkpointing=checkpointing,
+                resume=resume,
+            )
+            return Outcome(recorder, final={**server.summary(), "lost_workers": lost}, document={"clients": clients})
+
+        return train_distributed
 
     def train_run() -> Outcome:
         recorder = run_async(

@@ -131,6 +131,19 @@ def build_parser(script: str) -> argparse.ArgumentParser:
 
     _add_byzantine_flags(parser, track)
 
+    multi = parser.add_argument_group(
+        "several processes or machines, checkpoints (federated scripts)",
+        "Start with torchrun, e.g. torchrun --standalone --nproc-per-node 3 run_federated.py --distributed: "
+        "rank 0 is the server, the other ranks host the clients (round-robin). c10d's rendezvous has no "
+        "authentication: run it only inside a trusted network.",
+    )
+    track(multi, "--distributed", action="store_true", help="run over torch.distributed (gloo) as started by torchrun")
+    track(multi, "--timeout", type=float, default=300.0, help="seconds any wait for another process may last")
+    track(multi, "--checkpoint", metavar="PATH", default=None, help="save the server's state here (atomically)")
+    track(multi, "--checkpoint_every", type=int, default=1,
+          help="rounds (run_federated) or received updates (run_async) between checkpoints")  # fmt: skip
+    track(multi, "--resume", metavar="PATH", default=None, help="continue the run saved in this checkpoint")
+
     if script == "run_async":
         _add_async_flags(parser)
 
@@ -236,8 +249,8 @@ def _require(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
-def validate_args(args: argparse.Namespace) -> None:
-    """Check every flag value; raise UsageError naming the flag on the first bad one."""
+def validate_args(args: argparse.Namespace, script: str = "run_federated") -> None:
+    """Check every flag value of ``script``; raise UsageError naming the flag on the first bad one."""
     for flag in ("batch_size", "epoch", "global_epoch", "local_epoch", "num_clients", "num_select_clients"):
         value = getattr(args, flag)
         _require(value >= 1, f"--{flag} must be a positive integer, got {value}")
@@ -275,6 +288,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if hasattr(args, "algorithm"):
         _validate_async(args)
     _validate_byzantine(args)
+    _validate_multi(args, script)
     _validate_data_dir(Path(args.data_dir))
     if args.save is not None:
         _validate_save_path(Path(args.save))
@@ -289,6 +303,25 @@ def partition_spec(args: argparse.Namespace) -> PartitionSpec:
         classes_per_client=args.classes_per_client,
         size_skew=args.size_skew,
     )
+
+
+def _validate_multi(args: argparse.Namespace, script: str) -> None:
+    """Distributed runs and checkpoints: which script may use them, and with what."""
+    _require(math.isfinite(args.timeout) and args.timeout > 0, f"--timeout must be a positive number, got {args.timeout}")
+    _require(args.checkpoint_every >= 1, f"--checkpoint_every must be a positive integer, got {args.checkpoint_every}")
+    baseline = script == "run_baseline"
+    for flag in ("distributed", "checkpoint", "resume"):
+        _require(not (baseline and getattr(args, flag)), f"--{flag} is for the federated scripts, not run_baseline.py")
+    if hasattr(args, "algorithm") and not args.distributed:
+        for flag in ("checkpoint", "resume"):
+            _require(
+                getattr(args, flag) is None,
+                f"--{flag} in run_async.py needs --distributed (the simulated asynchronous timeline is not checkpointed)",
+            )
+    if args.checkpoint is not None:
+        _validate_save_path(Path(args.checkpoint), "--checkpoint")
+    if args.resume is not None:
+        _require(Path(args.resume).is_file(), f"--resume {args.resume}: no such file")
 
 
 def rule_config(args: argparse.Namespace) -> RuleConfig:
@@ -349,6 +382,12 @@ def _validate_async(args: argparse.Namespace) -> None:
     """Check the asynchronous flags and fill in the defaults that depend on other flags."""
     if args.staleness_a is None:
         args.staleness_a = DEFAULT_A[args.staleness]
+    if args.distributed:
+        _require(
+            args.concurrency is None,
+            "--concurrency: with --distributed every worker process trains one client at a time, "
+            "so the number of worker processes sets it",
+        )
     if args.concurrency is None:
         args.concurrency = args.num_select_clients
     if args.max_updates is None:
@@ -383,9 +422,9 @@ def _validate_data_dir(path: Path) -> None:
         _require(os.access(path, os.R_OK | os.X_OK), f"--data_dir {path}: not readable")
 
 
-def _validate_save_path(path: Path) -> None:
-    _require(not path.is_dir(), f"--save {path}: is a directory, give a file path")
+def _validate_save_path(path: Path, flag: str = "--save") -> None:
+    _require(not path.is_dir(), f"{flag} {path}: is a directory, give a file path")
     parent = path.parent if str(path.parent) else Path(".")
-    _require(parent.is_dir(), f"--save {path}: folder {parent} does not exist")
-    _require(os.access(parent, os.W_OK), f"--save {path}: folder {parent} is not writable")
+    _require(parent.is_dir(), f"{flag} {path}: folder {parent} does not exist")
+    _require(os.access(parent, os.W_OK), f"{flag} {path}: folder {parent} is not writable")
 

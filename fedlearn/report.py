@@ -62,6 +62,12 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
             rows.append(["Buffered, never applied", _show(final["unapplied_updates"])])
     if "rule" in final:
         rows += _defence_rows(final)
+    if "lost_workers" in final:
+        lost = final["lost_workers"]
+        shown = "; ".join(f"rank {w['rank']} after {w['after_updates']} updates ({w['reason']})" for w in lost)
+        rows.append(["Lost workers", shown or "none"])
+    if final.get("unexpected_updates"):
+        rows.append(["Unexpected updates (ignored)", _show(final["unexpected_updates"])])
     if step_name is not None:
         rows.append([step_name, _show(final["steps"])])
     return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)

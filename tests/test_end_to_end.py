@@ -12,7 +12,8 @@ SHARED_FLAGS = {"data_dir", "dataset", "no_download", "batch_size", "epoch", "in
                 "comm_delay", "straggler_fraction", "straggler_slowdown", "delay_spread", "target_acc", "save",
                 "no_progress", "partition", "dirichlet_alpha", "shards_per_client", "classes_per_client",
                 "size_skew", "show_partition", "prox_mu", "no_channels_last", "byzantine", "attack", "attack_scale",
-                "gar", "gar_f", "trim", "multikrum_m", "gm_iters", "clip_norm"}
+                "gar", "gar_f", "trim", "multikrum_m", "gm_iters", "clip_norm", "distributed", "timeout", "checkpoint",
+                "checkpoint_every", "resume"}
 ASYNC_FLAGS = {"algorithm", "alpha", "staleness", "staleness_a", "staleness_b", "buffer_size", "server_lr",
                "concurrency", "max_updates", "max_staleness", "eval_every"}
 RESULT_ROWS = ["Test accuracy (%)", "Test loss", "Wall-clock time (s)", "Simulated time (s)", "Samples trained",

@@ -1,0 +1,189 @@
+"""Real asynchrony across processes: the server takes whichever update comes first and sends that worker more work.
+
+Each worker trains one client at a time. When its update arrives the server
+applies it with :class:`fedlearn.asynchronous.AsyncServer` (FedAsync or
+FedBuff, staleness = versions since the model the job started from) and sends
+that worker the current model with one of its clients, drawn from the seed.
+A worker whose link breaks, or that stays silent past ``--timeout``, is
+dropped: its job is given to nobody, the run goes on with the others and the
+loss is reported.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import seeding, wire
+from .asynchronous import TITLES, AsyncServer
+from .checkpoint import save_checkpoint
+from .client import LocalTrainer
+from .distributed import Inbox, Lost, Placement
+from .federated import Checkpointing
+from .flat import set_flat
+from .progress import progress_bar
+from .results import RunRecorder
+from .training import evaluate
+
+
+@dataclass
+class _Job:
+    client: int
+    key: int
+    start: torch.Tensor
+    tau: int
+
+
+def run_async_distributed(
+    server: AsyncServer,
+    inbox: Inbox,
+    placement: Placement,
+    trainer: LocalTrainer,
+    eval_model: nn.Module,
+    *,
+    max_updates: int,
+    eval_every: int,
+    seed: int,
+    timeout_s: float,
+    target_accuracy: float | None = None,
+    show_progress: bool = True,
+    checkpointing: Checkpointing | None = None,
+    resume: dict[str, Any] | None = None,
+) -> tuple[RunRecorder, list[dict[str, Any]]]:
+    """Receive ``max_updates`` updates from the workers as they come; returns the record and the lost workers.
+
+    ``checkpointing.every`` counts received updates; a resumed run continues from
+    the saved server state (jobs in flight at the checkpoint are dispatched again).
+    """
+    data = trainer.data
+    rng = seeding.numpy_rng(seed, seeding.DISPATCH)
+    recorder = RunRecorder(target_accuracy)
+    arrivals, next_key, samples_trained, accepted_since_eval = 0, 0, 0, 0
+    loss_sum, loss_samples = 0.0, 0
+    lost: list[dict[str, Any]] = []
+    if resume is not None:
+        server.restore(resume["server"])
+        recorder.restore(resume["record"])
+        arrivals, next_key, samples_trained = resume["arrivals"], resume["next_key"], resume["samples_trained"]
+        rng.bit_generator.state = resume["rng"]
+        lost = list(resume["lost"])
+    live = [rank for rank in placement.workers if rank not in {entry["rank"] for entry in lost}]
+    in_flight: dict[int, _Job] = {}
+
+    def dispatch(rank: int) -> None:
+        nonlocal next_key
+        hosted = placement.clients_of(rank)
+        client = hosted[int(rng.integers(len(hosted)))]
+        next_key += 1
+        try:
+            wire.send_task(rank, next_key, server.version, [client], server.weights)
+        except Exception:  # noqa: BLE001 - the link is gone
+            lose(rank, "link closed (process gone?)")
+            return
+        in_flight[rank] = _Job(client, next_key, server.weights, server.version)
+
+    def lose(rank: int, reason: str) -> None:
+        if rank in live:
+            live.remove(rank)
+            in_flight.pop(rank, None)
+            lost.append({"rank": rank, "reason": reason, "after_updates": arrivals})
+            print(f"worker rank {rank} lost after {arrivals} updates: {reason}; going on with the others",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    for rank in list(live):
+        if arrivals + len(in_flight) < max_updates:
+            dispatch(rank)
+    title = TITLES[server.config.algorithm]
+    with progress_bar(max_updates, f"{title} (distributed)", enabled=show_progress) as bar:
+        bar.update(arrivals)
+        bar.unit = "update"
+        while arrivals < max_updates and in_flight:
+            with recorder.watch.section("training"):  # waiting for the workers
+                event = inbox.get(timeout_s)
+            if event is None:
+                for rank in list(in_flight):
+                    lose(rank, "silent past --timeout")
+                continue
+            if isinstance(event, Lost):
+                lose(event.rank, event.reason)
+                continue
+            job = in_flight.get(event.source)
+            if job is None or (event.client, event.job_key) != (job.client, job.key):
+                server.aggregator.note_rejected("unexpected")  # not the job this worker was given
+                continue
+            del in_flight[event.source]
+            with recorder.watch.section("aggregation"):
+                num_samples = trainer.num_samples(job.client)
+                accepted_since_eval += server.receive(event.weights, job.start, job.tau, job.client, num_samples)
+            arrivals += 1
+            bar.update(1)
+            samples_trained += event.samples_trained
+            if np.isfinite(event.mean_loss):
+                loss_sum += event.mean_loss * event.samples_trained
+                loss_samples += event.samples_trained
+            if arrivals + len(in_flight) < max_updates:
+                dispatch(event.source)
+            if accepted_since_eval >= eval_every or arrivals == max_updates:
+                accepted_since_eval = 0
+                _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
+                loss_sum, loss_samples = 0.0, 0
+                last = recorder.history[-1]
+                bar.set_postfix_str(
+                    f"v{server.version} acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}", refresh=False
+                )
+            if checkpointing is not None and arrivals % checkpointing.every == 0:
+                save_checkpoint(
+                    checkpointing.path,
+                    {
+                        "script": "run_async",
+                        "args": checkpointing.args,
+                        "server": server.state(),
+                        "record": recorder.state(),
+                        "arrivals": arrivals,
+                        "next_key": next_key,
+                        "samples_trained": samples_trained,
+                        "rng": rng.bit_generator.state,
+                        "lost": lost,
+                    },
+                )
+    if arrivals < max_updates:
+        print(f"every worker was lost: stopping after {arrivals} of {max_updates} updates", file=sys.stderr, flush=True)
+    if not recorder.history or recorder.history[-1]["step"] != arrivals:
+        _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
+    inbox.close()
+    for rank in live:
+        try:
+            wire.send_stop(rank)
+        except Exception:  # noqa: BLE001 - gone already: nothing to stop
+            pass
+    inbox.join(timeout_s)
+    return recorder, lost
+
+
+def _evaluate(
+    recorder: RunRecorder,
+    eval_model: nn.Module,
+    server: AsyncServer,
+    data: Any,
+    arrivals: int,
+    samples_trained: int,
+    loss_sum: float,
+    loss_samples: int,
+) -> None:
+    with recorder.watch.section("evaluation"):
+        set_flat(eval_model, server.weights)
+        ev = evaluate(eval_model, data.test_x, data.test_y)
+    recorder.record(
+        arrivals,
+        ev,
+        sim_time=None,
+        samples_trained=samples_trained,
+        client_updates=arrivals,
+        train_loss=loss_sum / loss_samples if loss_samples else float("nan"),
+        version=server.version,
+    )

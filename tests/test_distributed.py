@@ -1,0 +1,174 @@
+"""--distributed on loopback: torchrun with a server and two workers, faults, malformed updates, checkpoints."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, run_script
+
+TINY = ["--dataset", "mnist", "--batch_size", "20", "--init_lr", "1e-3", "--global_epoch", "3", "--local_epoch", "1",
+        "--num_clients", "5", "--num_select_clients", "2", "--no_progress", "--timeout", "60"]
+VOLATILE = ("wall_time_s", "time_breakdown_s")
+
+
+def torchrun(script, data_dir, out, *extra, nproc=3):
+    """``torchrun --standalone --nproc-per-node 3 SCRIPT --distributed ...`` as the README shows."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), script,
+         "--distributed", "--data_dir", str(data_dir), "--save", str(out), *TINY, *extra],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes(script, data_dir, out, *extra, fault=None, world=3):
+    """The processes torchrun would start, started by hand (so one can die without the launcher
+    stopping the rest); a fault is injected through tests/dist_entry.py. Returns the server's result."""
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        if fault:
+            env["FEDLEARN_TEST_FAULT"] = fault
+        argv = [sys.executable, str(REPO / "tests" / "dist_entry.py"), script, "--distributed",
+                "--data_dir", str(data_dir), "--save", str(out), *TINY, *extra]  # fmt: skip
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=REPO))  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in procs]
+    return procs[0].returncode, outputs[0], [p.returncode for p in procs]
+
+
+def history(doc):
+    return [{k: v for k, v in e.items() if k not in VOLATILE} for e in doc["history"]]
+
+
+def test_torchrun_federated_equals_the_simulation(tiny_data_dir, tmp_path):
+    proc = torchrun("run_federated.py", tiny_data_dir, tmp_path / "d.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert doc["run"]["processes"].startswith("3 (server + 2 workers)")
+    assert [e["step"] for e in doc["history"]] == [1, 2, 3] and doc["final"]["client_updates"] == 6
+    assert proc.stdout.count("Results") == 1  # only the server prints
+    # the simulation with the workers' thread count (torchrun sets OMP_NUM_THREADS=1) gives the same numbers
+    sim = subprocess.run([sys.executable, "run_federated.py", "--data_dir", str(tiny_data_dir), "--save",
+                          str(tmp_path / "s.json"), *TINY], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    assert history(doc) == history(json.loads((tmp_path / "s.json").read_text()))  # bit-identical
+
+
+@pytest.mark.parametrize("algorithm", ["fedasync", "fedbuff"])
+def test_torchrun_async_takes_updates_as_they_come(algorithm, tiny_data_dir, tmp_path):
+    proc = torchrun("run_async.py", tiny_data_dir, tmp_path / "a.json", "--algorithm", algorithm,
+                    "--buffer_size", "2", "--max_updates", "8", "--eval_every", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads((tmp_path / "a.json").read_text())["final"]
+    assert final["client_updates"] == 8 and final["lost_workers"] == []
+    assert final["server_steps"] == (8 if algorithm == "fedasync" else 4)
+    assert final["sim_time"] is None and 0 < final["test_accuracy"] <= 1
+    assert "Lost workers" in proc.stdout
+
+
+def test_a_killed_worker_does_not_stop_an_asynchronous_run(tiny_data_dir, tmp_path):
+    code, (out, err), codes = processes("run_async", tiny_data_dir, tmp_path / "k.json", "--max_updates", "12",
+                                        fault="kill:2:2")  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert codes[2] != 0  # the worker really died
+    final = json.loads((tmp_path / "k.json").read_text())["final"]
+    assert final["client_updates"] == 12  # the other worker did the rest
+    assert [w["rank"] for w in final["lost_workers"]] == [2] and final["lost_workers"][0]["after_updates"] < 12
+    assert "Lost workers" in out and "rank 2" in out
+
+
+def test_a_killed_worker_stops_a_synchronous_run_with_one_line(tiny_data_dir, tmp_path):
+    code, (out, err), _ = processes("run_federated", tiny_data_dir, tmp_path / "k.json", "--num_select_clients", "5",
+                                    fault="kill:2:2")  # fmt: skip
+    assert code == 1 and not (tmp_path / "k.json").exists()
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "worker rank 2 lost" in lines[0] and "--resume" in lines[0]
+
+
+@pytest.mark.parametrize("script", ["run_federated", "run_async"])
+def test_a_malformed_update_is_rejected_and_counted(script, tiny_data_dir, tmp_path):
+    code, (out, err), _ = processes(script, tiny_data_dir, tmp_path / "n.json", fault="nan:1:1")
+    assert code == 0, err[-3000:]
+    final = json.loads((tmp_path / "n.json").read_text())["final"]
+    assert final["rejected_updates"] == 1 and final["rejected_by_reason"] == {"non-finite": 1}
+    assert final["test_loss"] == final["test_loss"]  # the NaN never reached the model
+
+
+def test_checkpoint_then_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
+    flags = ["--data_dir", str(tiny_data_dir), *TINY]
+    whole = run_script("run_federated.py", *flags, "--global_epoch", "4", "--save", str(tmp_path / "whole.json"))
+    first = run_script("run_federated.py", *flags, "--global_epoch", "2", "--checkpoint", str(tmp_path / "c.pt"))
+    rest = run_script("run_federated.py", *flags, "--global_epoch", "4", "--resume", str(tmp_path / "c.pt"),
+                      "--save", str(tmp_path / "resumed.json"))  # fmt: skip
+    for proc in (whole, first, rest):
+        assert proc.returncode == 0, proc.stderr
+    a = json.loads((tmp_path / "whole.json").read_text())
+    b = json.loads((tmp_path / "resumed.json").read_text())
+    assert [e["step"] for e in b["history"]] == [1, 2, 3, 4]
+    assert history(a) == history(b)
+
+
+def test_distributed_checkpoint_resumes_with_torchrun(tiny_data_dir, tmp_path):
+    ckpt = tmp_path / "d.pt"
+    first = torchrun("run_federated.py", tiny_data_dir, tmp_path / "1.json", "--global_epoch", "2",
+                     "--checkpoint", str(ckpt))  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    rest = torchrun("run_federated.py", tiny_data_dir, tmp_path / "2.json", "--global_epoch", "3",
+                    "--resume", str(ckpt))  # fmt: skip
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    whole = torchrun("run_federated.py", tiny_data_dir, tmp_path / "3.json")
+    assert history(json.loads((tmp_path / "2.json").read_text())) == history(json.loads((tmp_path / "3.json").read_text()))
+
+
+def test_async_checkpoint_resume_continues_the_count(tiny_data_dir, tmp_path):
+    ckpt = tmp_path / "a.pt"
+    first = torchrun("run_async.py", tiny_data_dir, tmp_path / "1.json", "--max_updates", "6", "--checkpoint",
+                     str(ckpt), "--checkpoint_every", "3")  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    rest = torchrun("run_async.py", tiny_data_dir, tmp_path / "2.json", "--max_updates", "10", "--resume", str(ckpt))
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    done = json.loads((tmp_path / "2.json").read_text())
+    assert done["final"]["client_updates"] == 10
+    assert history(done)[:2] == history(json.loads((tmp_path / "1.json").read_text()))[:2]
+
+
+def test_resume_refuses_other_settings_and_foreign_files(tiny_data_dir, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    flags = ["--data_dir", str(tiny_data_dir), *TINY]
+    assert run_script("run_federated.py", *flags, "--checkpoint", str(ckpt)).returncode == 0
+    other = run_script("run_federated.py", *flags, "--resume", str(ckpt), "--init_lr", "0.01")
+    assert other.returncode == 1 and "--init_lr" in other.stderr and "Traceback" not in other.stderr
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    junk = run_script("run_federated.py", *flags, "--resume", str(tmp_path / "junk.pt"))
+    assert junk.returncode == 1 and "not a fedlearn checkpoint" in junk.stderr
+
+
+def test_distributed_without_torchrun_is_one_clear_line(tiny_data_dir):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "run_async.py", "--distributed", "--data_dir", str(tiny_data_dir)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "torchrun" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_timing_is_bounded_when_the_server_never_answers(tiny_data_dir, tmp_path):
+    """A worker alone (the server never comes) gives up within --timeout instead of hanging."""
+    port = free_port()
+    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}  # fmt: skip
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "run_federated.py", "--distributed", "--data_dir", str(tiny_data_dir),
+                           "--timeout", "5"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode != 0 and time.monotonic() - began < 60
