@@ -141,7 +141,7 @@ def _run_process(script: str, args: argparse.Namespace, device: torch.device, cl
 
 def _serve(args: argparse.Namespace, data: Dataset, partition: ClientPartition, cluster: Cluster) -> int:
     """A worker process: host its share of the clients until the server says stop."""
-    trainer, speeds, _, _ = _setup_clients(args, data, partition, {}, 0)
+    trainer, speeds, _, _ = _setup_clients(args, data, partition, {})
     dim = sum(p.numel() for p in trainer.model.parameters())
     distributed.agree_on_setup(cluster.rank, dim, args.num_clients, data.train_y, args.seed)
     emulate = args.delay != "none" or args.comm_delay > 0
@@ -215,10 +215,10 @@ def _prepare_baseline(
 
 
 def _setup_clients(
-    args: argparse.Namespace, data: Dataset, partition: ClientPartition, context: dict[str, Any], dim: int
-) -> tuple[LocalTrainer, ClientSpeeds, RobustAggregator, dict[str, Any]]:
-    """Draw client speeds and the Byzantine clients, build the local trainer over ``partition`` and the
-    server's aggregator; notes both in ``context``."""
+    args: argparse.Namespace, data: Dataset, partition: ClientPartition, context: dict[str, Any]
+) -> tuple[LocalTrainer, ClientSpeeds, Threat, dict[str, Any]]:
+    """Draw client speeds and the Byzantine clients and build the local trainer over ``partition``;
+    notes both in ``context``."""
     speeds = draw_speeds(
         args.num_clients,
         seeding.numpy_rng(args.seed, seeding.CLOCK),
@@ -241,7 +241,6 @@ def _setup_clients(
     threat = Threat(choose_byzantine(args.seed, args.num_clients, args.byzantine), args.attack, args.attack_scale)
     if threat.byzantine:
         context["Byzantine clients"] = ", ".join(map(str, threat.byzantine))
-    aggregator = RobustAggregator(dim, rule_config(args), threat, args.clip_norm, args.seed)
     worker_model = build_model(args.model, data.num_classes, not args.no_channels_last).to(data.train_x.device)
     flipped = frozenset(threat.byzantine) if args.attack == "labelflip" else frozenset()
     trainer = LocalTrainer(worker_model, data, partition.parts, config, label_flip=flipped)
@@ -250,7 +249,12 @@ def _setup_clients(
         "rates": [float(r) for r in speeds.rates],
         "byzantine": list(threat.byzantine),
     }
-    return trainer, speeds, aggregator, clients
+    return trainer, speeds, threat, clients
+
+
+def _aggregator(args: argparse.Namespace, dim: int, threat: Threat) -> RobustAggregator:
+    """The server's attack simulation, checks, clipping and rule, as the flags ask."""
+    return RobustAggregator(dim, rule_config(args), threat, args.clip_norm, args.seed)
 
 
 def _prepare_federated(
@@ -263,7 +267,8 @@ def _prepare_federated(
 ) -> TrainRun:
     """Set up the clients (here, or on the workers); returns the FedAvg training call."""
     initial = get_flat(model)
-    trainer, speeds, aggregator, clients = _setup_clients(args, data, partition, context, initial.numel())
+    trainer, speeds, threat, clients = _setup_clients(args, data, partition, context)
+    aggregator = _aggregator(args, initial.numel(), threat)
     checkpointing, resume = _checkpoint_setup(args, "run_federated")
     rounds: distributed.DistributedRounds | None = None
     if cluster is not None:
@@ -311,7 +316,8 @@ def _prepare_async(
 ) -> TrainRun:
     """Set up the clients (here, or on the workers) and the asynchronous server; returns the training call."""
     initial = get_flat(model)
-    trainer, speeds, aggregator, clients = _setup_clients(args, data, partition, context, initial.numel())
+    trainer, speeds, threat, clients = _setup_clients(args, data, partition, context)
+    aggregator = _aggregator(args, initial.numel(), threat)
     config = AsyncConfig(
         algorithm=args.algorithm,
         alpha=args.alpha,

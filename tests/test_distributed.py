@@ -172,3 +172,19 @@ def test_timing_is_bounded_when_the_server_never_answers(tiny_data_dir, tmp_path
     proc = subprocess.run([sys.executable, "run_federated.py", "--distributed", "--data_dir", str(tiny_data_dir),
                            "--timeout", "5"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
     assert proc.returncode != 0 and time.monotonic() - began < 60
+
+
+@pytest.mark.parametrize("script, extra", [("run_federated.py", []),
+                                           ("run_async.py", ["--algorithm", "fedbuff", "--buffer_size", "2"])])
+def test_two_hosts_over_a_link_with_delay_and_loss(script, extra, tiny_data_dir, tmp_path):
+    """Server alone on host a, two workers on host b, 20 ms delay and 1 % loss each way (skipped where the
+    machine cannot build the link: see scripts/two_host.py)."""
+    from test_two_host import run_two_host
+
+    out = tmp_path / "two.json"
+    proc = run_two_host([script, "--distributed", "--data_dir", str(tiny_data_dir), "--save", str(out), *TINY, *extra],
+                        nproc_a=1, nproc_b=2, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    doc = json.loads(out.read_text())
+    assert doc["run"]["processes"].startswith("3 (server + 2 workers)")
+    assert doc["final"]["client_updates"] == 6 and doc["final"]["rejected_updates"] == 0
