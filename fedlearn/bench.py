@@ -42,12 +42,12 @@ from .centralized import run_centralized
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds
 from .data import Dataset
-from .federated import run_fedavg, select_clients
+from .federated import local_rounds, run_fedavg, select_clients
 from .flat import get_flat
 from .models import build_model
 from .partition import PartitionSpec, make_partition
 from .runtime import make_deterministic, versions
-from .timing import interleaved_medians
+from .timing import interleaved_times
 from .training import count_batches
 
 BATCH_SIZE = 100
@@ -128,17 +128,61 @@ def _trainer(data: Dataset, num_clients: int, partition: str, seed: int, local_e
 
 
 def fedavg_run(
-    data: Dataset, num_clients: int, picked: int, rounds: int, partition: str = "iid", seed: int = 0
+    data: Dataset,
+    num_clients: int,
+    picked: int,
+    rounds: int,
+    partition: str = "iid",
+    seed: int = 0,
+    plain_reference: bool = False,
 ) -> dict[str, Any]:
-    """A FedAvg run; returns its ``final`` figures (with the time breakdown) and its history."""
+    """A FedAvg run; returns its ``final`` figures (with the time breakdown) and its history.
+
+    With ``plain_reference``, next to each round's local training (before it in even
+    rounds, after it in odd ones) the plain loop trains the very same client jobs
+    (fresh Adam each, the clients' own samples in batches); ``paired`` holds (fedlearn's training seconds, the plain loop's seconds,
+    the reference's wall seconds) per round, and the reference's time is taken back
+    out of the round's ``training`` section.
+    """
     torch.manual_seed(seed)
     model = build_model("cnn", channels_last=True)
     trainer = _trainer(data, num_clients, partition, seed)
     speeds = ClientSpeeds(rates=np.full(num_clients, 1000.0))
+    local = local_rounds(trainer)
+    paired: list[tuple[float, float, float]] = []
+    shuffle = torch.Generator().manual_seed(seed + 1)
+
+    def with_reference(chosen: list[int], weights: torch.Tensor, round_index: int, progress: Any) -> Any:
+        parts = trainer.partitions
+        jobs = [list(parts[c][torch.randperm(parts[c].numel(), generator=shuffle)].split(BATCH_SIZE)) for c in chosen]
+
+        def reference() -> tuple[float, float]:
+            began = time.perf_counter()
+            return plain_jobs_seconds(data, jobs, seed, channels_last=True), time.perf_counter() - began
+
+        # the second of the two trains on samples the first left in the CPU caches: take turns going first
+        if round_index % 2 == 0:
+            plain, extra = reference()
+        began = time.perf_counter()
+        results = local(chosen, weights, round_index, progress)
+        trained = time.perf_counter() - began
+        if round_index % 2 == 1:
+            plain, extra = reference()
+        paired.append((trained, plain, extra))
+        return results
+
     _, recorder = run_fedavg(
-        trainer, model, get_flat(model), speeds, rounds=rounds, num_select=picked, seed=seed, show_progress=False
-    )
-    return {"final": recorder.final(), "history": recorder.history, "partitions": trainer.partitions}
+        trainer, model, get_flat(model), speeds, rounds=rounds, num_select=picked, seed=seed, show_progress=False,
+        execute=with_reference if plain_reference else None,
+    )  # fmt: skip
+    history, final = recorder.history, recorder.final()
+    extra_so_far = 0.0
+    for entry, (_, _, extra) in zip(history, paired):  # cumulative sections: take the reference out
+        extra_so_far += extra
+        entry["time_breakdown_s"]["training"] -= extra_so_far
+    final["time_breakdown_s"]["training"] -= extra_so_far
+    final["wall_time_s"] -= extra_so_far
+    return {"final": final, "history": history, "partitions": trainer.partitions, "paired": paired}
 
 
 def fedavg_seconds(data: Dataset, seed: int = 0) -> float:
@@ -163,7 +207,7 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
     """Seconds and samples per second of each way of training one epoch of ``data``."""
     n = int(data.train_y.numel())
     layout = data.to(torch.device("cpu"), channels_last=True)  # as the scripts hold it
-    seconds = interleaved_medians(
+    times = interleaved_times(
         {
             "plain PyTorch loop": lambda: plain_pytorch_seconds(data),
             "plain PyTorch loop, channels_last": lambda: plain_pytorch_seconds(layout, channels_last=True),
@@ -177,10 +221,13 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
         reps,
         self_timed=True,
     )
+    seconds = {k: statistics.median(v) for k, v in times.items()}
     per_sample = {k: v / n for k, v in seconds.items()}
     return {
         "samples": n,
         "seconds": seconds,
+        "spread": {k: max(v) / min(v) for k, v in times.items()},  # slowest / fastest repetition
+        "repetitions_s": times,
         "samples_per_s": {k: n / v for k, v in seconds.items()},
         "ratios": {
             "baseline / plain (same layout: channels_last)": per_sample["run_baseline"]
@@ -201,15 +248,11 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     make_deterministic()
     data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
     n, picked = config["clients"], max(1, config["clients"] // 10)
-    run = fedavg_run(data, n, picked, config["rounds"], config["partition"])
+    run = fedavg_run(data, n, picked, config["rounds"], config["partition"], plain_reference=True)
     parts = run["partitions"]
     schedule = [select_clients(0, r, n, picked) for r in range(2, config["rounds"] + 1)]
     batches = [sum(count_batches(int(parts[int(c)].numel()), BATCH_SIZE) for c in chosen) for chosen in schedule]
-    # the plain loop over the very same client jobs (fresh Adam each, batches of the client's own samples)
-    shuffle = torch.Generator().manual_seed(1)
-    jobs = [list(parts[int(c)][torch.randperm(parts[int(c)].numel(), generator=shuffle)].split(BATCH_SIZE))
-            for chosen in schedule for c in chosen]  # fmt: skip
-    plain_same_jobs_s = plain_jobs_seconds(data, jobs, channels_last=True)
+    paired = run["paired"][1:]  # round 1 is the warm-up
     history = run["history"]
     # per-round figures from the cumulative breakdown; round 1 is the warm-up
     cumulative = [e["time_breakdown_s"] for e in history]
@@ -217,15 +260,14 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
         {k: cumulative[i][k] - cumulative[i - 1][k] for k in cumulative[i]} for i in range(1, len(cumulative))
     ]
     samples = [history[i]["samples_trained"] - history[i - 1]["samples_trained"] for i in range(1, len(history))]
-    non_eval = sum(v for r in rounds for k, v in r.items() if k != "evaluation")
     return {
         **config,
         "picked": picked,
         "rounds_measured": rounds,
         "samples": samples,
         "batches": batches,
-        "fedlearn_vs_plain_same_jobs": non_eval / plain_same_jobs_s,
-        "plain_same_jobs_s_per_sample": plain_same_jobs_s / sum(samples),
+        "fedlearn_vs_plain_same_jobs": [fed / plain for fed, plain, _ in paired],
+        "plain_same_jobs_s_per_sample": [plain / s for (_, plain, _), s in zip(paired, samples)],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -245,8 +287,11 @@ def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "s_per_sample_excl_eval": statistics.median(
             sum(v for k, v in r.items() if k != "evaluation") / s for r, s in zip(rounds, samples)
         ),
-        "plain_same_jobs_s_per_sample": statistics.median(run["plain_same_jobs_s_per_sample"] for run in runs),
-        "fedlearn_vs_plain_same_jobs": statistics.median(run["fedlearn_vs_plain_same_jobs"] for run in runs),
+        "plain_same_jobs_s_per_sample": statistics.median(v for run in runs for v in run["plain_same_jobs_s_per_sample"]),
+        # geometric mean over rounds: as many rounds with the plain loop first as second (see fedavg_run)
+        "fedlearn_vs_plain_same_jobs": statistics.geometric_mean(
+            v for run in runs for v in run["fedlearn_vs_plain_same_jobs"]
+        ),
         "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
     }
 
@@ -274,10 +319,12 @@ def scaling_section(num_train: int, num_test: int, rounds: int, threads: int, pa
 def render(report: dict[str, Any]) -> str:
     """The benchmark's tables."""
     tp = report["throughput"]
-    rows = [[name, f"{tp['seconds'][name]:.2f}", f"{tp['samples_per_s'][name]:,.0f}"] for name in tp["seconds"]]
+    rows = [[name, f"{tp['seconds'][name]:.2f}", f"{tp['samples_per_s'][name]:,.0f}", f"{tp['spread'][name]:.3f}"]
+            for name in tp["seconds"]]  # fmt: skip
     out = [f"Training throughput: one epoch of {tp['samples']:,} samples, batch {BATCH_SIZE}, median of "
            f"{report['reps']} interleaved repetitions after a warm-up (evaluation excluded)",
-           tabulate(rows, headers=["run", "seconds", "samples/s"], tablefmt="github", disable_numparse=True),
+           tabulate(rows, headers=["run", "seconds", "samples/s", "slowest / fastest repetition"], tablefmt="github",
+                    disable_numparse=True),
            "",
            tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()],
                     headers=["time per trained sample", "ratio"], tablefmt="github", disable_numparse=True)]  # fmt: skip
@@ -297,7 +344,7 @@ def render(report: dict[str, Any]) -> str:
                 tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "samples/batch", "round (s)",
                                         "training",
                                         "aggregation", "evaluation", "other", "us/sample (excl. eval)",
-                                        "plain loop, same jobs (us/sample)", "fedlearn / plain same jobs",
+                                        "plain loop, same jobs (us/sample)", "local training / plain loop",
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
@@ -327,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     make_deterministic()
     reps = args.reps or (2 if args.quick else 5)
-    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 8)
+    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 9)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",

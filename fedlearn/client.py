@@ -11,7 +11,7 @@ from torch import nn
 from . import seeding
 from .attacks import flip_labels
 from .data import Dataset
-from .flat import get_flat, set_flat, unflatten_like
+from .flat import flat_parameters, get_flat, set_flat, unflatten_like
 from .training import Proximal, TrainStats, count_batches, make_optimizer, train
 
 
@@ -55,6 +55,7 @@ class LocalTrainer:
         label_flip: frozenset[int] = frozenset(),
     ):
         self.model = model
+        self.params = flat_parameters(model)  # walked once, used by every job
         self.data = data
         self.partitions = [p.to(data.train_x.device) for p in partitions]
         self.config = config
@@ -78,9 +79,9 @@ class LocalTrainer:
     ) -> ClientUpdate:
         """Train ``client`` from ``global_weights``; ``job_key`` (round or dispatch number) seeds its shuffles."""
         cfg = self.config
-        set_flat(self.model, global_weights)
+        set_flat(self.params, global_weights)
         proximal = Proximal(cfg.prox_mu, unflatten_like(self.model, global_weights)) if cfg.prox_mu > 0 else None
-        optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr)
+        optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr)
         stats = train(
             self.model,
             optimizer,
@@ -93,4 +94,4 @@ class LocalTrainer:
             on_batch=on_batch,
             proximal=proximal,
         )
-        return ClientUpdate(client=client, weights=get_flat(self.model), num_samples=self.num_samples(client), stats=stats)
+        return ClientUpdate(client=client, weights=get_flat(self.params), num_samples=self.num_samples(client), stats=stats)

@@ -25,11 +25,11 @@ class Stopwatch:
             self.totals[name] += time.perf_counter() - start
 
 
-def interleaved_medians(
+def interleaved_times(
     runners: dict[str, Callable[[], Any]], reps: int, self_timed: bool = False
-) -> dict[str, float]:
-    """Median seconds of each runner: one warm-up call each, then ``reps`` rounds taking turns,
-    so a slow spell of the machine falls on every runner alike.
+) -> dict[str, list[float]]:
+    """Seconds of every repetition of each runner: one warm-up call each, then ``reps`` rounds
+    taking turns, so a slow spell of the machine falls on every runner alike.
 
     With ``self_timed`` each runner returns the seconds to count (say, its training
     time without evaluation) instead of being timed from outside.
@@ -42,4 +42,11 @@ def interleaved_medians(
             start = time.perf_counter()
             result = run()
             times[name].append(float(result) if self_timed else time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(
+    runners: dict[str, Callable[[], Any]], reps: int, self_timed: bool = False
+) -> dict[str, float]:
+    """Median seconds of each runner over :func:`interleaved_times`."""
+    return {name: statistics.median(t) for name, t in interleaved_times(runners, reps, self_timed).items()}

@@ -66,7 +66,7 @@ def train(
     the reported loss is the cross-entropy alone.
     """
     model.train()
-    params = list(model.parameters())
+    params = list(model.parameters()) if proximal is not None else []
     n = int(indices.numel())
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
     batches = 0
