@@ -106,16 +106,27 @@ class RobustAggregator:
         if self.threat.active and any(byz):
             rows = self._attack(rows, byz, origin, key)
         keep = []
-        for i, row in enumerate(rows):
-            reason = rejection_reason(row, self.dim)
+        for i, row in enumerate(rows):  # shape and dtype, row by row (cheap)
+            reason = rejection_reason(row, self.dim, check_values=False)
             if reason is None:
                 keep.append(i)
             else:
                 self.rejected[reason] += 1
+        stack = torch.stack([rows[i] for i in keep]) if keep else None
+        if stack is not None:  # values, for the whole stack at once
+            # a row's sum is finite only if all its values are (NaN and inf propagate); only rows whose
+            # sum is not (a NaN or inf, or an overflow of huge values) get the exact, slower test
+            finite = torch.isfinite(stack.sum(dim=1)).tolist()
+            for j, ok in enumerate(finite):
+                if not ok:
+                    finite[j] = bool(torch.isfinite(stack[j]).all())
+            if not all(finite):
+                self.rejected["non-finite"] += finite.count(False)
+                keep = [i for i, ok in zip(keep, finite) if ok]
+                stack = stack[torch.tensor(finite)]
         if len(keep) < max(1, min_inputs(self.rule)):
             self.skipped_batches += 1
             return None
-        stack = torch.stack([rows[i] for i in keep])
         if self.clip is not None:
             stack = self._clip(stack, origin)
         counts = torch.tensor([float(weights[i]) for i in keep], dtype=torch.float64)

@@ -7,16 +7,19 @@ import math
 import torch
 
 
-def rejection_reason(vector: torch.Tensor, expected_numel: int, dtype: torch.dtype = torch.float32) -> str | None:
+def rejection_reason(
+    vector: torch.Tensor, expected_numel: int, dtype: torch.dtype = torch.float32, check_values: bool = True
+) -> str | None:
     """None if ``vector`` is a finite 1-D tensor of ``expected_numel`` values of ``dtype``; else a short reason:
-    "type" (not a tensor), "shape", "dtype" or "non-finite" (checked in that order)."""
+    "type" (not a tensor), "shape", "dtype" or "non-finite" (checked in that order; the last one only
+    with ``check_values``, for a caller that checks many vectors' values at once)."""
     if not isinstance(vector, torch.Tensor):
         return "type"
     if vector.dim() != 1 or vector.numel() != expected_numel:
         return "shape"
     if vector.dtype != dtype:
         return "dtype"
-    if not bool(torch.isfinite(vector).all()):
+    if check_values and not bool(torch.isfinite(vector).all()):
         return "non-finite"
     return None
 

@@ -177,3 +177,10 @@ def test_scripts_report_the_rule_the_threat_and_the_counts(script, extra, tiny_d
                 "Byzantine updates selected / updates selected"):
         assert row in proc.stdout
     assert "Byzantine clients" in proc.stdout.split("Results")[0]  # named in the Hyperparameters table
+
+
+def test_huge_but_finite_values_are_not_mistaken_for_inf():
+    agg = RobustAggregator(D)
+    big = torch.full((D,), 3e38)  # its sum overflows, its values do not
+    got = agg.combine([big, big, torch.full((D,), float("nan"))], [0, 1, 2], [1, 1, 1], key=1, origin=torch.zeros(D))
+    assert torch.equal(got, big) and agg.summary()["rejected_by_reason"] == {"non-finite": 1}
