@@ -28,6 +28,16 @@ DESCRIPTIONS = {
 }
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless its help already says it (or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (no usage dump) with exit status 2.
 
@@ -46,7 +56,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=f"{script}.py",
         description=DESCRIPTIONS.get(script),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--data_dir", default="./data", help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/...)")
