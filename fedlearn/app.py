@@ -153,6 +153,15 @@ def _serve(args: argparse.Namespace, data: Dataset, partition: ClientPartition, 
     return 0
 
 
+def _server_links(
+    args: argparse.Namespace, data: Dataset, dim: int, cluster: Cluster
+) -> tuple[distributed.Placement, distributed.Inbox]:
+    """The server's side of a distributed run: check the workers set up alike, then listen to each."""
+    distributed.agree_on_setup(0, dim, args.num_clients, data.train_y, args.seed)
+    placement = distributed.Placement(args.num_clients, cluster.world)
+    return placement, distributed.Inbox(placement.workers, dim)
+
+
 def _checkpoint_setup(
     args: argparse.Namespace, script: str
 ) -> tuple[Checkpointing | None, dict[str, Any] | None]:
@@ -272,11 +281,8 @@ def _prepare_federated(
     checkpointing, resume = _checkpoint_setup(args, "run_federated")
     rounds: distributed.DistributedRounds | None = None
     if cluster is not None:
-        distributed.agree_on_setup(0, initial.numel(), args.num_clients, data.train_y, args.seed)
-        placement = distributed.Placement(args.num_clients, cluster.world)
-        rounds = distributed.DistributedRounds(
-            placement, distributed.Inbox(placement.workers, initial.numel()), trainer, args.timeout
-        )
+        placement, inbox = _server_links(args, data, initial.numel(), cluster)
+        rounds = distributed.DistributedRounds(placement, inbox, trainer, args.timeout)
 
     def train_run() -> Outcome:
         try:
@@ -331,9 +337,7 @@ def _prepare_async(
     server = AsyncServer(initial, config, aggregator)
     if cluster is not None:
         checkpointing, resume = _checkpoint_setup(args, "run_async")
-        distributed.agree_on_setup(0, initial.numel(), args.num_clients, data.train_y, args.seed)
-        placement = distributed.Placement(args.num_clients, cluster.world)
-        inbox = distributed.Inbox(placement.workers, initial.numel())
+        placement, inbox = _server_links(args, data, initial.numel(), cluster)
 
         def train_distributed() -> Outcome:
             recorder, lost = run_async_distributed(
