@@ -2,6 +2,7 @@
 
 ``FEDLEARN_TEST_FAULT=kill:RANK:N``: worker RANK kills itself (SIGKILL) instead of sending its N-th update.
 ``FEDLEARN_TEST_FAULT=nan:RANK:N``: worker RANK sends NaN weights as its N-th update.
+``FEDLEARN_TEST_FAULT=short:RANK:N``: worker RANK sends one value too few as its N-th update.
 Usage: python3 tests/dist_entry.py run_federated|run_async [flags...]
 """
 
@@ -28,8 +29,9 @@ def inject(fault: str) -> None:
         if sent == int(nth):
             if kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
-            if kind == "nan":
-                kwargs["weights"] = args[7] * float("nan")
+            if kind in ("nan", "short"):
+                weights = args[7]
+                kwargs["weights"] = weights * float("nan") if kind == "nan" else weights[:-1]
                 args = args[:7]
         return real_send(*args, **kwargs)
 

@@ -98,12 +98,14 @@ def test_a_killed_worker_stops_a_synchronous_run_with_one_line(tiny_data_dir, tm
     assert len(lines) == 1 and "worker rank 2 lost" in lines[0] and "--resume" in lines[0]
 
 
-@pytest.mark.parametrize("script", ["run_federated", "run_async"])
-def test_a_malformed_update_is_rejected_and_counted(script, tiny_data_dir, tmp_path):
-    code, (out, err), _ = processes(script, tiny_data_dir, tmp_path / "n.json", fault="nan:1:1")
+@pytest.mark.parametrize("script, fault, reason", [("run_federated", "nan", "non-finite"),
+                                                   ("run_async", "nan", "non-finite"),
+                                                   ("run_async", "short", "shape")])
+def test_a_malformed_update_is_rejected_and_counted(script, fault, reason, tiny_data_dir, tmp_path):
+    code, (out, err), _ = processes(script, tiny_data_dir, tmp_path / "n.json", fault=f"{fault}:1:1")
     assert code == 0, err[-3000:]
     final = json.loads((tmp_path / "n.json").read_text())["final"]
-    assert final["rejected_updates"] == 1 and final["rejected_by_reason"] == {"non-finite": 1}
+    assert final["rejected_updates"] == 1 and final["rejected_by_reason"] == {reason: 1}
     assert final["test_loss"] == final["test_loss"]  # the NaN never reached the model
 
 
