@@ -15,14 +15,14 @@ from .asynchronous import AsyncConfig, AsyncServer, run_async
 from .attacks import choose_byzantine
 from .byzantine import RobustAggregator, Threat
 from .centralized import run_centralized
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpointing, load_checkpoint
 from .cli import build_parser, partition_spec, rule_config, validate_args
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds, draw_speeds
 from .data import Dataset, load_dataset, resolve_dataset
 from .distributed_async import run_async_distributed
 from .errors import FedlearnError
-from .federated import Checkpointing, run_fedavg
+from .federated import run_fedavg
 from .flat import get_flat
 from .models import build_model, count_parameters
 from .partition import ClientPartition, partition_sizes
@@ -335,8 +335,8 @@ def _prepare_async(
         max_staleness=args.max_staleness,
     )
     server = AsyncServer(initial, config, aggregator)
+    checkpointing, resume = _checkpoint_setup(args, "run_async")
     if cluster is not None:
-        checkpointing, resume = _checkpoint_setup(args, "run_async")
         placement, inbox = _server_links(args, data, initial.numel(), cluster)
 
         def train_distributed() -> Outcome:
@@ -371,6 +371,8 @@ def _prepare_async(
             seed=args.seed,
             target_accuracy=args.target_acc,
             show_progress=not args.no_progress,
+            checkpointing=checkpointing,
+            resume=resume,
         )
         return Outcome(recorder, final=server.summary(), document={"clients": clients})
 

@@ -17,8 +17,11 @@ from torch import nn
 from . import seeding
 from .aggregation import fedasync_mix
 from .byzantine import RobustAggregator
+from .checkpoint import Checkpointing, save_checkpoint
 from .client import LocalTrainer
 from .clock import ClientSpeeds, plan_async_jobs
+from .data import Dataset
+from .errors import DataError
 from .flat import set_flat
 from .progress import progress_bar
 from .results import RunRecorder
@@ -168,27 +171,44 @@ def run_async(
     seed: int,
     target_accuracy: float | None = None,
     show_progress: bool = True,
+    checkpointing: Checkpointing | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> RunRecorder:
     """Receive ``max_updates`` client updates in virtual-clock order; evaluate every ``eval_every`` accepted ones.
 
     Each job trains from the server's model as it was when the job was dispatched;
-    jobs still in flight when the budget is spent are never computed.
+    jobs still in flight when the budget is spent are never computed. The timeline
+    is fixed by the seed, so a run resumed from a checkpoint (taken every
+    ``checkpointing.every`` updates, with the models in-flight jobs started from)
+    ends as an uninterrupted one.
     """
     num_clients = len(trainer.partitions)
     job_samples = [trainer.num_samples(c) * trainer.config.epochs for c in range(num_clients)]
     rng = seeding.numpy_rng(seed, seeding.DISPATCH)
-    jobs = plan_async_jobs(speeds, job_samples, concurrency, max_updates, rng)
-    pending = Counter(job.dispatched_after for job in jobs)
+    # planned past the budget, so that the models of jobs in flight at the end are known (and checkpointed)
+    planned = plan_async_jobs(speeds, job_samples, concurrency, max_updates + concurrency, rng)
+    jobs = planned[:max_updates]
+    pending = Counter(job.dispatched_after for job in planned)
     sent = {0: (server.weights, server.version)}  # model (and version) as of k arrivals, while a job needs it
     data = trainer.data
     recorder = RunRecorder(target_accuracy)
-    samples_trained, accepted_since_eval = 0, 0
+    samples_trained, accepted_since_eval, done = 0, 0, 0
     loss_sum, loss_samples = 0.0, 0  # training loss of the jobs since the last evaluation
+    if resume is not None:
+        if resume.get("mode") != "simulated":
+            raise DataError("--resume: this checkpoint is of a --distributed run; resume it with --distributed")
+        server.restore(resume["server"])
+        recorder.restore(resume["record"])
+        done, samples_trained = resume["arrivals"], resume["samples_trained"]
+        accepted_since_eval, loss_sum, loss_samples = resume["accepted_since_eval"], resume["loss_sum"], resume["loss_samples"]
+        sent = {k: (w, v) for k, w, v in zip(resume["sent_keys"], resume["sent_weights"], resume["sent_versions"])}
+        for job in planned[:done]:
+            pending[job.dispatched_after] -= 1
     title = TITLES[server.config.algorithm]
-    total_batches = sum(trainer.num_batches(job.client) for job in jobs)
+    total_batches = sum(trainer.num_batches(job.client) for job in jobs[done:])
     with progress_bar(total_batches, title, enabled=show_progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731
-        for job in jobs:
+        for job in jobs[done:]:
             start, tau = sent[job.dispatched_after]
             pending[job.dispatched_after] -= 1
             if pending[job.dispatched_after] == 0:
@@ -203,23 +223,64 @@ def run_async(
             samples_trained += update.stats.samples
             loss_sum += update.stats.mean_loss * update.stats.samples
             loss_samples += update.stats.samples
-            if accepted_since_eval >= eval_every or arrivals == len(jobs):
+            regular = accepted_since_eval >= eval_every
+            if regular:
                 accepted_since_eval = 0
-                with recorder.watch.section("evaluation"):
-                    set_flat(eval_model, server.weights)
-                    ev = evaluate(eval_model, data.test_x, data.test_y)
-                recorder.record(
-                    arrivals,
-                    ev,
-                    sim_time=job.arrival_time,
-                    samples_trained=samples_trained,
-                    client_updates=arrivals,
-                    train_loss=loss_sum / loss_samples,
-                    version=server.version,
-                )
+                _record(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
+                        loss_sum / loss_samples)  # fmt: skip
                 loss_sum, loss_samples = 0.0, 0
+            if checkpointing is not None and (arrivals % checkpointing.every == 0 or arrivals == len(jobs)):
+                save_checkpoint(
+                    checkpointing.path,
+                    {
+                        "script": "run_async",
+                        "mode": "simulated",
+                        "args": checkpointing.args,
+                        "server": server.state(),
+                        "record": recorder.state(),
+                        "arrivals": arrivals,
+                        "samples_trained": samples_trained,
+                        "accepted_since_eval": accepted_since_eval,
+                        "loss_sum": loss_sum,
+                        "loss_samples": loss_samples,
+                        "sent_keys": list(sent),
+                        "sent_weights": [w.detach().cpu() for w, _ in sent.values()],
+                        "sent_versions": [v for _, v in sent.values()],
+                    },
+                )
+            if arrivals == len(jobs) and not regular:  # the budget is spent: the final model's figures
+                _record(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
+                        loss_sum / loss_samples)  # fmt: skip
+            if recorder.history:
+                last = recorder.history[-1]
                 bar.set_postfix_str(
-                    f"update {arrivals}/{len(jobs)} v{server.version} acc {ev.accuracy:.2%} loss {ev.loss:.4f}",
+                    f"update {arrivals}/{len(jobs)} v{server.version} acc {last['test_accuracy']:.2%} "
+                    f"loss {last['test_loss']:.4f}",
                     refresh=False,
                 )
     return recorder
+
+
+def _record(
+    recorder: RunRecorder,
+    eval_model: nn.Module,
+    server: AsyncServer,
+    data: Dataset,
+    sim_time: float | None,
+    arrivals: int,
+    samples_trained: int,
+    train_loss: float,
+) -> None:
+    """Evaluate the server's model and add the history entry after ``arrivals`` updates."""
+    with recorder.watch.section("evaluation"):
+        set_flat(eval_model, server.weights)
+        ev = evaluate(eval_model, data.test_x, data.test_y)
+    recorder.record(
+        arrivals,
+        ev,
+        sim_time=sim_time,
+        samples_trained=samples_trained,
+        client_updates=arrivals,
+        train_loss=train_loss,
+        version=server.version,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ FORMAT = 1
 # flags that may differ between a run and its resumption (they do not change the numbers)
 RESUMABLE = frozenset({"global_epoch", "max_updates", "save", "checkpoint", "checkpoint_every", "resume",
                        "no_progress", "timeout", "distributed", "data_dir", "no_download", "target_acc"})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often (in rounds or updates) the server saves its state, and what identifies the run."""
+
+    path: str
+    every: int
+    args: dict[str, Any]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -322,12 +322,6 @@ def _validate_multi(args: argparse.Namespace, script: str) -> None:
     baseline = script == "run_baseline"
     for flag in ("distributed", "checkpoint", "resume"):
         _require(not (baseline and getattr(args, flag)), f"--{flag} is for the federated scripts, not run_baseline.py")
-    if hasattr(args, "algorithm") and not args.distributed:
-        for flag in ("checkpoint", "resume"):
-            _require(
-                getattr(args, flag) is None,
-                f"--{flag} in run_async.py needs --distributed (the simulated asynchronous timeline is not checkpointed)",
-            )
     if args.checkpoint is not None:
         _validate_save_path(Path(args.checkpoint), "--checkpoint")
     if args.resume is not None:

@@ -21,10 +21,10 @@ from torch import nn
 
 from . import seeding, wire
 from .asynchronous import TITLES, AsyncServer
-from .checkpoint import save_checkpoint
+from .checkpoint import Checkpointing, save_checkpoint
 from .client import LocalTrainer
 from .distributed import Inbox, Lost, Placement
-from .federated import Checkpointing
+from .errors import DataError
 from .flat import set_flat
 from .progress import progress_bar
 from .results import RunRecorder
@@ -67,9 +67,12 @@ def run_async_distributed(
     loss_sum, loss_samples = 0.0, 0
     lost: list[dict[str, Any]] = []
     if resume is not None:
+        if resume.get("mode") != "distributed":
+            raise DataError("--resume: this checkpoint is of a simulated run; resume it without --distributed")
         server.restore(resume["server"])
         recorder.restore(resume["record"])
         arrivals, next_key, samples_trained = resume["arrivals"], resume["next_key"], resume["samples_trained"]
+        accepted_since_eval, loss_sum, loss_samples = resume["accepted_since_eval"], resume["loss_sum"], resume["loss_samples"]
         rng.bit_generator.state = resume["rng"]
         lost = list(resume["lost"])
     live = [rank for rank in placement.workers if rank not in {entry["rank"] for entry in lost}]
@@ -128,28 +131,36 @@ def run_async_distributed(
                 loss_samples += event.samples_trained
             if arrivals + len(in_flight) < max_updates:
                 dispatch(event.source)
-            if accepted_since_eval >= eval_every or arrivals == max_updates:
+            regular = accepted_since_eval >= eval_every
+            if regular:
                 accepted_since_eval = 0
                 _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
                 loss_sum, loss_samples = 0.0, 0
-                last = recorder.history[-1]
-                bar.set_postfix_str(
-                    f"v{server.version} acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}", refresh=False
-                )
-            if checkpointing is not None and arrivals % checkpointing.every == 0:
+            if checkpointing is not None and (arrivals % checkpointing.every == 0 or arrivals == max_updates):
                 save_checkpoint(
                     checkpointing.path,
                     {
                         "script": "run_async",
+                        "mode": "distributed",
                         "args": checkpointing.args,
                         "server": server.state(),
                         "record": recorder.state(),
                         "arrivals": arrivals,
                         "next_key": next_key,
                         "samples_trained": samples_trained,
+                        "accepted_since_eval": accepted_since_eval,
+                        "loss_sum": loss_sum,
+                        "loss_samples": loss_samples,
                         "rng": rng.bit_generator.state,
                         "lost": lost,
                     },
+                )
+            if arrivals == max_updates and not regular:  # the budget is spent: the final model's figures
+                _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
+            if recorder.history:
+                last = recorder.history[-1]
+                bar.set_postfix_str(
+                    f"v{server.version} acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}", refresh=False
                 )
     if arrivals < max_updates:
         print(f"every worker was lost: stopping after {arrivals} of {max_updates} updates", file=sys.stderr, flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -11,7 +10,7 @@ from torch import nn
 
 from . import seeding
 from .byzantine import RobustAggregator
-from .checkpoint import save_checkpoint
+from .checkpoint import Checkpointing, save_checkpoint
 from .client import ClientUpdate, LocalTrainer
 from .clock import ClientSpeeds
 from .flat import set_flat
@@ -36,15 +35,6 @@ def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
         return [trainer.run(c, weights, round_index, on_batch=lambda: progress(1)) for c in picked]
 
     return execute
-
-
-@dataclass(frozen=True)
-class Checkpointing:
-    """Where and how often (in rounds) the server saves its state, and what identifies the run."""
-
-    path: str
-    every: int
-    args: dict[str, Any]
 
 
 def run_fedavg(

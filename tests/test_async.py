@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 import torch
@@ -175,3 +176,24 @@ def test_run_async_is_deterministic_for_a_seed(async_setup):
     strip = lambda h: [{k: v for k, v in e.items() if k not in ("wall_time_s", "time_breakdown_s")} for e in h]  # noqa: E731
     assert strip(rec1.history) == strip(rec2.history)
     assert first.version == 4 and rec1.history[-1]["test_accuracy"] > 0.3
+
+
+def test_simulated_async_checkpoint_then_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
+    from conftest import run_script
+
+    flags = ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--batch_size", "20", "--init_lr", "1e-3",
+             "--local_epoch", "1", "--num_clients", "5", "--num_select_clients", "3", "--delay", "straggler",
+             "--straggler_fraction", "0.4", "--eval_every", "2", "--no_progress", "--algorithm", "fedbuff",
+             "--buffer_size", "2"]  # fmt: skip
+    whole = run_script("run_async.py", *flags, "--max_updates", "11", "--save", str(tmp_path / "whole.json"))
+    first = run_script("run_async.py", *flags, "--max_updates", "7", "--checkpoint", str(tmp_path / "c.pt"),
+                       "--checkpoint_every", "5")  # fmt: skip
+    rest = run_script("run_async.py", *flags, "--max_updates", "11", "--resume", str(tmp_path / "c.pt"),
+                      "--save", str(tmp_path / "resumed.json"))  # fmt: skip
+    for proc in (whole, first, rest):
+        assert proc.returncode == 0, proc.stderr
+    strip = lambda doc: [{k: v for k, v in e.items() if k not in ("wall_time_s", "time_breakdown_s")}  # noqa: E731
+                         for e in doc["history"]]
+    a, b = (json.loads((tmp_path / name).read_text()) for name in ("whole.json", "resumed.json"))
+    assert strip(a) == strip(b) and a["final"]["test_loss"] == b["final"]["test_loss"]
+    assert a["final"]["mean_staleness"] == b["final"]["mean_staleness"]
