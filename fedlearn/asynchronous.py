@@ -226,7 +226,7 @@ def run_async(
             regular = accepted_since_eval >= eval_every
             if regular:
                 accepted_since_eval = 0
-                _record(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
+                record_evaluation(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
                         loss_sum / loss_samples)  # fmt: skip
                 loss_sum, loss_samples = 0.0, 0
             if checkpointing is not None and (arrivals % checkpointing.every == 0 or arrivals == len(jobs)):
@@ -249,7 +249,7 @@ def run_async(
                     },
                 )
             if arrivals == len(jobs) and not regular:  # the budget is spent: the final model's figures
-                _record(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
+                record_evaluation(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
                         loss_sum / loss_samples)  # fmt: skip
             if recorder.history:
                 last = recorder.history[-1]
@@ -261,7 +261,7 @@ def run_async(
     return recorder
 
 
-def _record(
+def record_evaluation(
     recorder: RunRecorder,
     eval_model: nn.Module,
     server: AsyncServer,

@@ -20,15 +20,13 @@ import torch
 from torch import nn
 
 from . import seeding, wire
-from .asynchronous import TITLES, AsyncServer
+from .asynchronous import TITLES, AsyncServer, record_evaluation
 from .checkpoint import Checkpointing, save_checkpoint
 from .client import LocalTrainer
 from .distributed import Inbox, Lost, Placement
 from .errors import DataError
-from .flat import set_flat
 from .progress import progress_bar
 from .results import RunRecorder
-from .training import evaluate
 
 
 @dataclass
@@ -134,7 +132,7 @@ def run_async_distributed(
             regular = accepted_since_eval >= eval_every
             if regular:
                 accepted_since_eval = 0
-                _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
+                _record(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
                 loss_sum, loss_samples = 0.0, 0
             if checkpointing is not None and (arrivals % checkpointing.every == 0 or arrivals == max_updates):
                 save_checkpoint(
@@ -156,7 +154,7 @@ def run_async_distributed(
                     },
                 )
             if arrivals == max_updates and not regular:  # the budget is spent: the final model's figures
-                _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
+                _record(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
             if recorder.history:
                 last = recorder.history[-1]
                 bar.set_postfix_str(
@@ -165,7 +163,7 @@ def run_async_distributed(
     if arrivals < max_updates:
         print(f"every worker was lost: stopping after {arrivals} of {max_updates} updates", file=sys.stderr, flush=True)
     if not recorder.history or recorder.history[-1]["step"] != arrivals:
-        _evaluate(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
+        _record(recorder, eval_model, server, data, arrivals, samples_trained, loss_sum, loss_samples)
     inbox.close()
     for rank in live:
         try:
@@ -176,7 +174,8 @@ def run_async_distributed(
     return recorder, lost
 
 
-def _evaluate(
+
+def _record(
     recorder: RunRecorder,
     eval_model: nn.Module,
     server: AsyncServer,
@@ -186,15 +185,6 @@ def _evaluate(
     loss_sum: float,
     loss_samples: int,
 ) -> None:
-    with recorder.watch.section("evaluation"):
-        set_flat(eval_model, server.weights)
-        ev = evaluate(eval_model, data.test_x, data.test_y)
-    recorder.record(
-        arrivals,
-        ev,
-        sim_time=None,
-        samples_trained=samples_trained,
-        client_updates=arrivals,
-        train_loss=loss_sum / loss_samples if loss_samples else float("nan"),
-        version=server.version,
-    )
+    """Evaluate and record, with no simulated clock; the mean loss is NaN when no update brought one."""
+    train_loss = loss_sum / loss_samples if loss_samples else float("nan")
+    record_evaluation(recorder, eval_model, server, data, None, arrivals, samples_trained, train_loss)
