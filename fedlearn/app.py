@@ -142,13 +142,13 @@ def _run_process(script: str, args: argparse.Namespace, device: torch.device, cl
 def _serve(args: argparse.Namespace, data: Dataset, partition: ClientPartition, cluster: Cluster) -> int:
     """A worker process: host its share of the clients until the server says stop."""
     trainer, speeds, _, _ = _setup_clients(args, data, partition, {})
-    dim = sum(p.numel() for p in trainer.model.parameters())
+    dim = sum(p.numel() for p in trainer.params)
     distributed.agree_on_setup(cluster.rank, dim, args.num_clients, data.train_y, args.seed)
     emulate = args.delay != "none" or args.comm_delay > 0
     try:
         distributed.serve_clients(trainer, speeds, emulate_delay=emulate)
     except RuntimeError as exc:  # gloo: the server's link broke or stayed silent past --timeout
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = distributed.first_line(exc)
         raise distributed.WorkerLost(f"worker rank {cluster.rank} lost the server: {reason}") from None
     return 0
 

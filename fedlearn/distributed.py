@@ -104,7 +104,7 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
     ``(k - 1)`` times its real training time, plus ``--comm_delay`` seconds, before replying.
     Returns the number of jobs done.
     """
-    dim = sum(p.numel() for p in trainer.model.parameters())
+    dim = sum(p.numel() for p in trainer.params)
     fastest = float(speeds.rates.max())
     jobs = 0
     while True:
@@ -178,8 +178,14 @@ class Inbox:
         return not any(thread.is_alive() for thread in self._threads)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (gloo's run over several), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if "timeout" in text.lower() or "timed out" in text.lower():
         return "silent past --timeout"
     if isinstance(exc, wire.ProtocolError):
@@ -191,6 +197,14 @@ def to_client_update(update: wire.WireUpdate, num_samples: int) -> ClientUpdate:
     """A received update in the simulation's form; the sample count is the server's own, never the worker's."""
     stats = TrainStats(samples=update.samples_trained, batches=update.batches, mean_loss=update.mean_loss)
     return ClientUpdate(client=update.client, weights=update.weights, num_samples=num_samples, stats=stats)
+
+
+def _stop(who: str, round_index: int) -> WorkerLost:
+    """Why a synchronous run cannot go on."""
+    return WorkerLost(
+        f"{who} in round {round_index}; synchronous FedAvg needs every picked client, so the run stops "
+        "(continue it with --resume from a --checkpoint)"
+    )
 
 
 class DistributedRounds:
@@ -218,19 +232,14 @@ class DistributedRounds:
             try:
                 wire.send_task(rank, round_index, round_index - 1, clients, weights)
             except Exception as exc:  # noqa: BLE001 - the link is gone
-                raise WorkerLost(f"worker rank {rank} lost in round {round_index} ({_reason(exc)}); synchronous "
-                                 "FedAvg needs every picked client, so the run stops (continue it with --resume "
-                                 "from a --checkpoint)") from None
+                raise _stop(f"worker rank {rank} lost ({_reason(exc)})", round_index) from None
         waiting = set(picked)
         got: dict[int, ClientUpdate] = {}
         while waiting:
             event = self.inbox.get(self.timeout_s)
             if event is None or isinstance(event, Lost):
                 who = f"worker rank {event.rank} lost ({event.reason})" if event else f"no update for {self.timeout_s:g} s"
-                raise WorkerLost(
-                    f"{who} in round {round_index}; synchronous FedAvg needs every picked client, so the run stops "
-                    "(continue it with --resume from a --checkpoint)"
-                )
+                raise _stop(who, round_index)
             if event.client not in waiting or event.job_key != round_index:
                 self.unexpected += 1  # not what this round asked for: never applied
                 continue

@@ -100,9 +100,7 @@ def run_async_distributed(
         if arrivals + len(in_flight) < max_updates:
             dispatch(rank)
     title = TITLES[server.config.algorithm]
-    with progress_bar(max_updates, f"{title} (distributed)", enabled=show_progress) as bar:
-        bar.update(arrivals)
-        bar.unit = "update"
+    with progress_bar(max_updates, f"{title} (distributed)", show_progress, unit="update", initial=arrivals) as bar:
         while arrivals < max_updates and in_flight:
             with recorder.watch.section("training"):  # waiting for the workers
                 event = inbox.get(timeout_s)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from tqdm import tqdm
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A bar counting optimizer steps (batches) up to ``total``, on stderr."""
-    return tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, mininterval=0.5, disable=not enabled)
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "batch", initial: int = 0) -> tqdm:
+    """A bar counting optimizer steps (or other ``unit``s) up to ``total``, from ``initial``, on stderr."""
+    return tqdm(
+        total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, mininterval=0.5, disable=not enabled
+    )
