@@ -2,25 +2,31 @@
 
 ``--data_dir`` follows torchvision's layout: ``DATA_DIR/MNIST/raw/`` and
 ``DATA_DIR/FashionMNIST/raw/`` hold the four IDX files (plain or ``.gz``).
-Files already there are used as they are; missing ones are downloaded with
-torchvision's own code. Offline, Fashion-MNIST is taken from Debian's package
-``dataset-fashion-mnist`` when it is installed.
+Files already there are used as they are (a folder with some but not all of
+them is refused, never topped up from elsewhere). An empty folder is filled
+from Debian's package ``dataset-fashion-mnist`` (Fashion-MNIST only) or with
+torchvision's own download. New files are staged in a hidden folder inside
+``DATA_DIR``, checked with torchvision's IDX reader, and only then moved in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import os
+import shutil
 import socket
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torchvision import datasets
-from torchvision.datasets.utils import extract_archive
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from .errors import DataError, UsageError
 
@@ -35,6 +41,9 @@ RAW_FILES = (
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 NUM_CLASSES = 10
 DOWNLOAD_TIMEOUT_S = 20.0
+STAGING_PREFIX = ".fedlearn-staging-"
+REPLACE_ADVICE = "replace or delete it"
+DEBIAN_ADVICE = "reinstall Debian's package dataset-fashion-mnist"
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class Dataset:
     test_fingerprint: str = ""  # sha256 (16 hex digits) of the raw test images and labels
     num_classes: int = NUM_CLASSES
 
-    def to(self, device: torch.device, channels_last: bool = False) -> "Dataset":
+    def to(self, device: torch.device, channels_last: bool = False) -> Dataset:
         """The same dataset with every tensor on ``device`` (images channels-last if asked)."""
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return replace(
@@ -73,27 +82,128 @@ def _missing_files(folder: Path) -> list[str]:
     return [f for f in RAW_FILES if not (folder / f).is_file()]
 
 
-def _extract_gz_files(folder: Path, source: Path) -> None:
-    """Decompress ``source/<file>.gz`` into ``folder/<file>`` for every missing IDX file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in _missing_files(folder):
-        archive = source / f"{name}.gz"
-        if archive.is_file():
-            try:
-                extract_archive(str(archive), str(folder))
-            except (OSError, EOFError) as exc:
-                raise DataError(f"cannot decompress {archive}: {exc}") from None
+def _present_files(folder: Path) -> list[str]:
+    """The IDX files of ``folder`` that are there, plain or as ``.gz``."""
+    return [f for f in RAW_FILES if (folder / f).is_file() or (folder / f"{f}.gz").is_file()]
 
 
-def _try_download(name: str, data_dir: Path) -> bool:
-    """Download ``name`` with torchvision; False (quietly) when offline or refused."""
+class DatasetNotFound(DataError):
+    """None of the dataset's files are in its folder and none could be had elsewhere."""
+
+
+def _corrupt(path: Path | str, exc: BaseException, advice: str, what: str = "") -> DataError:
+    """The one-line error for a dataset file that cannot be decompressed or parsed."""
+    kind = type(exc).__name__ if type(exc) is not zlib.error else "zlib.error"
+    lines = str(exc).strip().splitlines()
+    detail = f": {lines[0]}" if lines else ""
+    return DataError(f"dataset file {path} is corrupt ({what}{kind}{detail}); {advice}")
+
+
+@contextlib.contextmanager
+def _staging(data_dir: Path) -> Iterator[Path]:
+    """A hidden scratch folder in ``data_dir``, always removed afterwards (``data_dir`` too if new and left empty)."""
+    _check_writable(data_dir)
+    new_dir = not data_dir.exists()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=data_dir))
+    except OSError as exc:
+        raise UsageError(f"--data_dir {data_dir}: cannot create a staging folder there ({exc})") from None
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if new_dir:
+            with contextlib.suppress(OSError):
+                data_dir.rmdir()
+
+
+def _gunzip(archive: Path, dest: Path, advice: str) -> None:
+    """Decompress ``archive`` into ``dest``; a damaged archive is a corrupt-file DataError."""
+    try:
+        with gzip.open(archive, "rb") as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise _corrupt(archive, exc, advice) from None
+    except OSError as exc:
+        raise DataError(f"cannot decompress {archive}: {exc}") from None
+
+
+def _read_idx(reader: Callable[[str], torch.Tensor], path: Path, origin: str, advice: str) -> torch.Tensor:
+    """One IDX file read with torchvision's own reader; any failure names ``origin`` as corrupt."""
+    try:
+        return reader(str(path))
+    except (AssertionError, TypeError, ValueError, RuntimeError, KeyError, IndexError, OSError) as exc:
+        raise _corrupt(origin, exc, advice, what="not a readable IDX file: ") from None
+
+
+def _validate(name: str, paths: dict[str, Path], origins: dict[str, str], advice: str) -> None:
+    """Every IDX file parses and each split has as many labels as images (else a corrupt-file DataError)."""
+    for prefix, split in (("train", "training"), ("t10k", "test")):
+        images_file, labels_file = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+        images = _read_idx(read_image_file, paths[images_file], origins[images_file], advice)
+        labels = _read_idx(read_label_file, paths[labels_file], origins[labels_file], advice)
+        if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+            raise DataError(
+                f"{DATASET_TITLES[name]} {split} files {origins[images_file]} and {origins[labels_file]} are corrupt: "
+                f"{images.shape[0]} images for {labels.shape[0]} labels; {advice}"
+            )
+
+
+def _move_in(source: Path, files: list[str], folder: Path) -> None:
+    """Move validated files from ``source`` into ``folder`` (created only now); undone if it fails midway."""
+    created = not folder.is_dir()
+    moved: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            os.replace(source / f, folder / f)
+            moved.append(folder / f)
+    except BaseException as exc:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            raise DataError(f"cannot move dataset files into {folder}: {exc}") from None
+        raise
+
+
+def _install_gz(name: str, data_dir: Path, archives: dict[str, Path], advice: str) -> None:
+    """Decompress ``archives`` (IDX name -> .gz) in a staging folder, validate, then move them into place."""
+    folder = raw_folder(name, data_dir)
+    with _staging(data_dir) as staging:
+        for f, archive in archives.items():
+            _gunzip(archive, staging / f, advice)
+        paths = {f: staging / f if f in archives else folder / f for f in RAW_FILES}
+        origins = {f: str(archives.get(f, folder / f)) for f in RAW_FILES}
+        _validate(name, paths, origins, advice)
+        _move_in(staging, list(archives), folder)
+
+
+def _complete_from_gz(name: str, data_dir: Path) -> None:
+    """Fill the missing plain files of a started folder from its own .gz files; refuse an incomplete set."""
+    folder = raw_folder(name, data_dir)
+    missing = _missing_files(folder)
+    absent = [f for f in missing if not (folder / f"{f}.gz").is_file()]
+    if absent:
+        raise DataError(
+            f"{DATASET_TITLES[name]} files in {folder} are incomplete: {', '.join(absent)} missing "
+            f"(neither plain nor .gz); add them or delete the folder"
+        )
+    _install_gz(name, data_dir, {f: folder / f"{f}.gz" for f in missing}, REPLACE_ADVICE)
+
+
+def _try_download(name: str, root: Path) -> bool:
+    """Download ``name`` with torchvision under ``root``; False (quietly) when offline or refused."""
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            DATASET_CLASSES[name](root=str(data_dir), train=True, download=True)
-            DATASET_CLASSES[name](root=str(data_dir), train=False, download=True)
+            DATASET_CLASSES[name](root=str(root), train=True, download=True)
+            DATASET_CLASSES[name](root=str(root), train=False, download=True)
         return True
     except Exception:  # noqa: BLE001 - any network/HTTP/checksum failure means "not downloadable"
         return False
@@ -101,31 +211,41 @@ def _try_download(name: str, data_dir: Path) -> bool:
         socket.setdefaulttimeout(previous_timeout)
 
 
+def _download(name: str, data_dir: Path) -> bool:
+    """Download into a staging folder, validate, then move the IDX files into place; False when not downloadable."""
+    with _staging(data_dir) as staging:
+        if not _try_download(name, staging):
+            return False
+        fetched = raw_folder(name, staging)
+        origins = {f: f"{f} (downloaded, not kept)" for f in RAW_FILES}
+        _validate(name, {f: fetched / f for f in RAW_FILES}, origins, "try again later or put the files there by hand")
+        _move_in(fetched, list(RAW_FILES), raw_folder(name, data_dir))
+    return True
+
+
 def prepare_files(name: str, data_dir: str | os.PathLike, download: bool = True) -> str:
     """Make sure the four IDX files of ``name`` are in ``data_dir``; return how they got there.
 
-    Order: files already in place (plain or .gz), Debian's Fashion-MNIST package,
-    then torchvision's download. Raises DataError naming the folder to fill.
+    Order: plain files in place; the folder's own .gz files; else (only when the folder holds
+    no IDX file at all) Debian's Fashion-MNIST package, then torchvision's download. New files
+    are staged and validated before they are moved in. Raises DataError naming the folder.
     """
     data_dir = Path(data_dir)
     folder = raw_folder(name, data_dir)
     if not _missing_files(folder):
         return "local files"
-    if folder.is_dir() and all((folder / f"{f}.gz").is_file() for f in _missing_files(folder)):
-        _extract_gz_files(folder, folder)
+    if _present_files(folder):
+        _complete_from_gz(name, data_dir)
         return "local files"
     if name == "fashion-mnist" and all((DEBIAN_FASHION_MNIST / f"{f}.gz").is_file() for f in RAW_FILES):
-        _check_writable(data_dir)
-        _extract_gz_files(folder, DEBIAN_FASHION_MNIST)
+        _install_gz(name, data_dir, {f: DEBIAN_FASHION_MNIST / f"{f}.gz" for f in RAW_FILES}, DEBIAN_ADVICE)
         return f"from Debian's dataset-fashion-mnist in {DEBIAN_FASHION_MNIST}"
-    if download:
-        _check_writable(data_dir)
-        if _try_download(name, data_dir):
-            return "downloaded"
+    if download and _download(name, data_dir):
+        return "downloaded"
     title = DATASET_TITLES[name]
     hint = " or install Debian's package dataset-fashion-mnist" if name == "fashion-mnist" else ""
     tried = "could not be downloaded" if download else "downloading is off (--no_download)"
-    raise DataError(
+    raise DatasetNotFound(
         f"{title} not found in {folder} and {tried}: put the IDX files "
         f"{', '.join(RAW_FILES)} (or their .gz) there{hint}"
     )
@@ -155,7 +275,7 @@ def resolve_dataset(
         return requested, prepare_files(requested, data_dir, download)
     try:
         return "mnist", prepare_files("mnist", data_dir, download)
-    except DataError:
+    except DatasetNotFound:  # an incomplete or corrupt MNIST folder is reported, not swapped
         pass
     how = prepare_files("fashion-mnist", data_dir, download)
     notify(

@@ -1,11 +1,13 @@
 import functools
+import gzip
 import hashlib
 import http.server
 import threading
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import RAW_NAMES, synthetic_digits, write_dataset
+from conftest import RAW_NAMES, idx_images, run_script, synthetic_digits, write_dataset
 
 from fedlearn import data as data_module
 from fedlearn.data import load_dataset, prepare_files, raw_folder, resolve_dataset
@@ -96,3 +98,115 @@ def test_missing_files_are_downloaded_with_torchvision(tmp_path, monkeypatch):
     finally:
         server.shutdown()
     assert load_dataset("mnist", tmp_path / "data").test_x.shape[0] == 100
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["MNIST"]  # the staging folder is gone
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` (hidden ones too) with its bytes (None for a folder)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def _garbage_with_gzip_header(valid: bytes) -> bytes:
+    return valid[:10] + b"\xff" * 64  # a gzip header, then deflate data no decoder accepts (zlib.error)
+
+
+def _short_idx_payload(valid: bytes) -> bytes:
+    images, _ = synthetic_digits(400, 0)
+    return gzip.compress(idx_images(images)[: -28 * 28])  # the header promises 400 images, 399 are there
+
+
+CORRUPTIONS = {
+    "garbage": lambda valid: b"this is not a gzip file at all",
+    "garbage-deflate": _garbage_with_gzip_header,
+    "truncated": lambda valid: valid[: len(valid) // 2],
+    "not-idx": lambda valid: gzip.compress(b"a perfectly fine gzip holding no IDX data"),
+    "short-idx": _short_idx_payload,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_gz_is_a_one_line_error_and_leaves_nothing_behind(tmp_path, kind):
+    raw = write_dataset(tmp_path, gz=True)
+    archive = raw / f"{RAW_NAMES['train_images']}.gz"
+    archive.write_bytes(CORRUPTIONS[kind](archive.read_bytes()))
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError) as info:
+        prepare_files("mnist", tmp_path, download=False)
+    message = str(info.value)
+    assert "\n" not in message and "corrupt" in message and "replace or delete" in message
+    assert str(archive) in message
+    assert _snapshot(tmp_path) == before  # no plain file, no staging folder
+
+
+def test_gz_that_disagrees_with_a_plain_file_is_refused_before_anything_is_written(tmp_path):
+    raw = write_dataset(tmp_path)
+    short = write_dataset(tmp_path / "short", n_train=399, gz=True)
+    (raw / RAW_NAMES["train_labels"]).unlink()
+    (raw / f"{RAW_NAMES['train_labels']}.gz").write_bytes((short / f"{RAW_NAMES['train_labels']}.gz").read_bytes())
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataError, match="corrupt: 400 images for 399 labels"):
+        prepare_files("mnist", tmp_path, download=False)
+    assert _snapshot(tmp_path) == before
+
+
+def test_corrupt_gz_ends_the_script_with_one_line_and_exit_1(tmp_path):
+    raw = write_dataset(tmp_path, gz=True)
+    (raw / f"{RAW_NAMES['test_labels']}.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 64)
+    proc = run_script("run_baseline.py", "--data_dir", str(tmp_path), "--dataset", "mnist", "--no_download")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_partial_folder_is_refused_and_never_topped_up_from_debian(tmp_path, debian_fashion, gz):
+    raw = write_dataset(tmp_path / "data", folder="FashionMNIST", gz=gz)
+    next(raw.glob("t10k-labels-idx1-ubyte*")).unlink()
+    before = _snapshot(tmp_path / "data")
+    with pytest.raises(DataError, match="incomplete") as info:
+        prepare_files("fashion-mnist", tmp_path / "data", download=False)
+    assert str(raw) in str(info.value) and RAW_NAMES["test_labels"] in str(info.value)
+    assert _snapshot(tmp_path / "data") == before
+
+
+def test_auto_reports_a_partial_mnist_folder_instead_of_switching(tmp_path, debian_fashion):
+    raw = write_dataset(tmp_path)
+    (raw / RAW_NAMES["train_labels"]).unlink()
+    with pytest.raises(DataError, match="incomplete"):
+        resolve_dataset("auto", tmp_path, download=False, notify=pytest.fail)
+    assert not (tmp_path / "FashionMNIST").exists()
+
+
+def test_gz_files_are_decompressed_next_to_the_plain_ones(tmp_path):
+    raw = write_dataset(tmp_path, gz=True)
+    write_dataset(tmp_path / "plain")
+    (raw / f"{RAW_NAMES['test_images']}.gz").unlink()
+    (raw / RAW_NAMES["test_images"]).write_bytes((tmp_path / "plain/MNIST/raw" / RAW_NAMES["test_images"]).read_bytes())
+    assert prepare_files("mnist", tmp_path, download=False) == "local files"
+    for name in RAW_NAMES.values():
+        assert (raw / name).read_bytes() == (tmp_path / "plain/MNIST/raw" / name).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MNIST", "plain"]  # no staging folder left
+
+
+def test_corrupt_debian_file_is_reported_and_creates_no_folder(tmp_path, debian_fashion):
+    (debian_fashion / f"{RAW_NAMES['train_labels']}.gz").write_bytes(b"\x1f\x8b\x08\x00junk")
+    with pytest.raises(DataError, match="corrupt.*reinstall"):
+        prepare_files("fashion-mnist", tmp_path / "data", download=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_interrupt_while_staging_leaves_nothing_behind(tmp_path, debian_fashion, monkeypatch):
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_module, "_validate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_files("fashion-mnist", tmp_path / "data", download=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_failed_download_creates_no_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module.DATASET_CLASSES["mnist"], "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(DataError, match="could not be downloaded"):
+        prepare_files("mnist", tmp_path / "data", download=True)
+    assert not (tmp_path / "data").exists()
