@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +21,54 @@ from .training import OPTIMIZERS
 
 ASYNC_DEFAULTS = AsyncConfig()
 PARTITION_DEFAULTS = PartitionSpec()
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number flag accepts: ``low`` to ``high``, each end closed unless said open."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+# Every number flag's valid values, checked before any work and shown in --help. The bounds keep every
+# derived figure finite: job durations (samples / rate, slowdowns exp(sigma Z)), partition weights
+# exp(size_skew Z), gloo's timeout in milliseconds, int64 fields on the wire.
+RANGES: dict[str, Range] = {
+    "init_lr": Range(0, 100, low_open=True),
+    "seed": Range(0, 2**63 - 1),
+    "target_acc": Range(0, 1, low_open=True),
+    "prox_mu": Range(0, 1e4),
+    "dirichlet_alpha": Range(1e-3, 1e4),
+    "size_skew": Range(0, 10),
+    "client_rate": Range(1e-3, 1e9),
+    "comm_delay": Range(0, 1e9),
+    "straggler_fraction": Range(0, 1),
+    "straggler_slowdown": Range(1, 1e6),
+    "delay_spread": Range(0, 10),
+    "timeout": Range(0, 1e6, low_open=True),
+    "attack_scale": Range(-1e6, 1e6),
+    "clip_norm": Range(0, 1e12, low_open=True),
+    "alpha": Range(0, 1, low_open=True),
+    "staleness_a": Range(0, 100),
+    "staleness_b": Range(0, 1e9),
+    "server_lr": Range(0, 100, low_open=True),
+}
+# Flags that count something: positive integers, bounded so that every key and counter fits in int64.
+COUNTS = ("batch_size", "epoch", "global_epoch", "local_epoch", "num_clients", "num_select_clients",
+          "shards_per_client", "classes_per_client", "checkpoint_every", "gm_iters", "buffer_size", "max_updates",
+          "eval_every", "multikrum_m")  # fmt: skip
+MAX_COUNT = 10**12
 
 DESCRIPTIONS = {
     "run_baseline": "Centralized training on the whole training set: the reference for the federated runs.",
@@ -158,6 +207,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         _add_async_flags(parser)
 
     parser.federated_flags = frozenset(federated)
+    for action in parser._actions:
+        if action.dest in RANGES:
+            action.help = f"{action.help}; valid: {RANGES[action.dest]}"
     out = parser.add_argument_group("output")
     out.add_argument("--save", metavar="PATH", default=None, help="write the results JSON here")
     out.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -261,40 +313,20 @@ def _require(condition: bool, message: str) -> None:
 
 def validate_args(args: argparse.Namespace, script: str = "run_federated") -> None:
     """Check every flag value of ``script``; raise UsageError naming the flag on the first bad one."""
-    for flag in ("batch_size", "epoch", "global_epoch", "local_epoch", "num_clients", "num_select_clients"):
-        value = getattr(args, flag)
-        _require(value >= 1, f"--{flag} must be a positive integer, got {value}")
+    if hasattr(args, "algorithm"):
+        _fill_async_defaults(args)
+    for flag in COUNTS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            _require(1 <= value <= MAX_COUNT, f"--{flag} must be a positive integer up to {MAX_COUNT:.0e}, got {value}")
     _require(
         args.num_select_clients <= args.num_clients,
         f"--num_select_clients ({args.num_select_clients}) cannot exceed --num_clients ({args.num_clients})",
     )
-    _require(math.isfinite(args.init_lr) and args.init_lr > 0, f"--init_lr must be a positive number, got {args.init_lr}")
-    _require(args.seed >= 0, f"--seed must be a non-negative integer, got {args.seed}")
-    _require(
-        math.isfinite(args.client_rate) and args.client_rate > 0,
-        f"--client_rate must be a positive number, got {args.client_rate}",
-    )
-    _require(math.isfinite(args.comm_delay) and args.comm_delay >= 0, f"--comm_delay must be >= 0, got {args.comm_delay}")
-    _require(
-        0 <= args.straggler_fraction <= 1, f"--straggler_fraction must be in [0, 1], got {args.straggler_fraction}"
-    )
-    _require(
-        math.isfinite(args.straggler_slowdown) and args.straggler_slowdown >= 1,
-        f"--straggler_slowdown must be >= 1, got {args.straggler_slowdown}",
-    )
-    _require(
-        math.isfinite(args.delay_spread) and args.delay_spread >= 0, f"--delay_spread must be >= 0, got {args.delay_spread}"
-    )
-    _require(
-        math.isfinite(args.dirichlet_alpha) and args.dirichlet_alpha > 0,
-        f"--dirichlet_alpha must be a positive number, got {args.dirichlet_alpha}",
-    )
-    for flag in ("shards_per_client", "classes_per_client"):
-        _require(getattr(args, flag) >= 1, f"--{flag} must be a positive integer, got {getattr(args, flag)}")
-    _require(math.isfinite(args.size_skew) and args.size_skew >= 0, f"--size_skew must be >= 0, got {args.size_skew}")
-    _require(math.isfinite(args.prox_mu) and args.prox_mu >= 0, f"--prox_mu must be >= 0, got {args.prox_mu}")
-    if args.target_acc is not None:
-        _require(0 < args.target_acc <= 1, f"--target_acc must be a fraction in (0, 1], got {args.target_acc}")
+    for flag, valid in RANGES.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            _require(value in valid, f"--{flag} must be in {valid}, got {value}")
     if hasattr(args, "algorithm"):
         _validate_async(args)
     _validate_byzantine(args)
@@ -317,8 +349,6 @@ def partition_spec(args: argparse.Namespace) -> PartitionSpec:
 
 def _validate_multi(args: argparse.Namespace, script: str) -> None:
     """Distributed runs and checkpoints: which script may use them, and with what."""
-    _require(math.isfinite(args.timeout) and args.timeout > 0, f"--timeout must be a positive number, got {args.timeout}")
-    _require(args.checkpoint_every >= 1, f"--checkpoint_every must be a positive integer, got {args.checkpoint_every}")
     baseline = script == "run_baseline"
     for flag in ("distributed", "checkpoint", "resume"):
         _require(not (baseline and getattr(args, flag)), f"--{flag} is for the federated scripts, not run_baseline.py")
@@ -326,6 +356,13 @@ def _validate_multi(args: argparse.Namespace, script: str) -> None:
         _validate_save_path(Path(args.checkpoint), "--checkpoint")
     if args.resume is not None:
         _require(Path(args.resume).is_file(), f"--resume {args.resume}: no such file")
+    if args.save is not None:
+        for flag, other in (("--checkpoint", args.checkpoint), ("--resume", args.resume)):
+            _require(
+                other is None or not _same_file(args.save, other),
+                f"--save {args.save} and {flag} {other} are the same file: the results JSON would overwrite the "
+                "checkpoint; give --save another path",
+            )
 
 
 def rule_config(args: argparse.Namespace) -> RuleConfig:
@@ -341,22 +378,13 @@ def _validate_byzantine(args: argparse.Namespace) -> None:
     )
     # --byzantine F with --attack none: F clients are declared but behave (the attack-free reference)
     _require(args.attack == "none" or args.byzantine > 0, f"--attack {args.attack} needs --byzantine F with F >= 1")
-    if args.attack_scale is not None:
-        _require(math.isfinite(args.attack_scale), f"--attack_scale must be a finite number, got {args.attack_scale}")
-        if args.attack in ("signflip", "gaussian", "ipm"):
-            _require(args.attack_scale > 0, f"--attack_scale must be positive for {args.attack}, got {args.attack_scale}")
+    if args.attack_scale is not None and args.attack in ("signflip", "gaussian", "ipm"):
+        _require(args.attack_scale > 0, f"--attack_scale must be positive for {args.attack}, got {args.attack_scale}")
     if args.gar_f is None:
         args.gar_f = args.byzantine
     _require(args.gar_f >= 0, f"--gar_f must be >= 0, got {args.gar_f}")
     if args.trim is not None:
         _require(args.trim >= 0, f"--trim must be >= 0, got {args.trim}")
-    if args.multikrum_m is not None:
-        _require(args.multikrum_m >= 1, f"--multikrum_m must be a positive integer, got {args.multikrum_m}")
-    _require(args.gm_iters >= 1, f"--gm_iters must be a positive integer, got {args.gm_iters}")
-    if args.clip_norm is not None:
-        _require(
-            math.isfinite(args.clip_norm) and args.clip_norm > 0, f"--clip_norm must be a positive number, got {args.clip_norm}"
-        )
     rule = rule_config(args)
     if getattr(args, "algorithm", None) == "fedasync":
         _require(
@@ -382,8 +410,8 @@ def _validate_byzantine(args: argparse.Namespace) -> None:
         raise UsageError(f"--gar {args.gar}: {exc} (n is {where}){hint}") from None
 
 
-def _validate_async(args: argparse.Namespace) -> None:
-    """Check the asynchronous flags and fill in the defaults that depend on other flags."""
+def _fill_async_defaults(args: argparse.Namespace) -> None:
+    """The asynchronous flags' defaults that depend on other flags."""
     if args.staleness_a is None:
         args.staleness_a = DEFAULT_A[args.staleness]
     if args.distributed:
@@ -398,19 +426,14 @@ def _validate_async(args: argparse.Namespace) -> None:
         args.max_updates = args.global_epoch * args.num_select_clients
     if args.eval_every is None:
         args.eval_every = args.num_select_clients
-    _require(0 < args.alpha <= 1, f"--alpha must be in (0, 1], got {args.alpha}")
-    _require(math.isfinite(args.staleness_a) and args.staleness_a >= 0, f"--staleness_a must be >= 0, got {args.staleness_a}")
-    _require(math.isfinite(args.staleness_b) and args.staleness_b >= 0, f"--staleness_b must be >= 0, got {args.staleness_b}")
-    _require(args.buffer_size >= 1, f"--buffer_size must be a positive integer, got {args.buffer_size}")
-    _require(
-        math.isfinite(args.server_lr) and args.server_lr > 0, f"--server_lr must be a positive number, got {args.server_lr}"
-    )
+
+
+def _validate_async(args: argparse.Namespace) -> None:
+    """Check the asynchronous flags."""
     _require(
         1 <= args.concurrency <= args.num_clients,
         f"--concurrency must be between 1 and --num_clients ({args.num_clients}), got {args.concurrency}",
     )
-    _require(args.max_updates >= 1, f"--max_updates must be a positive integer, got {args.max_updates}")
-    _require(args.eval_every >= 1, f"--eval_every must be a positive integer, got {args.eval_every}")
     if args.max_staleness is not None:
         _require(args.max_staleness >= 0, f"--max_staleness must be >= 0, got {args.max_staleness}")
     if args.algorithm == "fedbuff":
@@ -418,6 +441,13 @@ def _validate_async(args: argparse.Namespace) -> None:
             args.buffer_size <= args.max_updates,
             f"--buffer_size ({args.buffer_size}) exceeds --max_updates ({args.max_updates}): FedBuff would never step",
         )
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (after links and ``..``), existing or not."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def _validate_data_dir(path: Path) -> None:
