@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-from . import distributed, seeding
+from . import distributed, seeding, signals
 from .asynchronous import AsyncConfig, AsyncServer, run_async
 from .attacks import choose_byzantine
 from .byzantine import RobustAggregator, Threat
@@ -35,14 +37,27 @@ def main(script: str, argv: list[str] | None = None) -> int:
     """Run ``script`` (``run_baseline``, ``run_federated`` or ``run_async``) with ``argv``; returns the exit status."""
     parser = build_parser(script)
     args = parser.parse_args(argv)
+    restore_signals, started = signals.install(), time.time()
     try:
         return _run(script, args)
     except FedlearnError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no results written", file=sys.stderr)
+        print(f"{parser.prog}: interrupted; no results written{_resumable(args, started)}", file=sys.stderr)
         return 130
+    except signals.Terminated:
+        print(f"{parser.prog}: terminated (SIGTERM); no results written{_resumable(args, started)}", file=sys.stderr)
+        return signals.EXIT_TERMINATED
+    finally:
+        restore_signals()
+
+
+def _resumable(args: argparse.Namespace, started: float) -> str:
+    """A hint to resume, when this run saved a checkpoint."""
+    path = Path(args.checkpoint) if getattr(args, "checkpoint", None) else None
+    saved = path is not None and path.is_file() and path.stat().st_mtime >= started
+    return f"; continue with --resume {path}" if saved else ""
 
 
 def _notice(message: str) -> None:
@@ -163,14 +178,15 @@ def _server_links(
 
 
 def _checkpoint_setup(
-    args: argparse.Namespace, script: str
+    args: argparse.Namespace, script: str, dim: int, context: dict[str, Any]
 ) -> tuple[Checkpointing | None, dict[str, Any] | None]:
-    """What ``--checkpoint`` and ``--resume`` ask for."""
+    """What ``--checkpoint`` and ``--resume`` ask for (``dim``: the model's size); notes a resumption in ``context``."""
     settings = vars(args).copy()
     checkpointing = Checkpointing(args.checkpoint, args.checkpoint_every, settings) if args.checkpoint else None
-    resume = load_checkpoint(args.resume, script, settings) if args.resume else None
+    resume = load_checkpoint(args.resume, script, settings, dim) if args.resume else None
     if resume is not None:
-        _notice(f"resuming from {args.resume}")
+        done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
+        context["resumed from"] = f"{args.resume} (after {done})"
     return checkpointing, resume
 
 
@@ -278,7 +294,7 @@ def _prepare_federated(
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(args, data, partition, context)
     aggregator = _aggregator(args, initial.numel(), threat)
-    checkpointing, resume = _checkpoint_setup(args, "run_federated")
+    checkpointing, resume = _checkpoint_setup(args, "run_federated", initial.numel(), context)
     rounds: distributed.DistributedRounds | None = None
     if cluster is not None:
         placement, inbox = _server_links(args, data, initial.numel(), cluster)
@@ -335,7 +351,7 @@ def _prepare_async(
         max_staleness=args.max_staleness,
     )
     server = AsyncServer(initial, config, aggregator)
-    checkpointing, resume = _checkpoint_setup(args, "run_async")
+    checkpointing, resume = _checkpoint_setup(args, "run_async", initial.numel(), context)
     if cluster is not None:
         placement, inbox = _server_links(args, data, initial.numel(), cluster)
 

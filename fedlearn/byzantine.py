@@ -178,15 +178,15 @@ class RobustAggregator:
         self.received += 1
         self.rejected[reason] += 1
 
-    _COUNTERS = ("received", "skipped_batches", "clipped", "byzantine_received", "byzantine_selected", "selected")
+    COUNTERS = ("received", "skipped_batches", "clipped", "byzantine_received", "byzantine_selected", "selected")
 
     def state(self) -> dict[str, Any]:
         """The counters, for a checkpoint."""
-        return {**{name: getattr(self, name) for name in self._COUNTERS}, "rejected": dict(self.rejected)}
+        return {**{name: getattr(self, name) for name in self.COUNTERS}, "rejected": dict(self.rejected)}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue counting from :meth:`state`."""
-        for name in self._COUNTERS:
+        for name in self.COUNTERS:
             setattr(self, name, int(state[name]))
         self.rejected = Counter(state["rejected"])
 

@@ -6,16 +6,19 @@ with ``torch.save`` and read back with ``weights_only=True`` (no pickled code).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, schema
+from .byzantine import RobustAggregator
 from .errors import DataError
+from .files import write_atomically
+from .schema import SchemaError
 
 FORMAT = 1
 # flags that may differ between a run and its resumption (they do not change the numbers)
@@ -34,19 +37,14 @@ class Checkpointing:
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` so that a reader (or a crash) never sees a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, "fedlearn": __version__, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "fedlearn": __version__, **state}, buffer)
+    write_atomically(path, buffer.getvalue(), "--checkpoint", private=True)
 
 
-def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Read a checkpoint of ``script`` and check it was made with the same settings (``args``)."""
+def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any], dim: int) -> dict[str, Any]:
+    """Read a checkpoint of ``script`` for a model of ``dim`` weights; check it was made with the same
+    settings (``args``) and that every field has its type, shape and range (:func:`checkpoint_schema`)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -57,9 +55,65 @@ def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any]) 
         raise DataError(f"--resume {path}: not a fedlearn checkpoint (format {FORMAT})")
     if state.get("script") != script:
         raise DataError(f"--resume {path}: made by {state.get('script')}, not {script}")
-    saved = state.get("args", {})
+    saved = state.get("args")
+    if not isinstance(saved, dict):
+        raise DataError(f"--resume {path}: unusable checkpoint: args is not a mapping")
     differ = sorted(k for k in set(saved) | set(args) if k not in RESUMABLE and saved.get(k) != args.get(k))
     if differ:
         shown = ", ".join(f"--{k} {saved.get(k)!r} (now {args.get(k)!r})" for k in differ[:3])
         raise DataError(f"--resume {path}: made with other settings: {shown}")
+    try:
+        checkpoint_schema(script, state.get("mode"), args, dim)(state, "")
+    except SchemaError as exc:
+        raise DataError(f"--resume {path}: unusable checkpoint: {exc}") from None
     return state
+
+
+def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) -> schema.Check:
+    """What a checkpoint of ``script`` (``mode``: simulated or distributed for run_async) must hold to be
+    resumed by a run with settings ``args`` and a model of ``dim`` weights."""
+    clients = args["num_clients"]
+    aggregator = schema.record({**{name: schema.integer() for name in RobustAggregator.COUNTERS},
+                                "rejected": schema.dict_of(schema.integer())})  # fmt: skip
+    record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
+                            "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
+    if script == "run_federated":
+        return schema.record({
+            "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),
+            "sim_time": schema.number(0), "samples_trained": schema.integer(), "updates": schema.integer(),
+            "record": record, "aggregator": aggregator,
+        })  # fmt: skip
+    server = schema.record({
+        "weights": schema.vector(dim), "version": schema.integer(), "received": schema.integer(),
+        "discarded": schema.integer(), "staleness": schema.list_of(schema.integer()),
+        "buffer": schema.list_of(schema.vector(dim), max_len=args["buffer_size"] - 1),
+        "scales": schema.list_of(schema.number(0)), "clients": schema.list_of(schema.integer(0, clients - 1)),
+        "counts": schema.list_of(schema.integer()), "aggregator": aggregator,
+    }, same_length=("buffer", "scales", "clients", "counts"))  # fmt: skip
+    tally = {"mode": schema.equals(mode), "server": server, "record": record,
+             "arrivals": schema.integer(0, args["max_updates"]), "samples_trained": schema.integer(),
+             "accepted_since_eval": schema.integer(), "loss_sum": schema.number(allow_nan=True),
+             "loss_samples": schema.integer()}  # fmt: skip
+    if mode == "simulated":
+        sent = {"sent_keys": schema.list_of(schema.integer()), "sent_weights": schema.list_of(schema.vector(dim)),
+                "sent_versions": schema.list_of(schema.integer())}  # fmt: skip
+        return schema.record({**tally, **sent}, same_length=tuple(sent))
+    lost = schema.record({"rank": schema.integer(1), "reason": schema.text(), "after_updates": schema.integer()})
+    return schema.record({**tally, "mode": schema.equals("distributed"), "next_key": schema.integer(),
+                          "rng": _rng_state, "lost": schema.list_of(lost)})  # fmt: skip
+
+
+_HISTORY_ENTRY = schema.record({
+    "step": schema.integer(), "sim_time": schema.optional(schema.number(0)), "wall_time_s": schema.number(0),
+    "test_accuracy": schema.number(0, 1), "test_loss": schema.number(0, allow_nan=True),
+    "train_loss": schema.number(allow_nan=True), "samples_trained": schema.integer(),
+    "client_updates": schema.optional(schema.integer()), "time_breakdown_s": schema.dict_of(schema.number(0)),
+})  # fmt: skip
+
+
+def _rng_state(value: Any, where: str) -> None:
+    """A numpy PCG64 generator state (as ``bit_generator.state`` gives it)."""
+    try:
+        np.random.default_rng().bit_generator.state = value
+    except (TypeError, ValueError, KeyError, OverflowError):
+        raise schema.SchemaError(f"{where} is not a random generator state") from None

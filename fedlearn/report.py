@@ -6,11 +6,11 @@ import argparse
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
+
+from .files import write_atomically
 
 TABLE_FORMAT = "github"
 NOT_APPLICABLE = "-"
@@ -130,17 +130,6 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_results(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Write the results JSON atomically: a reader never sees a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; a results file is an ordinary file
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_json_safe(document), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the results JSON (``--save``) atomically: a reader never sees a partial file."""
+    text = json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n"
+    write_atomically(path, text.encode(), "--save")
