@@ -2,12 +2,11 @@
 
 ``AsyncServer`` is what the server does with an arriving update, whatever
 carries it; ``run_async`` drives it with in-process clients on the timeline
-that :func:`fedlearn.clock.plan_async_jobs` fixes from the seed.
+that :class:`fedlearn.clock.AsyncTimeline` fixes from the seed.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +18,11 @@ from .aggregation import fedasync_mix
 from .byzantine import RobustAggregator
 from .checkpoint import Checkpointing, save_checkpoint
 from .client import LocalTrainer
-from .clock import ClientSpeeds, plan_async_jobs
+from .clock import AsyncTimeline, ClientSpeeds
 from .data import Dataset
 from .errors import DataError
 from .flat import set_flat
-from .progress import progress_bar
+from .progress import batch_ticks, progress_bar
 from .results import RunRecorder
 from .staleness import staleness_weight
 from .training import evaluate
@@ -178,87 +177,129 @@ def run_async(
 
     Each job trains from the server's model as it was when the job was dispatched;
     jobs still in flight when the budget is spent are never computed. The timeline
-    is fixed by the seed, so a run resumed from a checkpoint (taken every
+    is fixed by the seed and planned one arrival at a time (memory grows with the
+    jobs in flight, not the budget), so a run resumed from a checkpoint (taken every
     ``checkpointing.every`` updates, with the models in-flight jobs started from)
     ends as an uninterrupted one.
     """
-    num_clients = len(trainer.partitions)
-    job_samples = [trainer.num_samples(c) * trainer.config.epochs for c in range(num_clients)]
-    rng = seeding.numpy_rng(seed, seeding.DISPATCH)
-    # planned past the budget, so that the models of jobs in flight at the end are known (and checkpointed)
-    planned = plan_async_jobs(speeds, job_samples, concurrency, max_updates + concurrency, rng)
-    jobs = planned[:max_updates]
-    pending = Counter(job.dispatched_after for job in planned)
-    sent = {0: (server.weights, server.version)}  # model (and version) as of k arrivals, while a job needs it
-    data = trainer.data
+    job_samples = [trainer.num_samples(c) * trainer.config.epochs for c in range(len(trainer.partitions))]
+    timeline = AsyncTimeline(speeds, job_samples, concurrency, seeding.numpy_rng(seed, seeding.DISPATCH))
     recorder = RunRecorder(target_accuracy)
-    samples_trained, accepted_since_eval, done = 0, 0, 0
-    loss_sum, loss_samples = 0.0, 0  # training loss of the jobs since the last evaluation
+    loop, sent = AsyncTally(), {0: (server.weights, server.version)}
     if resume is not None:
-        if resume.get("mode") != "simulated":
-            raise DataError("--resume: this checkpoint is of a --distributed run; resume it with --distributed")
-        server.restore(resume["server"])
-        recorder.restore(resume["record"])
-        done, samples_trained = resume["arrivals"], resume["samples_trained"]
-        accepted_since_eval, loss_sum, loss_samples = resume["accepted_since_eval"], resume["loss_sum"], resume["loss_samples"]
-        sent = {k: (w, v) for k, w, v in zip(resume["sent_keys"], resume["sent_weights"], resume["sent_versions"])}
-        for job in planned[:done]:
-            pending[job.dispatched_after] -= 1
+        loop, sent = _restore_async(resume, server, recorder, timeline)
     title = TITLES[server.config.algorithm]
-    total_batches = sum(trainer.num_batches(job.client) for job in jobs[done:])
-    with progress_bar(total_batches, title, enabled=show_progress) as bar:
-        tick = lambda: bar.update(1)  # noqa: E731
-        for job in jobs[done:]:
+    with progress_bar(max_updates, title, show_progress, unit="update", initial=loop.arrivals, fractional=True) as bar:
+        while loop.arrivals < max_updates:
+            job = timeline.next_arrival()
             start, tau = sent[job.dispatched_after]
-            pending[job.dispatched_after] -= 1
-            if pending[job.dispatched_after] == 0:
-                del sent[job.dispatched_after]
+            ticks = batch_ticks(bar.update, trainer.num_batches(job.client))
             with recorder.watch.section("training"):
-                update = trainer.run(job.client, start, job_key=job.index + 1, on_batch=tick)
+                update = trainer.run(job.client, start, job_key=job.index + 1, on_batch=ticks)
             with recorder.watch.section("aggregation"):
-                accepted_since_eval += server.receive(update.weights, start, tau, update.client, update.num_samples)
-            arrivals = job.index + 1
-            if pending[arrivals] > 0:
-                sent[arrivals] = (server.weights, server.version)
-            samples_trained += update.stats.samples
-            loss_sum += update.stats.mean_loss * update.stats.samples
-            loss_samples += update.stats.samples
-            regular = accepted_since_eval >= eval_every
+                accepted = server.receive(update.weights, start, tau, update.client, update.num_samples)
+            loop.count(update.stats.samples, accepted)
+            loop.add_loss(update.stats.mean_loss, update.stats.samples)
+            sent[loop.arrivals] = (server.weights, server.version)  # the job dispatched now starts from it
+            _forget_unused(sent, timeline)
+            regular = loop.accepted_since_eval >= eval_every
             if regular:
-                accepted_since_eval = 0
-                record_evaluation(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
-                        loss_sum / loss_samples)  # fmt: skip
-                loss_sum, loss_samples = 0.0, 0
-            if checkpointing is not None and (arrivals % checkpointing.every == 0 or arrivals == len(jobs)):
-                save_checkpoint(
-                    checkpointing.path,
-                    {
-                        "script": "run_async",
-                        "mode": "simulated",
-                        "args": checkpointing.args,
-                        "server": server.state(),
-                        "record": recorder.state(),
-                        "arrivals": arrivals,
-                        "samples_trained": samples_trained,
-                        "accepted_since_eval": accepted_since_eval,
-                        "loss_sum": loss_sum,
-                        "loss_samples": loss_samples,
-                        "sent_keys": list(sent),
-                        "sent_weights": [w.detach().cpu() for w, _ in sent.values()],
-                        "sent_versions": [v for _, v in sent.values()],
-                    },
-                )
-            if arrivals == len(jobs) and not regular:  # the budget is spent: the final model's figures
-                record_evaluation(recorder, eval_model, server, data, job.arrival_time, arrivals, samples_trained,
-                        loss_sum / loss_samples)  # fmt: skip
-            if recorder.history:
-                last = recorder.history[-1]
-                bar.set_postfix_str(
-                    f"update {arrivals}/{len(jobs)} v{server.version} acc {last['test_accuracy']:.2%} "
-                    f"loss {last['test_loss']:.4f}",
-                    refresh=False,
-                )
+                record_evaluation(recorder, eval_model, server, trainer.data, job.arrival_time, loop)
+                loop.evaluated()
+            if checkpointing is not None and (loop.arrivals % checkpointing.every == 0 or loop.arrivals == max_updates):
+                save_checkpoint(checkpointing.path, _async_checkpoint(checkpointing, server, recorder, loop, sent))
+            if loop.arrivals == max_updates and not regular:  # the budget is spent: the final model's figures
+                record_evaluation(recorder, eval_model, server, trainer.data, job.arrival_time, loop)
+            last = recorder.history[-1] if recorder.history else None
+            if last is not None:
+                bar.set_postfix_str(f"update {loop.arrivals}/{max_updates} v{server.version} "
+                                    f"acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}", refresh=False)  # fmt: skip
     return recorder
+
+
+@dataclass
+class AsyncTally:
+    """An asynchronous loop's running figures (what a checkpoint keeps besides the server and the record)."""
+
+    arrivals: int = 0
+    samples_trained: int = 0
+    accepted_since_eval: int = 0
+    loss_sum: float = 0.0  # training loss of the jobs since the last evaluation
+    loss_samples: int = 0
+
+    FIELDS = ("arrivals", "samples_trained", "accepted_since_eval", "loss_sum", "loss_samples")
+
+    def count(self, samples: int, accepted: bool) -> None:
+        """One more update received (``accepted`` by the server or not), of ``samples`` trained samples."""
+        self.arrivals += 1
+        self.samples_trained += samples
+        self.accepted_since_eval += accepted
+
+    def add_loss(self, mean_loss: float, samples: int) -> None:
+        """A job's mean training loss over its ``samples``."""
+        self.loss_sum += mean_loss * samples
+        self.loss_samples += samples
+
+    def evaluated(self) -> None:
+        """Start the next evaluation's tallies."""
+        self.accepted_since_eval, self.loss_sum, self.loss_samples = 0, 0.0, 0
+
+    def state(self) -> dict[str, Any]:
+        """The figures, for a checkpoint."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "AsyncTally":
+        """Continue from :meth:`state` (or a checkpoint holding its keys)."""
+        return cls(**{name: state[name] for name in cls.FIELDS})
+
+
+def _forget_unused(sent: dict[int, tuple[torch.Tensor, int]], timeline: AsyncTimeline) -> None:
+    """Drop the models no job in flight started from."""
+    in_use = timeline.models_in_use()
+    for key in [k for k in sent if k not in in_use]:
+        del sent[key]
+
+
+def _async_checkpoint(
+    checkpointing: Checkpointing,
+    server: AsyncServer,
+    recorder: RunRecorder,
+    loop: AsyncTally,
+    sent: dict[int, tuple[torch.Tensor, int]],
+) -> dict[str, Any]:
+    return {
+        "script": "run_async",
+        "mode": "simulated",
+        "args": checkpointing.args,
+        "server": server.state(),
+        "record": recorder.state(),
+        **loop.state(),
+        "sent_keys": list(sent),
+        "sent_weights": [w.detach().cpu() for w, _ in sent.values()],
+        "sent_versions": [v for _, v in sent.values()],
+    }
+
+
+def _restore_async(
+    resume: dict[str, Any], server: AsyncServer, recorder: RunRecorder, timeline: AsyncTimeline
+) -> tuple[AsyncTally, dict[int, tuple[torch.Tensor, int]]]:
+    """The loop's state as checkpointed; the timeline is replayed up to the checkpoint's arrival."""
+    if resume.get("mode") != "simulated":
+        raise DataError("--resume: this checkpoint is of a --distributed run; resume it with --distributed")
+    server.restore(resume["server"])
+    recorder.restore(resume["record"])
+    device, dtype = server.weights.device, server.weights.dtype
+    sent = {
+        int(k): (w.to(device, dtype), int(v))
+        for k, w, v in zip(resume["sent_keys"], resume["sent_weights"], resume["sent_versions"])
+    }
+    for _ in range(resume["arrivals"]):
+        timeline.next_arrival()
+    missing = timeline.models_in_use() - set(sent)
+    if missing:
+        raise DataError(f"--resume: the checkpoint lacks the models of jobs in flight (sent after {sorted(missing)})")
+    return AsyncTally.from_state(resume), sent
 
 
 def record_evaluation(
@@ -267,20 +308,19 @@ def record_evaluation(
     server: AsyncServer,
     data: Dataset,
     sim_time: float | None,
-    arrivals: int,
-    samples_trained: int,
-    train_loss: float,
+    tally: AsyncTally,
 ) -> None:
-    """Evaluate the server's model and add the history entry after ``arrivals`` updates."""
+    """Evaluate the server's model and add the history entry after ``tally.arrivals`` updates
+    (the mean training loss is NaN when no update since the last evaluation brought one)."""
     with recorder.watch.section("evaluation"):
         set_flat(eval_model, server.weights)
         ev = evaluate(eval_model, data.test_x, data.test_y)
     recorder.record(
-        arrivals,
+        tally.arrivals,
         ev,
         sim_time=sim_time,
-        samples_trained=samples_trained,
-        client_updates=arrivals,
-        train_loss=train_loss,
+        samples_trained=tally.samples_trained,
+        client_updates=tally.arrivals,
+        train_loss=tally.loss_sum / tally.loss_samples if tally.loss_samples else float("nan"),
         version=server.version,
     )

@@ -76,6 +76,51 @@ class PlannedJob:
     arrival_time: float
 
 
+class AsyncTimeline:
+    """The asynchronous timeline on the virtual clock, planned one arrival at a time (memory O(clients)).
+
+    ``concurrency`` clients, drawn at random, start at time 0 with the initial
+    model. Whenever the earliest job finishes (ties: first dispatched first),
+    its client becomes idle and a client drawn at random among the idle ones is
+    sent the model as it is after that arrival. Durations depend only on the
+    speeds and ``job_samples[c]`` (samples one job of client ``c`` trains), so
+    the timeline is fixed by the seed, however far it is planned.
+    """
+
+    def __init__(
+        self, speeds: ClientSpeeds, job_samples: Sequence[int], concurrency: int, rng: np.random.Generator
+    ) -> None:
+        num_clients = len(speeds.rates)
+        if not 1 <= concurrency <= num_clients:
+            raise ValueError(f"concurrency must be in [1, {num_clients}], got {concurrency}")
+        self._speeds, self._job_samples, self._rng = speeds, job_samples, rng
+        self._idle = list(range(num_clients))
+        self._in_flight: list[tuple[float, int, int, int, float]] = []  # (finish, order, client, after, start)
+        self._dispatched = 0
+        self.arrivals = 0
+        for _ in range(concurrency):
+            self._dispatch(0.0)
+
+    def _dispatch(self, now: float) -> None:
+        client = self._idle.pop(int(self._rng.integers(len(self._idle))))
+        finish = now + self._speeds.job_duration(client, self._job_samples[client])
+        heapq.heappush(self._in_flight, (finish, self._dispatched, client, self.arrivals, now))
+        self._dispatched += 1
+
+    def next_arrival(self) -> PlannedJob:
+        """The next job to reach the server; its client is then idle and another is sent the model."""
+        finish, _, client, after, start = heapq.heappop(self._in_flight)
+        job = PlannedJob(self.arrivals, client, after, start, finish)
+        self.arrivals += 1
+        self._idle.append(client)
+        self._dispatch(finish)
+        return job
+
+    def models_in_use(self) -> set[int]:
+        """Arrival counts after which the jobs now in flight were sent their model."""
+        return {entry[3] for entry in self._in_flight}
+
+
 def plan_async_jobs(
     speeds: ClientSpeeds,
     job_samples: Sequence[int],
@@ -83,35 +128,6 @@ def plan_async_jobs(
     num_jobs: int,
     rng: np.random.Generator,
 ) -> list[PlannedJob]:
-    """The asynchronous timeline on the virtual clock, before any training happens.
-
-    ``concurrency`` clients, drawn at random, start at time 0 with the initial
-    model. Whenever the earliest job finishes (ties: first dispatched first),
-    its client becomes idle and a client drawn at random among the idle ones is
-    sent the model as it is after that arrival. Durations depend only on the
-    speeds and ``job_samples[c]`` (samples one job of client ``c`` trains), so
-    the timeline is fixed by the seed; the first ``num_jobs`` arrivals are returned.
-    """
-    num_clients = len(speeds.rates)
-    if not 1 <= concurrency <= num_clients:
-        raise ValueError(f"concurrency must be in [1, {num_clients}], got {concurrency}")
-    idle = list(range(num_clients))
-    in_flight: list[tuple[float, int, int, int, float]] = []
-    sequence = 0
-
-    def dispatch(now: float, after: int) -> None:
-        nonlocal sequence
-        client = idle.pop(int(rng.integers(len(idle))))
-        finish = now + speeds.job_duration(client, job_samples[client])
-        heapq.heappush(in_flight, (finish, sequence, client, after, now))
-        sequence += 1
-
-    for _ in range(concurrency):
-        dispatch(0.0, 0)
-    jobs: list[PlannedJob] = []
-    while len(jobs) < num_jobs:
-        finish, _, client, after, start = heapq.heappop(in_flight)
-        jobs.append(PlannedJob(len(jobs), client, after, start, finish))
-        idle.append(client)
-        dispatch(finish, len(jobs))
-    return jobs
+    """The first ``num_jobs`` arrivals of an :class:`AsyncTimeline`, as a list."""
+    timeline = AsyncTimeline(speeds, job_samples, concurrency, rng)
+    return [timeline.next_arrival() for _ in range(num_jobs)]

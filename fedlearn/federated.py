@@ -14,7 +14,7 @@ from .checkpoint import Checkpointing, save_checkpoint
 from .client import ClientUpdate, LocalTrainer
 from .clock import ClientSpeeds
 from .flat import set_flat
-from .progress import progress_bar
+from .progress import batch_ticks, progress_bar
 from .results import RunRecorder
 from .training import evaluate
 
@@ -25,14 +25,15 @@ def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.
     return np.sort(rng.choice(num_clients, size=k, replace=False))
 
 
-RoundExecutor = Callable[[list[int], torch.Tensor, int, Callable[[int], None]], list[ClientUpdate]]
+RoundExecutor = Callable[[list[int], torch.Tensor, int, Callable[[float], None]], list[ClientUpdate]]
+"""Trains a round's picked clients from the weights; reports progress in client updates (fractions per batch)."""
 
 
 def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
     """Run a round's picked clients one after another in this process (the simulation)."""
 
-    def execute(picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[int], None]):
-        return [trainer.run(c, weights, round_index, on_batch=lambda: progress(1)) for c in picked]
+    def execute(picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[float], None]):
+        return [trainer.run(c, weights, round_index, batch_ticks(progress, trainer.num_batches(c))) for c in picked]
 
     return execute
 
@@ -65,7 +66,6 @@ def run_fedavg(
     so a run resumed from a checkpoint (``resume``) ends as an uninterrupted one.
     """
     num_clients = len(trainer.partitions)
-    schedule = [select_clients(seed, r, num_clients, num_select) for r in range(1, rounds + 1)]
     data = trainer.data
     weights = initial_weights.clone()
     aggregator = aggregator or RobustAggregator(weights.numel())
@@ -78,11 +78,11 @@ def run_fedavg(
         sim_time, samples_trained, updates = resume["sim_time"], resume["samples_trained"], resume["updates"]
         recorder.restore(resume["record"])
         aggregator.restore(resume["aggregator"])
-    total_batches = sum(trainer.num_batches(int(c)) for picked in schedule[first - 1 :] for c in picked)
-    with progress_bar(total_batches, "FedAvg", enabled=show_progress) as bar:
+    total, done = rounds * num_select, (first - 1) * num_select
+    with progress_bar(total, "FedAvg", show_progress, unit="update", initial=done, fractional=True) as bar:
         watch = recorder.watch
         for round_index in range(first, rounds + 1):
-            picked = [int(c) for c in schedule[round_index - 1]]
+            picked = [int(c) for c in select_clients(seed, round_index, num_clients, num_select)]
             with watch.section("training"):
                 results = execute(picked, weights, round_index, bar.update)
             with watch.section("aggregation"):
@@ -99,7 +99,8 @@ def run_fedavg(
             sim_time += speeds.round_duration(picked, trained)
             samples_trained += sum(trained)
             updates += len(results)
-            train_loss = sum(u.stats.mean_loss * u.stats.samples for u in results) / sum(trained)
+            loss_sum = sum(u.stats.mean_loss * u.stats.samples for u in results)
+            train_loss = loss_sum / sum(trained) if sum(trained) else float("nan")  # no sample: no loss
             with watch.section("evaluation"):
                 set_flat(eval_model, weights)
                 ev = evaluate(eval_model, data.test_x, data.test_y)
