@@ -128,23 +128,39 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
 
 @dataclass(frozen=True)
 class Lost:
-    """A worker the server gave up on."""
+    """A worker the server gave up on (``rejected``: updates of it that were received and never applied)."""
 
     rank: int
     reason: str
+    rejected: int = 0
+
+    @property
+    def source(self) -> int:
+        """The worker it is about (like an update's ``source``)."""
+        return self.rank
 
 
 class Inbox:
-    """The server's ears: one receiving thread per worker, one queue of updates and losses, in arrival order."""
+    """The server's ears: one receiving thread per worker, one queue of updates and losses, in arrival order.
+
+    A worker may have at most as many updates on their way as it was given jobs
+    (:meth:`expect`, called before each task is sent): one more is a protocol
+    violation, reported as the worker's loss, and nothing it sends is read again.
+    So a flooding worker cannot grow the server's memory, and no thread ever
+    waits on the server (which may itself be waiting to send that worker a task).
+    """
 
     def __init__(self, workers: list[int], dim: int) -> None:
         self._events: queue.Queue[wire.WireUpdate | Lost] = queue.Queue()
         self._closed = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._listen, args=(rank, dim), name=f"inbox-{rank}", daemon=True)
+        self._dropped: set[int] = set()
+        self._lock = threading.Lock()
+        self._allowance = dict.fromkeys(workers, 0)
+        self._threads = {
+            rank: threading.Thread(target=self._listen, args=(rank, dim), name=f"inbox-{rank}", daemon=True)
             for rank in workers
-        ]
-        for thread in self._threads:
+        }
+        for thread in self._threads.values():
             thread.start()
 
     def _listen(self, rank: int, dim: int) -> None:
@@ -152,12 +168,28 @@ class Inbox:
             try:
                 update = wire.recv_update(rank, dim)
             except Exception as exc:  # noqa: BLE001 - a broken link, a timeout or a framing error: the worker is lost
-                if not self._closed.is_set():
-                    self._events.put(Lost(rank, _reason(exc)))
+                if rank not in self._dropped:
+                    self._report(Lost(rank, _reason(exc)))
                 return
-            if update is None:  # BYE: the worker stopped
+            if update is None or rank in self._dropped:  # BYE (the worker stopped), or no longer listened to
                 return
-            self._events.put(update)
+            with self._lock:
+                self._allowance[rank] -= 1
+                over = self._allowance[rank] < 0
+            if over:
+                self._dropped.add(rank)
+                self._report(Lost(rank, "protocol violation: sent more updates than it was given jobs", rejected=1))
+                return
+            self._report(update)
+
+    def _report(self, event: wire.WireUpdate | Lost) -> None:
+        if not self._closed.is_set():
+            self._events.put(event)
+
+    def expect(self, rank: int, updates: int) -> None:
+        """Worker ``rank`` is about to be sent jobs for ``updates`` more updates."""
+        with self._lock:
+            self._allowance[rank] += updates
 
     def get(self, timeout_s: float) -> wire.WireUpdate | Lost | None:
         """The next event, or None after ``timeout_s`` seconds of silence."""
@@ -166,16 +198,57 @@ class Inbox:
         except queue.Empty:
             return None
 
+    def drop(self, rank: int) -> None:
+        """Stop listening to worker ``rank`` (what it sends from now on is never read)."""
+        self._dropped.add(rank)
+
     def close(self) -> None:
         """Stop reporting (call before telling the workers to stop)."""
         self._closed.set()
 
     def join(self, timeout_s: float) -> bool:
-        """Wait for every listening thread to end (each worker said BYE or its link is gone); True if they all did."""
+        """Wait for the listening threads of the workers not dropped to end (each said BYE or its link is
+        gone); True if they all did."""
         deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
+        waited = [thread for rank, thread in self._threads.items() if rank not in self._dropped]
+        for thread in waited:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        return not any(thread.is_alive() for thread in waited)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the server asked a worker to train: one client, under a job key, from a model version."""
+
+    rank: int
+    client: int
+    key: int
+    version: int
+
+
+def protocol_violation(update: wire.WireUpdate, job: Job | None, trainer: LocalTrainer) -> str | None:
+    """Why ``update`` cannot be taken as the answer to ``job`` (None: it can).
+
+    It must come from the rank that was sent the job, for that client, key and
+    version, and its claims must fit what the server knows of the client: its
+    sample count, at most that many samples times the local epochs trained, at
+    most as many batches as one local job has, and a training loss that is not negative.
+    """
+    if job is None or (update.source, update.client, update.job_key, update.version) != (
+        job.rank, job.client, job.key, job.version
+    ):  # fmt: skip
+        return f"sent an update for client {update.client} (job {update.job_key}) that it was not asked for"
+    samples = trainer.num_samples(job.client)
+    most = samples * trainer.config.epochs
+    if update.num_samples != samples:
+        return f"claimed client {job.client} holds {update.num_samples} samples (it holds {samples})"
+    if not 0 <= update.samples_trained <= most:
+        return f"claimed {update.samples_trained} samples trained (0 to {most} possible)"
+    if not 0 <= update.batches <= trainer.num_batches(job.client):
+        return f"claimed {update.batches} batches (0 to {trainer.num_batches(job.client)} possible)"
+    if update.mean_loss < 0:
+        return f"claimed a negative training loss {update.mean_loss:g}"
+    return None
 
 
 def first_line(exc: BaseException) -> str:
@@ -211,7 +284,9 @@ class DistributedRounds:
     """Synchronous rounds over the workers: send each worker the model and its picked clients, gather the updates.
 
     A lost worker ends the run (:class:`WorkerLost`): FedAvg's rounds need every
-    picked client; ``--checkpoint`` / ``--resume`` continue it after a restart.
+    picked client; ``--checkpoint`` / ``--resume`` continue it after a restart. So
+    does a protocol violation (:func:`protocol_violation`): the offending update is
+    never applied, and the worker that sent it is trusted no more.
     """
 
     def __init__(self, placement: Placement, inbox: Inbox, trainer: LocalTrainer, timeout_s: float) -> None:
@@ -219,34 +294,41 @@ class DistributedRounds:
         self.inbox = inbox
         self.trainer = trainer
         self.timeout_s = timeout_s
-        self.unexpected = 0
+        self.unexpected = 0  # protocol violations (the run stops at the first)
 
     def __call__(
-        self, picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[int], None]
+        self, picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[float], None]
     ) -> list[ClientUpdate]:
         """The picked clients' updates of round ``round_index``, in ``picked`` order."""
-        by_worker: dict[int, list[int]] = {}
-        for client in picked:
-            by_worker.setdefault(self.placement.worker_of(client), []).append(client)
-        for rank, clients in by_worker.items():
-            try:
-                wire.send_task(rank, round_index, round_index - 1, clients, weights)
-            except Exception as exc:  # noqa: BLE001 - the link is gone
-                raise _stop(f"worker rank {rank} lost ({_reason(exc)})", round_index) from None
-        waiting = set(picked)
+        jobs = {c: Job(self.placement.worker_of(c), c, round_index, round_index - 1) for c in picked}
+        self._send(jobs, weights, round_index)
         got: dict[int, ClientUpdate] = {}
-        while waiting:
+        while len(got) < len(jobs):
             event = self.inbox.get(self.timeout_s)
             if event is None or isinstance(event, Lost):
                 who = f"worker rank {event.rank} lost ({event.reason})" if event else f"no update for {self.timeout_s:g} s"
                 raise _stop(who, round_index)
-            if event.client not in waiting or event.job_key != round_index:
-                self.unexpected += 1  # not what this round asked for: never applied
-                continue
-            waiting.discard(event.client)
+            job = jobs.get(event.client) if event.client not in got else None
+            reason = protocol_violation(event, job, self.trainer)
+            if reason is not None:
+                self.unexpected += 1
+                self.inbox.drop(event.source)
+                raise _stop(f"worker rank {event.source} broke the protocol: {reason}", round_index)
             got[event.client] = to_client_update(event, self.trainer.num_samples(event.client))
-            progress(event.batches)
+            progress(1.0)
         return [got[c] for c in picked]
+
+    def _send(self, jobs: dict[int, Job], weights: torch.Tensor, round_index: int) -> None:
+        """One task per worker: the model and the clients it hosts among the picked ones."""
+        by_worker: dict[int, list[int]] = {}
+        for job in jobs.values():
+            by_worker.setdefault(job.rank, []).append(job.client)
+        for rank, clients in by_worker.items():
+            self.inbox.expect(rank, len(clients))
+            try:
+                wire.send_task(rank, round_index, round_index - 1, clients, weights).wait()
+            except Exception as exc:  # noqa: BLE001 - the link is gone
+                raise _stop(f"worker rank {rank} lost ({_reason(exc)})", round_index) from None
 
     def finish(self) -> None:
         """Tell every worker to stop."""

@@ -64,13 +64,30 @@ class WireUpdate:
     weights: torch.Tensor
 
 
-def send_task(dst: int, job_key: int, version: int, clients: list[int], weights: torch.Tensor) -> None:
-    """Ask worker ``dst`` to train ``clients`` from ``weights``."""
+def send_task(dst: int, job_key: int, version: int, clients: list[int], weights: torch.Tensor) -> Sending:
+    """Ask worker ``dst`` to train ``clients`` from ``weights``, without waiting for it to take the task
+    (a worker that does not read cannot stall the server); :meth:`Sending.wait` waits."""
     flat = weights.detach().to("cpu", torch.float32).contiguous()
     header = torch.tensor([TRAIN, job_key, version, len(clients), flat.numel()], dtype=torch.int64)
-    dist.send(header, dst, tag=TASK_TAG)
-    dist.send(torch.tensor(clients, dtype=torch.int64), dst, tag=TASK_TAG)
-    dist.send(flat, dst, tag=TASK_TAG)
+    messages = (header, torch.tensor(clients, dtype=torch.int64), flat)
+    return Sending([dist.isend(message, dst, tag=TASK_TAG) for message in messages], messages)
+
+
+@dataclass(frozen=True)
+class Sending:
+    """A task on its way: the pending sends, and the tensors they read (kept alive until they are done)."""
+
+    works: list[dist.Work]
+    tensors: tuple[torch.Tensor, ...]
+
+    def wait(self) -> None:
+        """Block until the worker has taken the task (raises if its link broke or stayed silent)."""
+        for work in self.works:
+            work.wait()
+
+    def done(self) -> bool:
+        """Whether the worker has taken the task."""
+        return all(work.is_completed() for work in self.works)
 
 
 def send_stop(dst: int) -> None:

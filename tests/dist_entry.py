@@ -1,8 +1,13 @@
 """Test-only entry point for distributed runs: the real scripts, with a fault injected into one worker rank.
 
-``FEDLEARN_TEST_FAULT=kill:RANK:N``: worker RANK kills itself (SIGKILL) instead of sending its N-th update.
-``FEDLEARN_TEST_FAULT=nan:RANK:N``: worker RANK sends NaN weights as its N-th update.
-``FEDLEARN_TEST_FAULT=short:RANK:N``: worker RANK sends one value too few as its N-th update.
+``FEDLEARN_TEST_FAULT=KIND:RANK:N[:VALUE]`` (RANK or N may be ``*``: every rank, every time):
+- ``kill``: worker RANK kills itself (SIGKILL) instead of sending its N-th update;
+- ``nan`` / ``short``: its N-th update holds NaN weights / one value too few;
+- ``claim``: its N-th update claims VALUE samples trained;
+- ``replay``: it sends its N-th update twice;
+- ``flood``: after its N-th update it sends VALUE well-framed updates for jobs it was never given;
+- ``forge``: on its N-th task, before training, it sends updates for the clients VALUE (comma-separated,
+  hosted by another worker) under that task's key and version, as if it were their worker.
 Usage: python3 tests/dist_entry.py run_federated|run_async [flags...]
 """
 
@@ -16,26 +21,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fedlearn import app, wire  # noqa: E402
 
 
-def inject(fault: str) -> None:
-    kind, rank, nth = fault.split(":")
-    if int(os.environ.get("RANK", "-1")) != int(rank):
-        return
-    real_send = wire.send_update
-    sent = 0
+def hits(spec: str, count: int) -> bool:
+    return spec == "*" or count == int(spec)
 
-    def faulty_send(*args, **kwargs):
+
+def inject(fault: str) -> None:
+    kind, rank, nth, *value = fault.split(":")
+    if rank != "*" and int(os.environ.get("RANK", "-1")) != int(rank):
+        return
+    value = value[0] if value else ""
+    real_send, real_recv = wire.send_update, wire.recv_task
+    sent = received = 0
+
+    def faulty_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst=0):
         nonlocal sent
         sent += 1
-        if sent == int(nth):
-            if kind == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            if kind in ("nan", "short"):
-                weights = args[7]
-                kwargs["weights"] = weights * float("nan") if kind == "nan" else weights[:-1]
-                args = args[:7]
-        return real_send(*args, **kwargs)
+        if not hits(nth, sent):
+            return real_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst)
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind in ("nan", "short"):
+            weights = weights * float("nan") if kind == "nan" else weights[:-1]
+        if kind == "claim":
+            samples = int(value)
+        real_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst)
+        if kind == "replay":
+            real_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst)
+        if kind == "flood":
+            for i in range(int(value)):
+                real_send(client, job_key + 1000 + i, version, num_samples, samples, batches, loss, weights, dst)
 
-    wire.send_update = faulty_send
+    def faulty_recv(dim, src=0):
+        nonlocal received
+        task = real_recv(dim, src)
+        if task.kind == wire.TRAIN:
+            received += 1
+            if kind == "forge" and hits(nth, received):
+                for client in (int(c) for c in value.split(",")):
+                    real_send(client, task.job_key, task.version, 80, 80, 4, 0.5, task.weights * 0)
+        return task
+
+    wire.send_update, wire.recv_task = faulty_send, faulty_recv
 
 
 if __name__ == "__main__":

@@ -44,8 +44,14 @@ def processes(script, data_dir, out, *extra, fault=None, world=3):
                 "--data_dir", str(data_dir), "--save", str(out), *TINY, *extra]  # fmt: skip
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                       cwd=REPO))  # fmt: skip
-    outputs = [p.communicate(timeout=300) for p in procs]
-    return procs[0].returncode, outputs[0], [p.returncode for p in procs]
+    server = procs[0].communicate(timeout=300)
+    for p in procs[1:]:  # a worker the server dropped may wait for its own --timeout: stop it
+        try:
+            p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+    return procs[0].returncode, server, [p.returncode for p in procs]
 
 
 def history(doc):
@@ -194,3 +200,41 @@ def test_two_hosts_over_a_link_with_delay_and_loss(script, extra, tiny_data_dir,
     doc = json.loads(out.read_text())
     assert doc["run"]["processes"].startswith("3 (server + 2 workers)")
     assert doc["final"]["client_updates"] == 6 and doc["final"]["rejected_updates"] == 0
+
+
+def test_a_worker_cannot_speak_for_clients_of_another_worker(tiny_data_dir, tmp_path):
+    """Rank 2 sends updates for rank 1's clients (0, 2, 4) under the current round's key before rank 1 answers."""
+    code, (out, err), _ = processes("run_federated", tiny_data_dir, tmp_path / "f.json", "--num_select_clients", "5",
+                                    fault="forge:2:1:0,2,4")  # fmt: skip
+    assert code == 1 and not (tmp_path / "f.json").exists()
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "worker rank 2 broke the protocol" in lines[0] and "client 0" in lines[0]
+
+
+@pytest.mark.parametrize("fault", ["replay:1:1", "claim:1:1:-5", "claim:1:2:1000000000", "flood:1:1:3000"])
+def test_an_asynchronous_worker_that_breaks_the_protocol_is_dropped(fault, tiny_data_dir, tmp_path):
+    code, (out, err), _ = processes("run_async", tiny_data_dir, tmp_path / "h.json", "--max_updates", "10",
+                                    "--timeout", "20", fault=fault)  # fmt: skip
+    assert code == 0, err[-3000:]
+    doc = json.loads((tmp_path / "h.json").read_text())
+    final = doc["final"]
+    assert final["client_updates"] == 10  # the honest worker did the rest
+    assert [w["rank"] for w in final["lost_workers"]] == [1]
+    assert "protocol violation" in final["lost_workers"][0]["reason"]
+    assert final["rejected_by_reason"] == {"unexpected": 1}  # the first offending update; nothing after is read
+    assert all(e["samples_trained"] >= 0 for e in doc["history"])
+    assert final["samples_trained"] == sum(80 * 1 for _ in range(10))  # 5 clients of 80 samples, 1 local epoch
+
+
+def test_a_synchronous_false_claim_stops_the_run(tiny_data_dir, tmp_path):
+    code, (out, err), _ = processes("run_federated", tiny_data_dir, tmp_path / "c.json", fault="claim:1:1:-5")
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert code == 1 and len(lines) == 1 and "broke the protocol" in lines[0] and "-5 samples" in lines[0]
+
+
+def test_a_round_whose_updates_all_claim_no_sample_does_not_crash(tiny_data_dir, tmp_path):
+    code, (out, err), _ = processes("run_federated", tiny_data_dir, tmp_path / "z.json", fault="claim:*:*:0")
+    assert code == 0, err[-3000:]
+    doc = json.loads((tmp_path / "z.json").read_text())
+    assert [e["train_loss"] for e in doc["history"]] == [None, None, None]  # no sample, no training loss
+    assert doc["final"]["samples_trained"] == 0
