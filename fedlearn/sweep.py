@@ -11,14 +11,13 @@ varies ``run_async``).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
 
 from . import app
-from .cli import build_parser
-from .compare import compare
+from .cli import OneLineParser, build_parser
+from .compare import compare, folder_problem
 from .errors import FedlearnError, UsageError
 
 SCRIPTS = ("run_baseline", "run_federated", "run_async")
@@ -84,17 +83,36 @@ def plan_runs(
     return runs
 
 
+def prepare_out(text: str) -> Path:
+    """Create the ``--out`` folder (and its parents); UsageError if it is a file or cannot be made or written."""
+    if not text:
+        raise UsageError("--out '': empty path")
+    out = Path(text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--out {text}: exists and is not a folder") from None
+    except OSError as exc:
+        raise UsageError(f"--out {text}: cannot create this folder ({exc.strerror or exc})") from None
+    problem = folder_problem(out)
+    if problem:
+        raise UsageError(f"--out {text}: {problem}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     common = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python3 -m fedlearn.sweep",
         description=__doc__.split("\n\n")[0],
         epilog="Flags after -- are passed to every run.",
     )
-    parser.add_argument("--out", required=True, help="folder for the results JSON files (created)")
+    parser.add_argument(
+        "--out", required=True, help="folder for the results JSON files (created; checked before the first run)"
+    )
     parser.add_argument("--scripts", nargs="+", default=list(SCRIPTS), choices=SCRIPTS, help="scripts to run")
     parser.add_argument("--vary", action="append", default=[], metavar="FLAG=V1,V2", help="a grid axis (repeatable)")
     parser.add_argument("--plot", action="store_true", help="also draw OUT/curves.png")
@@ -102,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         axes = [parse_axis(text) for text in args.vary]
         runs = plan_runs(args.scripts, axes, common)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = prepare_out(args.out)
         paths = []
         for i, (script, name, run_argv) in enumerate(runs, start=1):
             path = out / f"{name}.json"

@@ -55,10 +55,10 @@ def test_compare_warns_when_datasets_or_test_sets_differ(saved_runs, tmp_path, c
 
 @pytest.mark.parametrize("content, reason", [
     ("{not json", "not valid JSON"),
-    ("[1, 2]", "top level is not an object"),
-    ('{"script": "run_federated", "args": {}, "dataset": "mnist", "history": []}', "'final'"),
-    ('{"script": "x", "args": {}, "dataset": "mnist", "final": {"test_accuracy": 1, "test_loss": 0, '
-     '"wall_time_s": 1}, "history": [{"step": 1}]}', "history entry"),
+    ("[1, 2]", "the top level is a list, expected an object"),
+    ('{"script": "run_federated", "args": {}, "dataset": "mnist", "history": []}', "final is missing"),
+    (('{"script": "run_federated", "args": {}, "dataset": "mnist", "final": {"test_accuracy": 1, "test_loss": 0, '
+      '"wall_time_s": 1}, "history": [{"step": 1}]}'), "history[0].test_accuracy is missing"),
 ])
 def test_compare_rejects_a_malformed_file_with_one_line(content, reason, tmp_path, capsys):
     bad = tmp_path / "bad.json"
@@ -77,6 +77,7 @@ def test_plot_is_a_valid_png(saved_runs, tmp_path):
     png = tmp_path / "curves.png"
     assert compare.main([*map(str, saved_runs.values()), "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # exactly the path asked for, no temporary file
 
 
 def test_matplotlib_is_imported_only_for_plots():
