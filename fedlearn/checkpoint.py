@@ -90,24 +90,24 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
         "scales": schema.list_of(schema.number(0)), "clients": schema.list_of(schema.integer(0, clients - 1)),
         "counts": schema.list_of(schema.integer()), "aggregator": aggregator,
     }, same_length=("buffer", "scales", "clients", "counts"))  # fmt: skip
-    tally = {"mode": schema.equals(mode), "server": server, "record": record,
+    tally = {"mode": schema.one_of([mode]), "server": server, "record": record,
              "arrivals": schema.integer(0, args["max_updates"]), "samples_trained": schema.integer(),
-             "accepted_since_eval": schema.integer(), "loss_sum": schema.number(allow_nan=True),
+             "accepted_since_eval": schema.integer(), "loss_sum": schema.number(nan=True),
              "loss_samples": schema.integer()}  # fmt: skip
     if mode == "simulated":
         sent = {"sent_keys": schema.list_of(schema.integer()), "sent_weights": schema.list_of(schema.vector(dim)),
                 "sent_versions": schema.list_of(schema.integer())}  # fmt: skip
         return schema.record({**tally, **sent}, same_length=tuple(sent))
     lost = schema.record({"rank": schema.integer(1), "reason": schema.text(), "after_updates": schema.integer()})
-    return schema.record({**tally, "mode": schema.equals("distributed"), "next_key": schema.integer(),
+    return schema.record({**tally, "mode": schema.one_of(["distributed"]), "next_key": schema.integer(),
                           "rng": _rng_state, "lost": schema.list_of(lost)})  # fmt: skip
 
 
 _HISTORY_ENTRY = schema.record({
-    "step": schema.integer(), "sim_time": schema.optional(schema.number(0)), "wall_time_s": schema.number(0),
-    "test_accuracy": schema.number(0, 1), "test_loss": schema.number(0, allow_nan=True),
-    "train_loss": schema.number(allow_nan=True), "samples_trained": schema.integer(),
-    "client_updates": schema.optional(schema.integer()), "time_breakdown_s": schema.dict_of(schema.number(0)),
+    "step": schema.integer(), "sim_time": schema.number(0, null=True), "wall_time_s": schema.number(0),
+    "test_accuracy": schema.number(0, 1), "test_loss": schema.number(0, nan=True),
+    "train_loss": schema.number(nan=True), "samples_trained": schema.integer(),
+    "client_updates": schema.integer(null=True), "time_breakdown_s": schema.dict_of(schema.number(0)),
 })  # fmt: skip
 
 
@@ -116,4 +116,4 @@ def _rng_state(value: Any, where: str) -> None:
     try:
         np.random.default_rng().bit_generator.state = value
     except (TypeError, ValueError, KeyError, OverflowError):
-        raise schema.SchemaError(f"{where} is not a random generator state") from None
+        schema.fail(where, "is not a random generator state")

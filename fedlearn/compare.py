@@ -4,8 +4,7 @@ Prints one table with a column per run, warns when the runs were not measured
 on the same dataset and test set, and with ``--plot`` draws test accuracy
 against client updates and against simulated time (matplotlib, imported only then).
 
-Every field the table or the plot reads is checked first (:data:`TOP` and the
-tables after it): a file that breaks the contract is one line naming the file
+Every field the table or the plot reads is checked first (:data:`RESULTS`): a file that breaks the contract is one line naming the file
 and the field, exit status 2. A bad ``--plot`` path is exit status 2 too, found
 before anything is drawn; the PNG is then written whole or not at all, and a
 failure while writing it (disk full) is exit status 1.
@@ -16,16 +15,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from tabulate import tabulate
 
+from . import schema
 from .errors import FedlearnError, UsageError
 from .files import write_atomically
 
@@ -34,71 +31,35 @@ MAX_SECONDS = 1e12  # about 30,000 years: larger times or counts are not from a 
 MAX_COUNT = 10**15
 
 
-@dataclass(frozen=True)
-class Kind:
-    """What one field must hold; ``expected`` names it in the error message."""
-
-    expected: str
-    accepts: Callable[[Any], bool]
-
-
-def _number(low: float | None = None, high: float | None = None, integer: bool = False, null: bool = False) -> Kind:
-    """A finite JSON number (not a boolean) from ``low`` to ``high``; an integer if ``integer``; or null if ``null``."""
-
-    def accepts(value: Any) -> bool:
-        if value is None:
-            return null
-        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-            return False
-        return -math.inf < value < math.inf and (low is None or value >= low) and (high is None or value <= high)
-
-    name = "an integer" if integer else "a number"
-    bounds = "" if low is None or high is None else f" from {low:g} to {high:g}"
-    return Kind(name + bounds + (" or null" if null else ""), accepts)
-
-
-def _kind(expected: str, json_type: type, null: bool = False) -> Kind:
-    """A value of ``json_type`` (str, dict, list), or null if ``null``."""
-    return Kind(expected + (" or null" if null else ""), lambda v: (null and v is None) or isinstance(v, json_type))
-
-
-REQUIRED, OPTIONAL = True, False
-SCRIPT = Kind(f"one of {', '.join(SCRIPT_TITLES)}", lambda v: isinstance(v, str) and v in SCRIPT_TITLES)
-HISTORY = Kind("a non-empty list", lambda v: isinstance(v, list) and len(v) > 0)
-STRING, OBJECT = _kind("a string", str), _kind("an object", dict)
-STRING_OR_NULL, OBJECT_OR_NULL = _kind("a string", str, null=True), _kind("an object", dict, null=True)
-ACCURACY, ACCURACY_OR_NULL = _number(0, 1), _number(0, 1, null=True)
-SECONDS, SECONDS_OR_NULL = _number(0, MAX_SECONDS), _number(0, MAX_SECONDS, null=True)
-COUNT, COUNT_OR_NULL = _number(0, MAX_COUNT, integer=True), _number(0, MAX_COUNT, integer=True, null=True)
-NUMBER_OR_NULL, INTEGER_OR_NULL = _number(null=True), _number(integer=True, null=True)
-
-# Each table: field -> (kind, required). They list what this command reads; other fields are not looked at.
-Schema = dict[str, tuple[Kind, bool]]
-TOP: Schema = {"script": (SCRIPT, REQUIRED), "args": (OBJECT, REQUIRED), "dataset": (STRING, REQUIRED),
-               "run": (OBJECT, OPTIONAL), "final": (OBJECT, REQUIRED), "history": (HISTORY, REQUIRED)}
-ARGS: Schema = {
-    **{key: (STRING_OR_NULL, OPTIONAL) for key in ("algorithm", "partition", "model", "delay")},
-    **{key: (NUMBER_OR_NULL, OPTIONAL) for key in ("prox_mu", "init_lr")},
-    **{key: (COUNT_OR_NULL, OPTIONAL) for key in ("concurrency", "num_select_clients", "num_clients", "epoch",
-                                                  "local_epoch")},
-    "seed": (INTEGER_OR_NULL, OPTIONAL),
-}
-RUN: Schema = {"partition": (STRING_OR_NULL, OPTIONAL), "test set fingerprint": (STRING_OR_NULL, OPTIONAL)}
-FINAL: Schema = {
-    "test_accuracy": (ACCURACY, REQUIRED),
-    "test_loss": (NUMBER_OR_NULL, REQUIRED),  # null: the loss was NaN or infinite (a diverged run)
-    "wall_time_s": (SECONDS, REQUIRED),
-    "best_test_accuracy": (ACCURACY_OR_NULL, OPTIONAL),
-    "sim_time": (SECONDS_OR_NULL, OPTIONAL),
-    "client_updates": (COUNT_OR_NULL, OPTIONAL),
-    "samples_trained": (COUNT_OR_NULL, OPTIONAL),
-    "target_accuracy": (ACCURACY_OR_NULL, OPTIONAL),
-    "time_to_target": (OBJECT_OR_NULL, OPTIONAL),
-}
-TARGET: Schema = {"step": (COUNT, REQUIRED), "wall_time_s": (SECONDS, REQUIRED),
-                  "sim_time": (SECONDS_OR_NULL, OPTIONAL)}
-ENTRY: Schema = {"step": (COUNT, REQUIRED), "test_accuracy": (ACCURACY, REQUIRED),
-                 "sim_time": (SECONDS_OR_NULL, OPTIONAL), "client_updates": (COUNT_OR_NULL, OPTIONAL)}
+SECONDS = schema.number(0, MAX_SECONDS)
+SECONDS_OR_NULL = schema.number(0, MAX_SECONDS, null=True)
+ACCURACY, ACCURACY_OR_NULL = schema.number(0, 1), schema.number(0, 1, null=True)
+COUNT, COUNT_OR_NULL = schema.integer(0, MAX_COUNT), schema.integer(0, MAX_COUNT, null=True)
+# What this command reads of a results file; other fields are not looked at.
+RESULTS = schema.record(
+    {
+        "script": schema.one_of(SCRIPT_TITLES),
+        "args": schema.record({}, {
+            **{key: schema.text(null=True) for key in ("algorithm", "partition", "model", "delay")},
+            **{key: schema.number(null=True) for key in ("prox_mu", "init_lr")},
+            **{key: COUNT_OR_NULL for key in ("concurrency", "num_select_clients", "num_clients", "epoch", "local_epoch")},
+            "seed": schema.integer(None, null=True),
+        }),
+        "dataset": schema.text(),
+        "final": schema.record(
+            {"test_accuracy": ACCURACY, "wall_time_s": SECONDS,
+             "test_loss": schema.number(null=True)},  # null: the loss was NaN or infinite (a diverged run)
+            {"best_test_accuracy": ACCURACY_OR_NULL, "sim_time": SECONDS_OR_NULL, "client_updates": COUNT_OR_NULL,
+             "samples_trained": COUNT_OR_NULL, "target_accuracy": ACCURACY_OR_NULL,
+             "time_to_target": schema.record({"step": COUNT, "wall_time_s": SECONDS}, {"sim_time": SECONDS_OR_NULL},
+                                             null=True)},
+        ),
+        "history": schema.list_of(schema.record({"step": COUNT, "test_accuracy": ACCURACY},
+                                                {"sim_time": SECONDS_OR_NULL, "client_updates": COUNT_OR_NULL}),
+                                  min_len=1),
+    },
+    {"run": schema.record({}, {"partition": schema.text(null=True), "test set fingerprint": schema.text(null=True)})},
+)  # fmt: skip
 
 
 def load_result(path: str | Path) -> dict[str, Any]:
@@ -112,58 +73,11 @@ def load_result(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid JSON (nested too deeply)") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer with too many digits
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
-    problem = _contract_problem(doc)
-    if problem:
-        raise UsageError(f"{path}: not a fedlearn results file ({problem})")
+    try:
+        RESULTS(doc, "")
+    except schema.SchemaError as exc:
+        raise UsageError(f"{path}: not a fedlearn results file ({exc})") from None
     return doc
-
-
-def _contract_problem(doc: Any) -> str | None:
-    """The first field of ``doc`` that breaks the schema tables, or None."""
-    problem = _schema_problem("", doc, TOP)
-    if problem:
-        return problem
-    final = doc["final"]
-    parts = [("args", doc["args"], ARGS), ("run", doc.get("run", {}), RUN), ("final", final, FINAL)]
-    if isinstance(final.get("time_to_target"), dict):
-        parts.append(("final.time_to_target", final["time_to_target"], TARGET))
-    parts += [(f"history[{i}]", entry, ENTRY) for i, entry in enumerate(doc["history"])]
-    return next(filter(None, (_schema_problem(*part) for part in parts)), None)
-
-
-def _schema_problem(where: str, value: Any, schema: Schema) -> str | None:
-    """The first way the object ``value`` (called ``where``; "" at the top level) breaks ``schema``, or None."""
-    if not isinstance(value, dict):
-        return f"{where or 'the top level'} is {_describe(value)}, expected an object"
-    for key, (kind, required) in schema.items():
-        name = _field_name(where, key)
-        if key not in value:
-            if required:
-                return f"{name} is missing"
-        elif not kind.accepts(value[key]):
-            return f"{name} is {_describe(value[key])}, expected {kind.expected}"
-    return None
-
-
-def _field_name(where: str, key: str) -> str:
-    """``final.test_loss``, ``run['test set fingerprint']``."""
-    if not where:
-        return key
-    return f"{where}.{key}" if key.isidentifier() else f"{where}[{key!r}]"
-
-
-def _describe(value: Any) -> str:
-    """A JSON value as an error message shows it: short numbers and strings as such, others by their type."""
-    if value is None or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
-        return json.dumps(value)  # null, true, false, NaN, Infinity
-    if isinstance(value, (int, float)):
-        text = repr(value)
-        return text if len(text) <= 24 else f"a {len(text)}-digit number"
-    if isinstance(value, str):
-        return f"the string {value!r}" if len(value) <= 24 else "a string"
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
-    return "an object"
 
 
 def run_label(doc: dict[str, Any]) -> str:

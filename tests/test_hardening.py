@@ -164,11 +164,11 @@ def _craft(state, path, change):
 
 FEDERATED_CRAFTS = {
     "wrong-size weights": (lambda s: s.update(weights=s["weights"][:-1]), "shape"),
-    "missing key": (lambda s: s.pop("updates"), "lacks 'updates'"),
+    "missing key": (lambda s: s.pop("updates"), "updates is missing"),
     "negative round": (lambda s: s.update(round=-1), "round is -1"),
     "round past the budget": (lambda s: s.update(round=99), "round is 99"),
     "NaN weights": (lambda s: s.update(weights=s["weights"] * float("nan")), "NaN"),
-    "string count": (lambda s: s.update(samples_trained="many"), "samples_trained is str"),
+    "string count": (lambda s: s.update(samples_trained="many"), "samples_trained is the string 'many'"),
     "negative sim time": (lambda s: s.update(sim_time=-5.0), "sim_time is -5"),
     "bad history": (lambda s: s["record"]["history"][0].update(test_accuracy=7.0), "test_accuracy is 7"),
     "bad counter": (lambda s: s["aggregator"].update(received=-3), "aggregator.received is -3"),
