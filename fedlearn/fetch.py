@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     except FedlearnError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; no file was moved into {args.data_dir}", file=sys.stderr)
+        return 130
     print(f"{DATASET_TITLES[name]} ready in {raw_folder(name, args.data_dir)} ({how})")
     return 0
 
