@@ -1,4 +1,4 @@
-"""FedAvg's weighted mean and FedAsync's mixing: pure functions over flat parameter vectors (robust rules: robust.py)."""
+"""FedAvg's weighted mean and FedAsync's mixing: pure functions over flat parameter vectors (robust rules elsewhere)."""
 
 from __future__ import annotations
 
@@ -24,4 +24,3 @@ def fedasync_mix(weights: torch.Tensor, client_weights: torch.Tensor, alpha_t: f
     if not 0.0 <= alpha_t <= 1.0:
         raise ValueError(f"mixing weight must be in [0, 1], got {alpha_t}")
     return (1.0 - alpha_t) * weights + alpha_t * client_weights
-

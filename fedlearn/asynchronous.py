@@ -212,8 +212,8 @@ def run_async(
                 record_evaluation(recorder, eval_model, server, trainer.data, job.arrival_time, loop)
             last = recorder.history[-1] if recorder.history else None
             if last is not None:
-                bar.set_postfix_str(f"update {loop.arrivals}/{max_updates} v{server.version} "
-                                    f"acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}", refresh=False)  # fmt: skip
+                status = f"acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}"
+                bar.set_postfix_str(f"update {loop.arrivals}/{max_updates} v{server.version} {status}", refresh=False)
     return recorder
 
 
@@ -249,7 +249,7 @@ class AsyncTally:
         return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "AsyncTally":
+    def from_state(cls, state: dict[str, Any]) -> AsyncTally:
         """Continue from :meth:`state` (or a checkpoint holding its keys)."""
         return cls(**{name: state[name] for name in cls.FIELDS})
 

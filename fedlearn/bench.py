@@ -81,7 +81,9 @@ def plain_model(seed: int = 0, channels_last: bool = False) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def plain_jobs_seconds(data: Dataset, jobs: list[list[torch.Tensor]], seed: int = 0, channels_last: bool = False) -> float:
+def plain_jobs_seconds(
+    data: Dataset, jobs: list[list[torch.Tensor]], seed: int = 0, channels_last: bool = False
+) -> float:
     """The plainest loop over given batches of indices: a fresh Adam per job, one step per batch."""
     model = plain_model(seed, channels_last)
     x, y = data.train_x, data.train_y
@@ -140,8 +142,8 @@ def fedavg_run(
 
     With ``plain_reference``, next to each round's local training (before it in even
     rounds, after it in odd ones) the plain loop trains the very same client jobs
-    (fresh Adam each, the clients' own samples in batches); ``paired`` holds (fedlearn's training seconds, the plain loop's seconds,
-    the reference's wall seconds) per round, and the reference's time is taken back
+    (fresh Adam each, the clients' own samples in batches); ``paired`` holds (fedlearn's training
+    seconds, the plain loop's seconds, the reference's wall seconds) per round, and the reference's time is taken back
     out of the round's ``training`` section.
     """
     torch.manual_seed(seed)
@@ -236,7 +238,9 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
             "FedAvg / baseline": per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"],
             "FedAsync / baseline": per_sample["run_async (FedAsync)"] / per_sample["run_baseline"],
             "FedAsync / FedAvg": per_sample["run_async (FedAsync)"] / per_sample["run_federated (FedAvg)"],
-            "plain batch 60 / plain batch 100 (channels_last)": per_sample["plain PyTorch loop, channels_last, batch 60"]
+            "plain batch 60 / plain batch 100 (channels_last)": per_sample[
+                "plain PyTorch loop, channels_last, batch 60"
+            ]
             / per_sample["plain PyTorch loop, channels_last"],
         },
     }
@@ -256,9 +260,7 @@ def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     history = run["history"]
     # per-round figures from the cumulative breakdown; round 1 is the warm-up
     cumulative = [e["time_breakdown_s"] for e in history]
-    rounds = [
-        {k: cumulative[i][k] - cumulative[i - 1][k] for k in cumulative[i]} for i in range(1, len(cumulative))
-    ]
+    rounds = [{k: cumulative[i][k] - cumulative[i - 1][k] for k in cumulative[i]} for i in range(1, len(cumulative))]
     samples = [history[i]["samples_trained"] - history[i - 1]["samples_trained"] for i in range(1, len(history))]
     return {
         **config,
@@ -277,7 +279,11 @@ def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rounds = [r for run in runs for r in run["rounds_measured"]]
     samples = [s for run in runs for s in run["samples"]]
     return {
-        **{k: v for k, v in runs[0].items() if k in ("clients", "partition", "rounds", "num_train", "num_test", "threads", "picked")},
+        **{
+            k: v
+            for k, v in runs[0].items()
+            if k in ("clients", "partition", "rounds", "num_train", "num_test", "threads", "picked")
+        },
         "processes": len(runs),
         "rounds_pooled": len(rounds),
         "samples_per_round": statistics.median(samples),
@@ -287,7 +293,9 @@ def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "s_per_sample_excl_eval": statistics.median(
             sum(v for k, v in r.items() if k != "evaluation") / s for r, s in zip(rounds, samples)
         ),
-        "plain_same_jobs_s_per_sample": statistics.median(v for run in runs for v in run["plain_same_jobs_s_per_sample"]),
+        "plain_same_jobs_s_per_sample": statistics.median(
+            v for run in runs for v in run["plain_same_jobs_s_per_sample"]
+        ),
         # geometric mean over rounds: as many rounds with the plain loop first as second (see fedavg_run)
         "fedlearn_vs_plain_same_jobs": statistics.geometric_mean(
             v for run in runs for v in run["fedlearn_vs_plain_same_jobs"]
@@ -326,8 +334,8 @@ def render(report: dict[str, Any]) -> str:
            tabulate(rows, headers=["run", "seconds", "samples/s", "slowest / fastest repetition"], tablefmt="github",
                     disable_numparse=True),
            "",
-           tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()],
-                    headers=["time per trained sample", "ratio"], tablefmt="github", disable_numparse=True)]  # fmt: skip
+           tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()], headers=["time per trained sample", "ratio"],
+                    tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("scaling"):
         rows = []
         for r in report["scaling"]:
@@ -339,8 +347,9 @@ def render(report: dict[str, Any]) -> str:
                          f"{1e6 * r['plain_same_jobs_s_per_sample']:.1f}", f"{r['fedlearn_vs_plain_same_jobs']:.3f}",
                          f"{r['peak_rss_mib']:.0f}"])  # fmt: skip
         first = report["scaling"][0]
-        out += ["", f"FedAvg scaling: 10 % of the clients per round, 1 local epoch; medians of rounds 2-{first['rounds']} "
-                    f"(round 1 is the warm-up) pooled over {first['processes']} process(es) per row, run round-robin",
+        out += ["", "FedAvg scaling: 10 % of the clients per round, 1 local epoch; medians of rounds "
+                    f"2-{first['rounds']} (round 1 is the warm-up) pooled over {first['processes']} process(es) "
+                    "per row, run round-robin",
                 tabulate(rows, headers=["partition", "clients", "picked", "samples/round", "samples/batch", "round (s)",
                                         "training",
                                         "aggregation", "evaluation", "other", "us/sample (excl. eval)",
@@ -348,8 +357,11 @@ def render(report: dict[str, Any]) -> str:
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
-        out += ["", "Hot-path options, each against the default it would replace (interleaved repetitions)",
-                tabulate(rows, headers=["option", "seconds", "vs default"], tablefmt="github", disable_numparse=True)]
+        out += [
+            "",
+            "Hot-path options, each against the default it would replace (interleaved repetitions)",
+            tabulate(rows, headers=["option", "seconds", "vs default"], tablefmt="github", disable_numparse=True),
+        ]
     return "\n".join(out)
 
 
@@ -390,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         from .bench_variants import variants_section  # heavy (torch.compile): only when asked
 
-        report["variants"] = variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
+        report["variants"] = variants_section(
+            synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick
+        )
     report["bench_seconds"] = time.perf_counter() - started
     print(render(report))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -8,15 +8,16 @@ clients (torch.func.vmap) against the sequential one fedlearn runs.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from .data import Dataset
-from .timing import interleaved_medians
 from .models import build_model
+from .timing import interleaved_medians
 from .training import evaluate, make_optimizer, train
 
 LR = 1e-3

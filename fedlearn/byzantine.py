@@ -23,8 +23,9 @@ clipping the result is bit-identical to plain FedAvg / FedBuff.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

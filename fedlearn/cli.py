@@ -109,7 +109,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         formatter_class=DefaultsFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--data_dir", default="./data", help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/...)")
+    data.add_argument(
+        "--data_dir", default="./data", help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/...)"
+    )
     data.add_argument(
         "--dataset",
         default="auto",
@@ -128,7 +130,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
     train.add_argument("--init_lr", type=float, default=5e-5, help="learning rate")
     train.add_argument("--model", default="cnn", choices=sorted(MODELS), help="cnn: the 004 reference CNN")
-    train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="fresh state for every local job")
+    train.add_argument(
+        "--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="fresh state for every local job"
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of every random choice; same seed, same numbers")
     train.add_argument(
         "--target_acc",
@@ -166,12 +170,17 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         help="iid; dirichlet label skew (--dirichlet_alpha); shards (McMahan et al.: sort by label, deal "
         "--shards_per_client shards to each client); classes (each client holds only --classes_per_client labels)",
     )
-    track(part, "--dirichlet_alpha", type=float, default=d.dirichlet_alpha, help="Dirichlet concentration: small = skewed")
+    track(
+        part, "--dirichlet_alpha", type=float, default=d.dirichlet_alpha, help="Dirichlet concentration: small = skewed"
+    )
     track(part, "--shards_per_client", type=int, default=d.shards_per_client, help="shards per client (shards)")
     track(part, "--classes_per_client", type=int, default=d.classes_per_client, help="labels per client (classes)")
     track(
         part,
-        "--size_skew", type=float, default=d.size_skew, help="quantity skew: client sizes ~ exp(size_skew * N(0,1)); 0 = equal"
+        "--size_skew",
+        type=float,
+        default=d.size_skew,
+        help="quantity skew: client sizes ~ exp(size_skew * N(0,1)); 0 = equal",
     )
     track(part, "--show_partition", action="store_true", help="print every client's size and label histogram")
 
@@ -187,7 +196,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     track(clock, "--comm_delay", type=float, default=0.0, help="simulated seconds of communication per job")
     track(clock, "--straggler_fraction", type=float, default=0.25, help="share of stragglers (--delay straggler)")
     track(clock, "--straggler_slowdown", type=float, default=10.0, help="how many times slower a straggler is")
-    track(clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]")
+    track(
+        clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]"
+    )
 
     _add_byzantine_flags(parser, track)
 
@@ -224,7 +235,14 @@ def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
         "aggregates them; alie and ipm see the honest updates of the same round or FedBuff buffer "
         "(omniscient adversary). Checks (shape, dtype, NaN/inf) reject bad updates under every rule.",
     )
-    track(group, "--byzantine", type=int, default=0, metavar="F", help="Byzantine clients, chosen by --seed, fixed for the run (with --attack none they behave)")
+    track(
+        group,
+        "--byzantine",
+        type=int,
+        default=0,
+        metavar="F",
+        help="Byzantine clients, chosen by --seed, fixed for the run (with --attack none they behave)",
+    )
     track(
         group,
         "--attack",
@@ -240,9 +258,9 @@ def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
         "--attack_scale",
         type=float,
         default=None,
-        help="the attack's strength: c for signflip (default %g), sigma for gaussian (%g), eps for ipm (%g), "
-        "z for alie (default from n and f, Baruch et al. 2019)"
-        % (DEFAULT_SCALE["signflip"], DEFAULT_SCALE["gaussian"], DEFAULT_SCALE["ipm"]),
+        help=f"the attack's strength: c for signflip (default {DEFAULT_SCALE['signflip']:g}), sigma for gaussian "
+        f"({DEFAULT_SCALE['gaussian']:g}), eps for ipm ({DEFAULT_SCALE['ipm']:g}), "
+        "z for alie (default from n and f, Baruch et al. 2019)",
     )
     track(
         group,
@@ -257,7 +275,13 @@ def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
     track(group, "--trim", type=int, default=None, help="values trimmed per side by trimmed-mean (default f)")
     track(group, "--multikrum_m", type=int, default=None, help="updates multi-krum averages (default n - f)")
     track(group, "--gm_iters", type=int, default=100, help="most Weiszfeld iterations of geomedian")
-    track(group, "--clip_norm", type=float, default=None, help="bound every update's L2 norm by this (default: no clipping)")
+    track(
+        group,
+        "--clip_norm",
+        type=float,
+        default=None,
+        help="bound every update's L2 norm by this (default: no clipping)",
+    )
 
 
 def _add_async_flags(parser: argparse.ArgumentParser) -> None:
@@ -270,7 +294,10 @@ def _add_async_flags(parser: argparse.ArgumentParser) -> None:
         help="fedasync: mix every update in (Xie et al. 2019); fedbuff: step on buffered deltas (Nguyen et al. 2022)",
     )
     group.add_argument(
-        "--alpha", type=float, default=d.alpha, help="FedAsync mixing weight alpha (0.6: a value Xie et al. 2019 evaluate)"
+        "--alpha",
+        type=float,
+        default=d.alpha,
+        help="FedAsync mixing weight alpha (0.6: a value Xie et al. 2019 evaluate)",
     )
     group.add_argument(
         "--staleness",
@@ -285,14 +312,14 @@ def _add_async_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a of S(s); default from Xie et al. 2019: 0.5 for polynomial, 10 for hinge",
     )
-    group.add_argument(
-        "--staleness_b", type=float, default=d.staleness_b, help="b of hinge S(s) (Xie et al. 2019)"
-    )
+    group.add_argument("--staleness_b", type=float, default=d.staleness_b, help="b of hinge S(s) (Xie et al. 2019)")
     group.add_argument(
         "--buffer_size", type=int, default=d.buffer_size, help="FedBuff K: deltas per server step (Nguyen et al. 2022)"
     )
     group.add_argument("--server_lr", type=float, default=d.server_lr, help="FedBuff server learning rate eta_g")
-    group.add_argument("--concurrency", type=int, default=None, help="clients training at once (default --num_select_clients)")
+    group.add_argument(
+        "--concurrency", type=int, default=None, help="clients training at once (default --num_select_clients)"
+    )
     group.add_argument(
         "--max_updates",
         type=int,
@@ -303,7 +330,10 @@ def _add_async_flags(parser: argparse.ArgumentParser) -> None:
         "--max_staleness", type=int, default=None, help="discard (and count) updates staler than this; default: none"
     )
     group.add_argument(
-        "--eval_every", type=int, default=None, help="accepted updates between evaluations (default --num_select_clients)"
+        "--eval_every",
+        type=int,
+        default=None,
+        help="accepted updates between evaluations (default --num_select_clients)",
     )
 
 
@@ -462,4 +492,3 @@ def _validate_save_path(path: Path, flag: str = "--save") -> None:
     parent = path.parent if str(path.parent) else Path(".")
     _require(parent.is_dir(), f"{flag} {path}: folder {parent} does not exist")
     _require(os.access(parent, os.W_OK), f"{flag} {path}: folder {parent} is not writable")
-

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -94,4 +94,6 @@ class LocalTrainer:
             on_batch=on_batch,
             proximal=proximal,
         )
-        return ClientUpdate(client=client, weights=get_flat(self.params), num_samples=self.num_samples(client), stats=stats)
+        return ClientUpdate(
+            client=client, weights=get_flat(self.params), num_samples=self.num_samples(client), stats=stats
+        )

@@ -9,8 +9,8 @@ asynchronous timeline (who trains when, from which model) is planned here too.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

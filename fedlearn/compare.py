@@ -4,10 +4,11 @@ Prints one table with a column per run, warns when the runs were not measured
 on the same dataset and test set, and with ``--plot`` draws test accuracy
 against client updates and against simulated time (matplotlib, imported only then).
 
-Every field the table or the plot reads is checked first (:data:`RESULTS`): a file that breaks the contract is one line naming the file
-and the field, exit status 2. A bad ``--plot`` path is exit status 2 too, found
-before anything is drawn; the PNG is then written whole or not at all, and a
-failure while writing it (disk full) is exit status 1.
+Every field the table or the plot reads is checked first (:data:`RESULTS`): a file
+that breaks the contract is one line naming the file and the field, exit status 2.
+A bad ``--plot`` path is exit status 2 too, found before anything is drawn; the PNG
+is then written whole or not at all, and a failure while writing it (disk full) is
+exit status 1.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ RESULTS = schema.record(
         "args": schema.record({}, {
             **{key: schema.text(null=True) for key in ("algorithm", "partition", "model", "delay")},
             **{key: schema.number(null=True) for key in ("prox_mu", "init_lr")},
-            **{key: COUNT_OR_NULL for key in ("concurrency", "num_select_clients", "num_clients", "epoch", "local_epoch")},
+            **{key: COUNT_OR_NULL for key in ("concurrency", "num_select_clients", "num_clients", "epoch")},
+            "local_epoch": COUNT_OR_NULL,
             "seed": schema.integer(None, null=True),
         }),
         "dataset": schema.text(),
@@ -130,9 +132,19 @@ def comparison_table(names: list[str], docs: list[dict[str, Any]]) -> str:
         ("dataset", lambda d: d["dataset"]),
         ("partition", _partition),
         ("model", lambda d: arg(d, "model", False)),
-        ("clients (picked / all)", lambda d: "-" if d["script"] == "run_baseline" else
-            f"{d['args'].get('concurrency') or d['args'].get('num_select_clients')} / {d['args'].get('num_clients')}"),
-        ("epochs (local)", lambda d: arg(d, "epoch", False) if d["script"] == "run_baseline" else arg(d, "local_epoch")),
+        (
+            "clients (picked / all)",
+            lambda d: (
+                "-"
+                if d["script"] == "run_baseline"
+                else f"{d['args'].get('concurrency') or d['args'].get('num_select_clients')} / "
+                f"{d['args'].get('num_clients')}"
+            ),
+        ),
+        (
+            "epochs (local)",
+            lambda d: arg(d, "epoch", False) if d["script"] == "run_baseline" else arg(d, "local_epoch"),
+        ),
         ("learning rate", lambda d: arg(d, "init_lr", False)),
         ("delay", lambda d: arg(d, "delay")),
         ("seed", lambda d: arg(d, "seed", False)),
@@ -215,8 +227,11 @@ def plot_runs(names: list[str], docs: list[dict[str, Any]], path: str | Path) ->
         by_updates.plot(updates, accuracy, marker="o", markersize=3, label=label)
         if all(e.get("sim_time") is not None for e in history):
             by_time.plot([e["sim_time"] for e in history], accuracy, marker="o", markersize=3, label=label)
-    by_updates.set(xlabel="client updates received (FedAvg: rounds x picked clients)", ylabel="test accuracy (%)",
-                   title="Accuracy per client update")
+    by_updates.set(
+        xlabel="client updates received (FedAvg: rounds x picked clients)",
+        ylabel="test accuracy (%)",
+        title="Accuracy per client update",
+    )
     by_time.set(xlabel="simulated time (s)", ylabel="test accuracy (%)", title="Accuracy over simulated time")
     for axis in (by_updates, by_time):
         axis.grid(alpha=0.3)

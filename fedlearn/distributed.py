@@ -15,9 +15,9 @@ import queue
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -92,7 +92,8 @@ def agree_on_setup(rank: int, dim: int, num_clients: int, train_labels: torch.Te
         if not torch.equal(theirs, everyone[SERVER]):
             raise UsageError(
                 f"--distributed: rank {other_rank} set up differently from the server "
-                f"(model size, clients, training labels checksum, seed: {theirs.tolist()} vs {everyone[SERVER].tolist()}); "
+                f"(model size, clients, training labels checksum, seed: {theirs.tolist()} vs "
+                f"{everyone[SERVER].tolist()}); "
                 "give every rank the same flags and dataset"
             )
 
@@ -306,7 +307,11 @@ class DistributedRounds:
         while len(got) < len(jobs):
             event = self.inbox.get(self.timeout_s)
             if event is None or isinstance(event, Lost):
-                who = f"worker rank {event.rank} lost ({event.reason})" if event else f"no update for {self.timeout_s:g} s"
+                who = (
+                    f"worker rank {event.rank} lost ({event.reason})"
+                    if event
+                    else f"no update for {self.timeout_s:g} s"
+                )
                 raise _stop(who, round_index)
             job = jobs.get(event.client) if event.client not in got else None
             reason = protocol_violation(event, job, self.trainer)

@@ -69,7 +69,9 @@ def run_async_distributed(
     workers = _Workers(placement, inbox, server, rng, next_key, lost, tally)
     workers.start(max_updates)
     title = TITLES[server.config.algorithm]
-    with progress_bar(max_updates, f"{title} (distributed)", show_progress, unit="update", initial=tally.arrivals) as bar:
+    with progress_bar(
+        max_updates, f"{title} (distributed)", show_progress, unit="update", initial=tally.arrivals
+    ) as bar:
         while tally.arrivals < max_updates and workers.in_flight:
             with recorder.watch.section("training"):  # waiting for the workers
                 event = inbox.get(timeout_s)
@@ -78,7 +80,9 @@ def run_async_distributed(
                 continue
             with recorder.watch.section("aggregation"):
                 num_samples = trainer.num_samples(flight.job.client)
-                accepted = server.receive(event.weights, flight.start, flight.job.version, flight.job.client, num_samples)
+                accepted = server.receive(
+                    event.weights, flight.start, flight.job.version, flight.job.client, num_samples
+                )
             tally.count(event.samples_trained, accepted)
             if math.isfinite(event.mean_loss):
                 tally.add_loss(event.mean_loss, event.samples_trained)
@@ -89,7 +93,9 @@ def run_async_distributed(
             if regular:
                 record_evaluation(recorder, eval_model, server, trainer.data, None, tally)
                 tally.evaluated()
-            if checkpointing is not None and (tally.arrivals % checkpointing.every == 0 or tally.arrivals == max_updates):
+            if checkpointing is not None and (
+                tally.arrivals % checkpointing.every == 0 or tally.arrivals == max_updates
+            ):
                 save_checkpoint(checkpointing.path, _checkpoint(checkpointing, server, recorder, tally, workers))
             if tally.arrivals == max_updates and not regular:  # the budget is spent: the final model's figures
                 record_evaluation(recorder, eval_model, server, trainer.data, None, tally)

@@ -111,7 +111,9 @@ def _shards(y: np.ndarray, num_clients: int, per_client: int, rng: np.random.Gen
     by_label = shuffled[np.argsort(y[shuffled], kind="stable")]
     shards = np.array_split(by_label, num_shards)
     order = rng.permutation(num_shards)
-    return [np.concatenate([shards[s] for s in order[k * per_client : (k + 1) * per_client]]) for k in range(num_clients)]
+    return [
+        np.concatenate([shards[s] for s in order[k * per_client : (k + 1) * per_client]]) for k in range(num_clients)
+    ]
 
 
 def _classes(
@@ -160,8 +162,13 @@ class ClientPartition:
 
     @classmethod
     def create(
-        cls, spec: PartitionSpec, labels: torch.Tensor, num_clients: int, rng: np.random.Generator, num_classes: int = 10
-    ) -> "ClientPartition":
+        cls,
+        spec: PartitionSpec,
+        labels: torch.Tensor,
+        num_clients: int,
+        rng: np.random.Generator,
+        num_classes: int = 10,
+    ) -> ClientPartition:
         """Draw the partition ``spec`` asks for and measure it."""
         parts = make_partition(spec, labels, num_clients, rng, num_classes)
         histograms = label_histograms(parts, labels, num_classes)
@@ -200,7 +207,7 @@ def label_histograms(parts: list[torch.Tensor], labels: torch.Tensor, num_classe
 
 
 def label_skew(histograms: torch.Tensor) -> torch.Tensor:
-    """Each client's total-variation distance between its label distribution and the global one (0 = IID, 1 = disjoint)."""
+    """Each client's total-variation distance from the global label distribution (0 = IID, 1 = disjoint)."""
     counts = histograms.to(torch.float64)
     local = counts / counts.sum(dim=1, keepdim=True)
     overall = counts.sum(dim=0) / counts.sum()

@@ -20,7 +20,9 @@ def hyperparameter_table(args: argparse.Namespace, context: dict[str, Any]) -> s
     """Every flag with its value, then facts of the run (dataset, device, ...)."""
     rows = [[f"--{name}", _show(value)] for name, value in vars(args).items()]
     rows += [[name, _show(value)] for name, value in context.items()]
-    return "Hyperparameters\n" + tabulate(rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
+    return "Hyperparameters\n" + tabulate(
+        rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True
+    )
 
 
 def partition_table(histograms: Any, skew: Any) -> str:
@@ -30,7 +32,9 @@ def partition_table(histograms: Any, skew: Any) -> str:
         [k, int(h.sum()), *[int(v) for v in h], f"{float(d):.3f}"] for k, (h, d) in enumerate(zip(histograms, skew))
     ]
     headers = ["Client", "Samples", *[str(c) for c in range(num_classes)], "TV distance"]
-    return "Partition (samples per label)\n" + tabulate(rows, headers=headers, tablefmt=TABLE_FORMAT, disable_numparse=True)
+    return "Partition (samples per label)\n" + tabulate(
+        rows, headers=headers, tablefmt=TABLE_FORMAT, disable_numparse=True
+    )
 
 
 def results_table(final: dict[str, Any], step_name: str | None) -> str:

@@ -96,7 +96,10 @@ class RunRecorder:
             "steps": last["step"],
             "time_breakdown_s": self._breakdown(wall),
             "target_accuracy": self.target_accuracy,
-            "time_to_target": None if self.reached is None else {
-                key: self.reached[key] for key in ("step", "sim_time", "wall_time_s", "client_updates", "samples_trained")
+            "time_to_target": None
+            if self.reached is None
+            else {
+                key: self.reached[key]
+                for key in ("step", "sim_time", "wall_time_s", "client_updates", "samples_trained")
             },
         }

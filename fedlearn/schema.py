@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 Check = Callable[[Any, str], None]
 
@@ -52,7 +53,8 @@ def leaf(expected: str, accepts: Callable[[Any], bool]) -> Check:
 def number(
     low: float | None = None, high: float | None = None, *, integer: bool = False, null: bool = False, nan: bool = False
 ) -> Check:
-    """A number (not a bool; an int if ``integer``) in ``[low, high]``, never infinite; NaN if ``nan``; None if ``null``."""
+    """A number (not a bool; an int if ``integer``) in ``[low, high]``, never infinite; NaN if ``nan``; None if
+    ``null``."""
 
     def accepts(value: Any) -> bool:
         if value is None:
@@ -101,7 +103,9 @@ def vector(size: int) -> Check:
 
 def list_of(item: Check, min_len: int = 0, max_len: int | None = None) -> Check:
     """A list (or tuple) of ``min_len`` to ``max_len`` elements, each accepted by ``item``."""
-    shape = leaf("a non-empty list" if min_len else "a list", lambda v: isinstance(v, (list, tuple)) and len(v) >= min_len)
+    shape = leaf(
+        "a non-empty list" if min_len else "a list", lambda v: isinstance(v, (list, tuple)) and len(v) >= min_len
+    )
 
     def check(value: Any, where: str) -> None:
         shape(value, where)

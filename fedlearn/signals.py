@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
 _HANDLED = (signal.SIGINT, signal.SIGTERM)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 class Stopwatch:
@@ -45,8 +46,6 @@ def interleaved_times(
     return times
 
 
-def interleaved_medians(
-    runners: dict[str, Callable[[], Any]], reps: int, self_timed: bool = False
-) -> dict[str, float]:
+def interleaved_medians(runners: dict[str, Callable[[], Any]], reps: int, self_timed: bool = False) -> dict[str, float]:
     """Median seconds of each runner over :func:`interleaved_times`."""
     return {name: statistics.median(t) for name, t in interleaved_times(runners, reps, self_timed).items()}

@@ -1,6 +1,6 @@
 """Print the README's Byzantine table from the JSON files scripts/byzantine_experiment.sh wrote.
 
-    python3 scripts/byzantine_table.py [docs/byzantine]
+python3 scripts/byzantine_table.py [docs/byzantine]
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,12 +16,21 @@ from fedlearn.partition import iid_partition
 from fedlearn.staleness import staleness_weight
 
 
-@pytest.mark.parametrize("kind, s, a, b, expected", [
-    ("constant", 0, 0, 0, 1.0), ("constant", 7, 0, 0, 1.0),
-    ("polynomial", 0, 0.5, 0, 1.0), ("polynomial", 3, 0.5, 0, 0.5), ("polynomial", 8, 0.5, 0, 1 / 3),
-    ("polynomial", 1, 2.0, 0, 0.25),
-    ("hinge", 0, 10, 4, 1.0), ("hinge", 4, 10, 4, 1.0), ("hinge", 5, 10, 4, 1 / 11), ("hinge", 6, 10, 4, 1 / 21),
-])
+@pytest.mark.parametrize(
+    "kind, s, a, b, expected",
+    [
+        ("constant", 0, 0, 0, 1.0),
+        ("constant", 7, 0, 0, 1.0),
+        ("polynomial", 0, 0.5, 0, 1.0),
+        ("polynomial", 3, 0.5, 0, 0.5),
+        ("polynomial", 8, 0.5, 0, 1 / 3),
+        ("polynomial", 1, 2.0, 0, 0.25),
+        ("hinge", 0, 10, 4, 1.0),
+        ("hinge", 4, 10, 4, 1.0),
+        ("hinge", 5, 10, 4, 1 / 11),
+        ("hinge", 6, 10, 4, 1 / 21),
+    ],
+)
 def test_staleness_functions_at_known_points(kind, s, a, b, expected):
     assert staleness_weight(kind, s, a, b) == pytest.approx(expected)
 
@@ -65,7 +75,7 @@ def test_fedbuff_server_buffers_k_deltas_then_steps():
     # two deltas trained from the old model (tau=0) arrive one version late: each scaled by (1+1)^-0.5
     server.receive(w0 + torch.tensor([2.0, 2.0]), w0, tau=0)
     server.receive(w0 + torch.tensor([4.0, 0.0]), w0, tau=0)
-    expected = w1 + 0.5 * (2 ** -0.5) * torch.tensor([3.0, 1.0])
+    expected = w1 + 0.5 * (2**-0.5) * torch.tensor([3.0, 1.0])
     assert torch.allclose(server.weights, expected)
 
 
@@ -127,8 +137,9 @@ def async_setup(tiny_data_dir):
     parts = iid_partition(400, 5, seeding.numpy_rng(0, seeding.PARTITION))
     torch.manual_seed(0)
     model = build_model("mlp")
-    trainer = RecordingTrainer(build_model("mlp"), data, parts,
-                               LocalJobConfig(optimizer="adam", lr=1e-3, batch_size=40, epochs=1, seed=0))
+    trainer = RecordingTrainer(
+        build_model("mlp"), data, parts, LocalJobConfig(optimizer="adam", lr=1e-3, batch_size=40, epochs=1, seed=0)
+    )
     trainer.starts = []
     trainer.initial = get_flat(model)  # run_async evaluates into `model`, so keep the start apart
     return trainer, model
@@ -137,8 +148,17 @@ def async_setup(tiny_data_dir):
 def run_recorded(trainer, model, speeds, concurrency, cfg=None, num_jobs=12):
     server = RecordingServer(trainer.initial, cfg or AsyncConfig(algorithm="fedasync", staleness="constant"))
     server.after = []
-    recorder = run_async(trainer, model, server, speeds, concurrency=concurrency, max_updates=num_jobs,
-                         eval_every=3, seed=0, show_progress=False)
+    recorder = run_async(
+        trainer,
+        model,
+        server,
+        speeds,
+        concurrency=concurrency,
+        max_updates=num_jobs,
+        eval_every=3,
+        seed=0,
+        show_progress=False,
+    )
     return server, recorder
 
 
@@ -178,6 +198,7 @@ def test_run_async_is_deterministic_for_a_seed(async_setup):
     assert first.version == 4 and rec1.history[-1]["test_accuracy"] > 0.3
 
 
+@pytest.mark.slow
 def test_simulated_async_checkpoint_then_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
     from conftest import run_script
 
@@ -192,8 +213,9 @@ def test_simulated_async_checkpoint_then_resume_equals_an_uninterrupted_run(tiny
                       "--save", str(tmp_path / "resumed.json"))  # fmt: skip
     for proc in (whole, first, rest):
         assert proc.returncode == 0, proc.stderr
-    strip = lambda doc: [{k: v for k, v in e.items() if k not in ("wall_time_s", "time_breakdown_s")}  # noqa: E731
-                         for e in doc["history"]]
+    strip = lambda doc: [  # noqa: E731
+        {k: v for k, v in e.items() if k not in ("wall_time_s", "time_breakdown_s")} for e in doc["history"]
+    ]
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("whole.json", "resumed.json"))
     assert strip(a) == strip(b) and a["final"]["test_loss"] == b["final"]["test_loss"]
     assert a["final"]["mean_staleness"] == b["final"]["mean_staleness"]

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from fedlearn import bench
@@ -9,25 +10,40 @@ from fedlearn.bench_variants import many_clients_step
 from fedlearn.timing import interleaved_medians
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--quick", "--no_scaling", "--reps", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     tp = report["throughput"]
     assert tp["samples"] == 4000 and report["mode"] == "quick"
-    assert set(tp["seconds"]) == {"plain PyTorch loop", "plain PyTorch loop, channels_last",
-                                  "plain PyTorch loop, channels_last, batch 60", "run_baseline",
-                                  "run_federated (FedAvg)", "run_async (FedAsync)"}
+    assert set(tp["seconds"]) == {
+        "plain PyTorch loop",
+        "plain PyTorch loop, channels_last",
+        "plain PyTorch loop, channels_last, batch 60",
+        "run_baseline",
+        "run_federated (FedAvg)",
+        "run_async (FedAsync)",
+    }
     assert all(s > 0 for s in tp["seconds"].values())
     per_sample = {k: v / 4000 for k, v in tp["seconds"].items()}
-    assert abs(tp["ratios"]["FedAvg / baseline"] - per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"]) < 1e-9
+    assert (
+        abs(tp["ratios"]["FedAvg / baseline"] - per_sample["run_federated (FedAvg)"] / per_sample["run_baseline"])
+        < 1e-9
+    )
     assert "Training throughput" in capsys.readouterr().out
 
 
 def test_scaling_child_splits_rounds_and_measures_memory():
     threads = torch.get_num_threads()
-    config = {"clients": 100, "partition": "dirichlet", "rounds": 3, "num_train": 1000, "num_test": 200,
-              "threads": threads}
+    config = {
+        "clients": 100,
+        "partition": "dirichlet",
+        "rounds": 3,
+        "num_train": 1000,
+        "num_test": 200,
+        "threads": threads,
+    }
     result = bench.summarize_scaling([bench.scaling_child(config), bench.scaling_child(config)])
     assert result["picked"] == 10 and result["processes"] == 2 and result["rounds_pooled"] == 4
     assert 0 < result["batches_per_round"] <= 10 * 10

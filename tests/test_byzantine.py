@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import run_script
 from test_cli import call
 
+from conftest import run_script
 from fedlearn import seeding
 from fedlearn.aggregation import weighted_average
 from fedlearn.asynchronous import AsyncConfig, AsyncServer
@@ -33,12 +33,15 @@ def test_plain_mean_is_bit_identical_to_fedavg():
     assert torch.equal(got, weighted_average(torch.stack(sent), torch.tensor(counts, dtype=torch.float64)))
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (torch.tensor([float("nan"), 0.0, 0.0, 0.0]), "non-finite"),
-    (torch.tensor([float("inf"), 0.0, 0.0, 0.0]), "non-finite"),
-    (torch.zeros(3), "shape"),
-    (torch.zeros(4, dtype=torch.float64), "dtype"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (torch.tensor([float("nan"), 0.0, 0.0, 0.0]), "non-finite"),
+        (torch.tensor([float("inf"), 0.0, 0.0, 0.0]), "non-finite"),
+        (torch.zeros(3), "shape"),
+        (torch.zeros(4, dtype=torch.float64), "dtype"),
+    ],
+)
 def test_a_malformed_update_is_rejected_and_counted_never_applied(bad, reason):
     agg = RobustAggregator(D)
     sent = [*points([1, 1, 1, 1], [3, 3, 3, 3]), bad]
@@ -127,12 +130,22 @@ BYZ_BAD_FLAGS = [
     (["--clip_norm", "inf"], "--clip_norm"),
 ]
 CONDITION_CASES = [  # (script, argv, words the one-line message must hold)
-    ("run_federated", ["--byzantine", "1", "--attack", "signflip", "--gar", "krum"], "krum needs n >= 2f + 3 (n=4, f=1)"),
-    ("run_federated", ["--byzantine", "1", "--attack", "alie", "--num_select_clients", "6", "--gar", "bulyan"],
-     "bulyan needs n >= 4f + 3 (n=6, f=1)"),
+    (
+        "run_federated",
+        ["--byzantine", "1", "--attack", "signflip", "--gar", "krum"],
+        "krum needs n >= 2f + 3 (n=4, f=1)",
+    ),
+    (
+        "run_federated",
+        ["--byzantine", "1", "--attack", "alie", "--num_select_clients", "6", "--gar", "bulyan"],
+        "bulyan needs n >= 4f + 3 (n=6, f=1)",
+    ),
     ("run_federated", ["--gar", "trimmed-mean", "--trim", "2"], "trimmed-mean needs n > 2 * trim (n=4, trim=2)"),
-    ("run_async", ["--algorithm", "fedbuff", "--buffer_size", "4", "--byzantine", "1", "--attack", "signflip",
-                   "--gar", "krum"], "--buffer_size must be at least 5"),
+    (
+        "run_async",
+        ["--algorithm", "fedbuff", "--buffer_size", "4", "--byzantine", "1", "--attack", "signflip", "--gar", "krum"],
+        "--buffer_size must be at least 5",
+    ),
     ("run_async", ["--gar", "median"], "use --algorithm fedbuff"),
     ("run_async", ["--byzantine", "1", "--attack", "ipm"], "use --algorithm fedbuff"),
 ]
@@ -148,20 +161,53 @@ def test_bad_byzantine_flags_exit_2_naming_the_flag(script, argv, flag, tiny_dat
 @pytest.mark.parametrize("script, argv, words", CONDITION_CASES)
 def test_rule_conditions_are_checked_before_training(script, argv, words, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "x.json"
-    code, err = call(script, ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--save", str(out), *argv],
-                     capsys)
+    code, err = call(
+        script, ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--save", str(out), *argv], capsys
+    )
     assert code == 2 and len(err) == 1 and words in err[0] and not out.exists()
 
 
-TINY = ["--batch_size", "20", "--init_lr", "1e-3", "--global_epoch", "2", "--local_epoch", "1", "--num_clients", "6",
-        "--num_select_clients", "6", "--byzantine", "1", "--no_progress"]
+TINY = [
+    "--batch_size",
+    "20",
+    "--init_lr",
+    "1e-3",
+    "--global_epoch",
+    "2",
+    "--local_epoch",
+    "1",
+    "--num_clients",
+    "6",
+    "--num_select_clients",
+    "6",
+    "--byzantine",
+    "1",
+    "--no_progress",
+]
 
 
-@pytest.mark.parametrize("script, extra", [
-    ("run_federated.py", ["--attack", "signflip", "--gar", "multi-krum"]),
-    ("run_async.py", ["--attack", "alie", "--gar", "multi-krum", "--algorithm", "fedbuff", "--buffer_size", "6",
-                      "--concurrency", "6"]),
-])
+@pytest.mark.parametrize(
+    "script, extra",
+    [
+        ("run_federated.py", ["--attack", "signflip", "--gar", "multi-krum"]),
+        (
+            "run_async.py",
+            [
+                "--attack",
+                "alie",
+                "--gar",
+                "multi-krum",
+                "--algorithm",
+                "fedbuff",
+                "--buffer_size",
+                "6",
+                "--concurrency",
+                "6",
+            ],
+        ),
+    ],
+)
+@pytest.mark.slow
 def test_scripts_report_the_rule_the_threat_and_the_counts(script, extra, tiny_data_dir, tmp_path):
     out = tmp_path / "r.json"
     proc = run_script(script, "--data_dir", str(tiny_data_dir), "--save", str(out), *TINY, *extra)
@@ -173,8 +219,12 @@ def test_scripts_report_the_rule_the_threat_and_the_counts(script, extra, tiny_d
     assert final["updates_checked"] == 12 and final["rejected_updates"] == 0
     assert 0 < final["byzantine_updates"] <= 2 and final["selected_updates"] == 2 * 5  # m = n - f = 5 per step
     assert 0 <= final["byzantine_selected"] <= final["byzantine_updates"]
-    for row in ("Aggregation rule", "Byzantine clients (attack)", "Rejected updates",
-                "Byzantine updates selected / updates selected"):
+    for row in (
+        "Aggregation rule",
+        "Byzantine clients (attack)",
+        "Rejected updates",
+        "Byzantine updates selected / updates selected",
+    ):
         assert row in proc.stdout
     assert "Byzantine clients" in proc.stdout.split("Results")[0]  # named in the Hyperparameters table
 

@@ -2,8 +2,8 @@ import os
 
 import pytest
 import torch
-from conftest import RAW_NAMES, run_script, write_dataset
 
+from conftest import RAW_NAMES, run_script, write_dataset
 from fedlearn.app import main
 
 
@@ -64,27 +64,51 @@ ASYNC_BAD_FLAGS = [
     (["--eval_every", "0"], "--eval_every"),
     (["--algorithm", "fedbuff", "--buffer_size", "30", "--max_updates", "20"], "--buffer_size"),
 ]
-CASES = [(script, argv, flag) for script in ("run_baseline", "run_federated", "run_async") for argv, flag in BAD_FLAGS
-         if not (script == "run_baseline" and "500" in argv)]  # the baseline does not partition the data
+CASES = [
+    (script, argv, flag)
+    for script in ("run_baseline", "run_federated", "run_async")
+    for argv, flag in BAD_FLAGS
+    if not (script == "run_baseline" and "500" in argv)
+]  # the baseline does not partition the data
 CASES += [("run_async", argv, flag) for argv, flag in ASYNC_BAD_FLAGS]
-CASES += [(script, ["--partition", "classes", "--classes_per_client", "1"], "--classes_per_client")
-          for script in ("run_federated", "run_async")]  # 8 clients x 1 label cannot cover 10 labels
+CASES += [
+    (script, ["--partition", "classes", "--classes_per_client", "1"], "--classes_per_client")
+    for script in ("run_federated", "run_async")
+]  # 8 clients x 1 label cannot cover 10 labels
 
 
 @pytest.mark.parametrize("script, argv, flag", CASES)
 def test_bad_flag_values_exit_2_with_one_line_naming_the_flag(script, argv, flag, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "out.json"
-    code, err = call(script, ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--epoch", "1",
-                              "--global_epoch", "1", "--local_epoch", "1", "--no_progress",
-                              "--save", str(out), *argv], capsys)
+    code, err = call(
+        script,
+        [
+            "--data_dir",
+            str(tiny_data_dir),
+            "--dataset",
+            "mnist",
+            "--epoch",
+            "1",
+            "--global_epoch",
+            "1",
+            "--local_epoch",
+            "1",
+            "--no_progress",
+            "--save",
+            str(out),
+            *argv,
+        ],
+        capsys,
+    )
     assert code == 2
     assert len(err) == 1 and err[0].startswith(f"{script}.py: error:") and flag in err[0]
     assert not out.exists()
 
 
 def test_save_into_a_missing_folder_is_refused_before_training(tiny_data_dir, tmp_path, capsys):
-    code, err = call("run_federated", ["--data_dir", str(tiny_data_dir), "--save", str(tmp_path / "no" / "x.json")],
-                     capsys)
+    code, err = call(
+        "run_federated", ["--data_dir", str(tiny_data_dir), "--save", str(tmp_path / "no" / "x.json")], capsys
+    )
     assert code == 2 and len(err) == 1 and "--save" in err[0]
 
 
@@ -111,6 +135,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(tiny_data_dir, capsys):
     assert code == 2 and len(err) == 1 and "--device cuda" in err[0]
 
 
+@pytest.mark.slow
 def test_corrupt_idx_files_end_with_one_line_and_no_results_file(tmp_path):
     raw = write_dataset(tmp_path / "d")
     (raw / RAW_NAMES["test_labels"]).write_bytes(b"\x00\x00\x08")
@@ -121,6 +146,7 @@ def test_corrupt_idx_files_end_with_one_line_and_no_results_file(tmp_path):
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_explicit_mnist_says_where_to_put_the_files(tmp_path):
     proc = run_script("run_baseline.py", "--data_dir", str(tmp_path), "--dataset", "mnist", "--no_download")
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -133,6 +159,7 @@ def test_async_flags_belong_to_run_async_only(capsys):
     assert code == 2 and "--algorithm" in err[0]
 
 
+@pytest.mark.slow
 def test_usage_error_from_a_real_process_has_no_traceback():
     proc = run_script("run_federated.py", "--num_clients", "4", "--num_select_clients", "5")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -17,8 +17,9 @@ def test_synchronous_round_lasts_as_long_as_its_slowest_client():
 
 
 def test_straggler_model_slows_the_requested_share():
-    speeds = draw_speeds(8, np.random.default_rng(0), "straggler", client_rate=100, straggler_fraction=0.25,
-                         straggler_slowdown=10)
+    speeds = draw_speeds(
+        8, np.random.default_rng(0), "straggler", client_rate=100, straggler_fraction=0.25, straggler_slowdown=10
+    )
     assert sorted(speeds.rates.tolist()) == [10.0, 10.0] + [100.0] * 6
 
 

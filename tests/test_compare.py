@@ -4,13 +4,30 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from fedlearn import app, compare, sweep
 from fedlearn.errors import UsageError
 
-TINY = ["--batch_size", "40", "--init_lr", "1e-3", "--epoch", "1", "--global_epoch", "2", "--local_epoch", "1",
-        "--num_clients", "4", "--num_select_clients", "2", "--no_progress", "--dataset", "mnist"]
+TINY = [
+    "--batch_size",
+    "40",
+    "--init_lr",
+    "1e-3",
+    "--epoch",
+    "1",
+    "--global_epoch",
+    "2",
+    "--local_epoch",
+    "1",
+    "--num_clients",
+    "4",
+    "--num_select_clients",
+    "2",
+    "--no_progress",
+    "--dataset",
+    "mnist",
+]
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +35,11 @@ def saved_runs(tiny_data_dir, tmp_path_factory):
     """Results files written by the real scripts (in-process) on the tiny data."""
     out = tmp_path_factory.mktemp("runs")
     paths = {}
-    for script, extra in [("run_baseline", []), ("run_federated", ["--partition", "dirichlet"]),
-                          ("run_async", ["--algorithm", "fedbuff", "--buffer_size", "2"])]:
+    for script, extra in [
+        ("run_baseline", []),
+        ("run_federated", ["--partition", "dirichlet"]),
+        ("run_async", ["--algorithm", "fedbuff", "--buffer_size", "2"]),
+    ]:
         paths[script] = out / f"{script}.json"
         assert app.main(script, ["--data_dir", str(tiny_data_dir), *TINY, *extra, "--save", str(paths[script])]) == 0
     return paths
@@ -53,13 +73,21 @@ def test_compare_warns_when_datasets_or_test_sets_differ(saved_runs, tmp_path, c
     assert "different test sets" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, reason", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "the top level is a list, expected an object"),
-    ('{"script": "run_federated", "args": {}, "dataset": "mnist", "history": []}', "final is missing"),
-    (('{"script": "run_federated", "args": {}, "dataset": "mnist", "final": {"test_accuracy": 1, "test_loss": 0, '
-      '"wall_time_s": 1}, "history": [{"step": 1}]}'), "history[0].test_accuracy is missing"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "the top level is a list, expected an object"),
+        ('{"script": "run_federated", "args": {}, "dataset": "mnist", "history": []}', "final is missing"),
+        (
+            (
+                '{"script": "run_federated", "args": {}, "dataset": "mnist", "final": {"test_accuracy": 1, '
+                '"test_loss": 0, "wall_time_s": 1}, "history": [{"step": 1}]}'
+            ),
+            "history[0].test_accuracy is missing",
+        ),
+    ],
+)
 def test_compare_rejects_a_malformed_file_with_one_line(content, reason, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
@@ -80,6 +108,7 @@ def test_plot_is_a_valid_png(saved_runs, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # exactly the path asked for, no temporary file
 
 
+@pytest.mark.slow
 def test_matplotlib_is_imported_only_for_plots():
     code = "import sys, fedlearn.compare, fedlearn.sweep, fedlearn.app; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
@@ -87,13 +116,21 @@ def test_matplotlib_is_imported_only_for_plots():
 
 
 def test_sweep_plans_each_script_only_the_axes_it_uses():
-    runs = sweep.plan_runs(["run_baseline", "run_federated", "run_async"],
-                           [("partition", ["iid", "dirichlet"]), ("algorithm", ["fedasync", "fedbuff"])],
-                           ["--global_epoch", "2", "--buffer_size", "2"])
+    runs = sweep.plan_runs(
+        ["run_baseline", "run_federated", "run_async"],
+        [("partition", ["iid", "dirichlet"]), ("algorithm", ["fedasync", "fedbuff"])],
+        ["--global_epoch", "2", "--buffer_size", "2"],
+    )
     names = [name for _, name, _ in runs]
-    assert names == ["baseline", "federated_partition-iid", "federated_partition-dirichlet",
-                     "async_partition-iid_algorithm-fedasync", "async_partition-iid_algorithm-fedbuff",
-                     "async_partition-dirichlet_algorithm-fedasync", "async_partition-dirichlet_algorithm-fedbuff"]
+    assert names == [
+        "baseline",
+        "federated_partition-iid",
+        "federated_partition-dirichlet",
+        "async_partition-iid_algorithm-fedasync",
+        "async_partition-iid_algorithm-fedbuff",
+        "async_partition-dirichlet_algorithm-fedasync",
+        "async_partition-dirichlet_algorithm-fedbuff",
+    ]
     argv = {name: a for _, name, a in runs}
     assert "--buffer_size" not in argv["federated_partition-iid"]  # async-only flags go to run_async alone
     assert argv["async_partition-iid_algorithm-fedbuff"][-4:] == ["--partition", "iid", "--algorithm", "fedbuff"]
@@ -103,11 +140,27 @@ def test_sweep_plans_each_script_only_the_axes_it_uses():
 
 def test_sweep_runs_the_grid_and_ends_with_the_compare_table(tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = sweep.main(["--out", str(out), "--scripts", "run_baseline", "run_federated",
-                       "--vary", "partition=iid,shards", "--", "--data_dir", str(tiny_data_dir), *TINY])
+    code = sweep.main(
+        [
+            "--out",
+            str(out),
+            "--scripts",
+            "run_baseline",
+            "run_federated",
+            "--vary",
+            "partition=iid,shards",
+            "--",
+            "--data_dir",
+            str(tiny_data_dir),
+            *TINY,
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "baseline.json", "federated_partition-iid.json", "federated_partition-shards.json"]
+        "baseline.json",
+        "federated_partition-iid.json",
+        "federated_partition-shards.json",
+    ]
     last_lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("| run ") and "federated_partition-shards" in line for line in last_lines)
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_compare import TINY
 
 from fedlearn import app, compare, sweep
+from test_compare import TINY
 
 DELETE = object()  # as a value in a case: remove the field
 
@@ -103,8 +103,11 @@ SCHEMA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("where, value, message", SCHEMA_CASES,
-                         ids=[f"{w}={'(deleted)' if v is DELETE else repr(v)}" for w, v, _ in SCHEMA_CASES])
+@pytest.mark.parametrize(
+    "where, value, message",
+    SCHEMA_CASES,
+    ids=[f"{w}={'(deleted)' if v is DELETE else repr(v)}" for w, v, _ in SCHEMA_CASES],
+)
 def test_a_wrongly_typed_field_is_one_line_naming_file_and_field(valid, where, value, message, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(changed(valid, where, value)))
@@ -124,11 +127,15 @@ def test_the_unchanged_document_and_a_diverged_run_are_accepted(valid, tmp_path,
     assert row.rstrip(" |").endswith("-")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[" * 100_000 + "]" * 100_000, "not valid JSON (nested too deeply)"),
-    ('{"script": "run_federated", "args": ' + "[" * 100_000, "not valid JSON (nested too deeply)"),
-    ('{"final": ' + "1" * 5000 + "}", "not valid JSON"),
-], ids=["deep-list", "deep-field", "5000-digit-integer"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON (nested too deeply)"),
+        ('{"script": "run_federated", "args": ' + "[" * 100_000, "not valid JSON (nested too deeply)"),
+        ('{"final": ' + "1" * 5000 + "}", "not valid JSON"),
+    ],
+    ids=["deep-list", "deep-field", "5000-digit-integer"],
+)
 def test_unparsable_json_is_one_line(text, message, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(text)
@@ -136,15 +143,18 @@ def test_unparsable_json_is_one_line(text, message, tmp_path, capsys):
     assert f"{bad}: {message}" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("plot, message", [
-    ("plots", "the file name must end in .png"),  # an existing folder: matplotlib wrote plots.png beside it
-    ("curves", "the file name must end in .png"),  # matplotlib appended .png
-    ("curves.xyz", "the file name must end in .png"),
-    ("", "--plot '': the file name must end in .png"),
-    ("taken.png", "is a folder"),
-    ("missing/curves.png", "does not exist"),
-    ("a.json/curves.png", "is not a folder"),
-])
+@pytest.mark.parametrize(
+    "plot, message",
+    [
+        ("plots", "the file name must end in .png"),  # an existing folder: matplotlib wrote plots.png beside it
+        ("curves", "the file name must end in .png"),  # matplotlib appended .png
+        ("curves.xyz", "the file name must end in .png"),
+        ("", "--plot '': the file name must end in .png"),
+        ("taken.png", "is a folder"),
+        ("missing/curves.png", "does not exist"),
+        ("a.json/curves.png", "is not a folder"),
+    ],
+)
 def test_a_bad_plot_path_is_one_line_before_drawing(valid, plot, message, tmp_path, capsys, no_matplotlib, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("a.json").write_text(json.dumps(valid))
@@ -186,13 +196,19 @@ def test_compare_usage_errors_are_one_line(argv, capsys):
     assert one_line_error(capsys).startswith("python3 -m fedlearn.compare: error: ")
 
 
-@pytest.mark.parametrize("out, message", [
-    ("file.txt", "--out file.txt: exists and is not a folder"),
-    ("file.txt/runs", "--out file.txt/runs: cannot create this folder (Not a directory)"),
-    ("", "--out '': empty path"),
-    pytest.param("/proc/fedlearn-test/runs", "--out /proc/fedlearn-test/runs: cannot create this folder (",
-                 marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")),
-])
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("file.txt", "--out file.txt: exists and is not a folder"),
+        ("file.txt/runs", "--out file.txt/runs: cannot create this folder (Not a directory)"),
+        ("", "--out '': empty path"),
+        pytest.param(
+            "/proc/fedlearn-test/runs",
+            "--out /proc/fedlearn-test/runs: cannot create this folder (",
+            marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc"),
+        ),
+    ],
+)
 def test_a_bad_sweep_out_is_one_line_before_any_run(out, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("file.txt").write_text("keep")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RAW_NAMES, idx_images, run_script, synthetic_digits, write_dataset
 
+from conftest import RAW_NAMES, idx_images, run_script, synthetic_digits, write_dataset
 from fedlearn import data as data_module
 from fedlearn.data import load_dataset, prepare_files, raw_folder, resolve_dataset
 from fedlearn.errors import DataError
@@ -83,9 +83,15 @@ def test_auto_prefers_mnist_when_present(tmp_path, debian_fashion):
 def test_missing_files_are_downloaded_with_torchvision(tmp_path, monkeypatch):
     """A local HTTP mirror stands in for the MNIST servers (no internet needed)."""
     served = write_dataset(tmp_path / "mirror", folder="m", gz=True)
-    resources = [(f"{name}.gz", hashlib.md5((served / f"{name}.gz").read_bytes()).hexdigest())
-                 for name in (RAW_NAMES["train_images"], RAW_NAMES["train_labels"],
-                              RAW_NAMES["test_images"], RAW_NAMES["test_labels"])]
+    resources = [
+        (f"{name}.gz", hashlib.md5((served / f"{name}.gz").read_bytes()).hexdigest())
+        for name in (
+            RAW_NAMES["train_images"],
+            RAW_NAMES["train_labels"],
+            RAW_NAMES["test_images"],
+            RAW_NAMES["test_labels"],
+        )
+    ]
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -149,6 +155,7 @@ def test_gz_that_disagrees_with_a_plain_file_is_refused_before_anything_is_writt
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_corrupt_gz_ends_the_script_with_one_line_and_exit_1(tmp_path):
     raw = write_dataset(tmp_path, gz=True)
     (raw / f"{RAW_NAMES['test_labels']}.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 64)

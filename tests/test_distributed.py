@@ -8,11 +8,31 @@ import sys
 import time
 
 import pytest
+
 from conftest import REPO, run_script
 
-TINY = ["--dataset", "mnist", "--batch_size", "20", "--init_lr", "1e-3", "--global_epoch", "3", "--local_epoch", "1",
-        "--num_clients", "5", "--num_select_clients", "2", "--no_progress", "--timeout", "60"]
+TINY = [
+    "--dataset",
+    "mnist",
+    "--batch_size",
+    "20",
+    "--init_lr",
+    "1e-3",
+    "--global_epoch",
+    "3",
+    "--local_epoch",
+    "1",
+    "--num_clients",
+    "5",
+    "--num_select_clients",
+    "2",
+    "--no_progress",
+    "--timeout",
+    "60",
+]
 VOLATILE = ("wall_time_s", "time_breakdown_s")
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 
 def torchrun(script, data_dir, out, *extra, nproc=3):
@@ -104,9 +124,10 @@ def test_a_killed_worker_stops_a_synchronous_run_with_one_line(tiny_data_dir, tm
     assert len(lines) == 1 and "worker rank 2 lost" in lines[0] and "--resume" in lines[0]
 
 
-@pytest.mark.parametrize("script, fault, reason", [("run_federated", "nan", "non-finite"),
-                                                   ("run_async", "nan", "non-finite"),
-                                                   ("run_async", "short", "shape")])
+@pytest.mark.parametrize(
+    "script, fault, reason",
+    [("run_federated", "nan", "non-finite"), ("run_async", "nan", "non-finite"), ("run_async", "short", "shape")],
+)
 def test_a_malformed_update_is_rejected_and_counted(script, fault, reason, tiny_data_dir, tmp_path):
     code, (out, err), _ = processes(script, tiny_data_dir, tmp_path / "n.json", fault=f"{fault}:1:1")
     assert code == 0, err[-3000:]
@@ -142,7 +163,9 @@ def test_distributed_checkpoint_resumes_with_torchrun(tiny_data_dir, tmp_path):
                             str(tmp_path / "3.json"), *TINY], capture_output=True, text=True, cwd=REPO,
                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert whole.returncode == 0, whole.stderr
-    assert history(json.loads((tmp_path / "2.json").read_text())) == history(json.loads((tmp_path / "3.json").read_text()))
+    assert history(json.loads((tmp_path / "2.json").read_text())) == history(
+        json.loads((tmp_path / "3.json").read_text())
+    )
 
 
 def test_async_checkpoint_resume_continues_the_count(tiny_data_dir, tmp_path):
@@ -181,13 +204,14 @@ def test_timing_is_bounded_when_the_server_never_answers(tiny_data_dir, tmp_path
     env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(port)}  # fmt: skip
     began = time.monotonic()
-    proc = subprocess.run([sys.executable, "run_federated.py", "--distributed", "--data_dir", str(tiny_data_dir),
-                           "--timeout", "5"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    argv = [sys.executable, "run_federated.py", "--distributed", "--data_dir", str(tiny_data_dir), "--timeout", "5"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert proc.returncode != 0 and time.monotonic() - began < 60
 
 
-@pytest.mark.parametrize("script, extra", [("run_federated.py", []),
-                                           ("run_async.py", ["--algorithm", "fedbuff", "--buffer_size", "2"])])
+@pytest.mark.parametrize(
+    "script, extra", [("run_federated.py", []), ("run_async.py", ["--algorithm", "fedbuff", "--buffer_size", "2"])]
+)
 def test_two_hosts_over_a_link_with_delay_and_loss(script, extra, tiny_data_dir, tmp_path):
     """Server alone on host a, two workers on host b, 20 ms delay and 1 % loss each way (skipped where the
     machine cannot build the link: see scripts/two_host.py)."""

@@ -3,21 +3,97 @@
 import json
 
 import pytest
+
 from conftest import run_script
 
-TINY = ["--batch_size", "20", "--init_lr", "1e-3", "--epoch", "2", "--global_epoch", "3", "--local_epoch", "1",
-        "--num_clients", "5", "--num_select_clients", "2", "--delay", "straggler", "--straggler_fraction", "0.4"]
-SHARED_FLAGS = {"data_dir", "dataset", "no_download", "batch_size", "epoch", "init_lr", "model", "optimizer", "seed",
-                "device", "global_epoch", "local_epoch", "num_clients", "num_select_clients", "delay", "client_rate",
-                "comm_delay", "straggler_fraction", "straggler_slowdown", "delay_spread", "target_acc", "save",
-                "no_progress", "partition", "dirichlet_alpha", "shards_per_client", "classes_per_client",
-                "size_skew", "show_partition", "prox_mu", "no_channels_last", "byzantine", "attack", "attack_scale",
-                "gar", "gar_f", "trim", "multikrum_m", "gm_iters", "clip_norm", "distributed", "timeout", "checkpoint",
-                "checkpoint_every", "resume"}
-ASYNC_FLAGS = {"algorithm", "alpha", "staleness", "staleness_a", "staleness_b", "buffer_size", "server_lr",
-               "concurrency", "max_updates", "max_staleness", "eval_every"}
-RESULT_ROWS = ["Test accuracy (%)", "Test loss", "Wall-clock time (s)", "Simulated time (s)", "Samples trained",
-               "Client updates"]
+TINY = [
+    "--batch_size",
+    "20",
+    "--init_lr",
+    "1e-3",
+    "--epoch",
+    "2",
+    "--global_epoch",
+    "3",
+    "--local_epoch",
+    "1",
+    "--num_clients",
+    "5",
+    "--num_select_clients",
+    "2",
+    "--delay",
+    "straggler",
+    "--straggler_fraction",
+    "0.4",
+]
+SHARED_FLAGS = {
+    "data_dir",
+    "dataset",
+    "no_download",
+    "batch_size",
+    "epoch",
+    "init_lr",
+    "model",
+    "optimizer",
+    "seed",
+    "device",
+    "global_epoch",
+    "local_epoch",
+    "num_clients",
+    "num_select_clients",
+    "delay",
+    "client_rate",
+    "comm_delay",
+    "straggler_fraction",
+    "straggler_slowdown",
+    "delay_spread",
+    "target_acc",
+    "save",
+    "no_progress",
+    "partition",
+    "dirichlet_alpha",
+    "shards_per_client",
+    "classes_per_client",
+    "size_skew",
+    "show_partition",
+    "prox_mu",
+    "no_channels_last",
+    "byzantine",
+    "attack",
+    "attack_scale",
+    "gar",
+    "gar_f",
+    "trim",
+    "multikrum_m",
+    "gm_iters",
+    "clip_norm",
+    "distributed",
+    "timeout",
+    "checkpoint",
+    "checkpoint_every",
+    "resume",
+}
+ASYNC_FLAGS = {
+    "algorithm",
+    "alpha",
+    "staleness",
+    "staleness_a",
+    "staleness_b",
+    "buffer_size",
+    "server_lr",
+    "concurrency",
+    "max_updates",
+    "max_staleness",
+    "eval_every",
+}
+RESULT_ROWS = [
+    "Test accuracy (%)",
+    "Test loss",
+    "Wall-clock time (s)",
+    "Simulated time (s)",
+    "Samples trained",
+    "Client updates",
+]
 
 
 def run(script, data_dir, out, *extra):
@@ -59,6 +135,7 @@ def test_baseline_end_to_end(tiny_data_dir, tmp_path):
     assert "local files" in doc["run"]["dataset source"]  # files in DATA_DIR/MNIST/raw used as they are
 
 
+@pytest.mark.slow
 def test_federated_end_to_end_and_reproducible(tiny_data_dir, tmp_path):
     proc, doc = run("run_federated.py", tiny_data_dir, tmp_path / "f1.json")
     check_printed(proc, "FedAvg")
@@ -82,6 +159,7 @@ def strip(history):
     return [{k: v for k, v in e.items() if k not in ("wall_time_s", "time_breakdown_s")} for e in history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["fedasync", "fedbuff"])
 def test_async_end_to_end_and_reproducible(algorithm, tiny_data_dir, tmp_path):
     extra = ["--algorithm", algorithm, "--buffer_size", "2", "--target_acc", "0.3"]
@@ -107,13 +185,15 @@ def test_async_end_to_end_and_reproducible(algorithm, tiny_data_dir, tmp_path):
 
 
 def test_unreached_target_is_reported_as_never(tiny_data_dir, tmp_path):
-    proc, doc = run("run_federated.py", tiny_data_dir, tmp_path / "t.json", "--target_acc", "1.0",
-                    "--global_epoch", "1")
+    proc, doc = run(
+        "run_federated.py", tiny_data_dir, tmp_path / "t.json", "--target_acc", "1.0", "--global_epoch", "1"
+    )
     assert doc["final"]["time_to_target"] is None and doc["final"]["target_accuracy"] == 1.0
     assert "never reached" in proc.stdout
 
 
 @pytest.mark.parametrize("script", ["run_baseline.py", "run_federated.py", "run_async.py"])
+@pytest.mark.slow
 def test_help_lists_every_shared_flag(script):
     proc = run_script(script, "--help")
     assert proc.returncode == 0

@@ -53,8 +53,7 @@ def test_fedavg_round_is_the_sample_weighted_average_of_clients_trained_from_the
     _, parts, global_model, trainer = setup
     w0 = get_flat(global_model)
     speeds = ClientSpeeds(rates=np.full(7, 100.0))
-    final, recorder = run_fedavg(trainer, global_model, w0, speeds, rounds=2, num_select=3, seed=0,
-                                 show_progress=False)
+    final, recorder = run_fedavg(trainer, global_model, w0, speeds, rounds=2, num_select=3, seed=0, show_progress=False)
 
     # Recompute both rounds by hand from the same selection and the same job keys.
     w = w0
@@ -77,8 +76,9 @@ def test_fedavg_round_is_the_sample_weighted_average_of_clients_trained_from_the
 def test_fedavg_rounds_improve_the_global_model(setup):
     data, _, global_model, trainer = setup
     speeds = ClientSpeeds(rates=np.full(7, 100.0))
-    _, recorder = run_fedavg(trainer, global_model, get_flat(global_model), speeds, rounds=3, num_select=4, seed=0,
-                             show_progress=False)
+    _, recorder = run_fedavg(
+        trainer, global_model, get_flat(global_model), speeds, rounds=3, num_select=4, seed=0, show_progress=False
+    )
     accuracies = [e["test_accuracy"] for e in recorder.history]
     assert accuracies[-1] > 0.5 and accuracies[-1] > accuracies[0] - 0.05
 

@@ -13,8 +13,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 
+from conftest import REPO
 from fedlearn import signals
 from fedlearn.app import main
 from fedlearn.asynchronous import AsyncConfig, AsyncServer, run_async
@@ -55,8 +55,11 @@ HUGE = [
     ("run_async", ["--staleness_b", "inf"], "--staleness_b"),
     ("run_async", ["--server_lr", "1e300"], "--server_lr"),
     ("run_async", ["--max_updates", str(10**13)], "--max_updates"),
-    ("run_async", ["--global_epoch", str(10**7), "--num_select_clients", str(10**6), "--num_clients", str(10**6)],
-     "--max_updates"),  # the default budget, global_epoch x num_select_clients, is bounded too
+    (
+        "run_async",
+        ["--global_epoch", str(10**7), "--num_select_clients", str(10**6), "--num_clients", str(10**6)],
+        "--max_updates",
+    ),  # the default budget, global_epoch x num_select_clients, is bounded too
 ]
 
 
@@ -132,6 +135,7 @@ def _tmpfs_usable(folder):
 
 
 @pytest.mark.parametrize("flag", ["--save", "--checkpoint"])
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_no_file(flag, tiny_data_dir, tmp_path):
     """A real 64 KiB tmpfs (in a private mount namespace), filled up before the run writes to it."""
     disk = tmp_path / "disk"
@@ -187,11 +191,15 @@ def test_a_crafted_federated_checkpoint_is_refused_with_one_line(case, tiny_data
 
 
 ASYNC_CRAFTS = {
-    "buffer of wrong-size deltas": (lambda s: s["server"].update(buffer=[torch.zeros(3)], scales=[1.0], clients=[0],
-                                                                  counts=[10]), "shape"),  # fmt: skip
+    "buffer of wrong-size deltas": (
+        lambda s: s["server"].update(buffer=[torch.zeros(3)], scales=[1.0], clients=[0], counts=[10]),
+        "shape",
+    ),  # fmt: skip
     "buffer lists of other lengths": (lambda s: s["server"].update(scales=[1.0, 2.0, 3.0]), "different lengths"),
-    "client out of range": (lambda s: s["server"].update(buffer=[s["server"]["weights"]], scales=[1.0],
-                                                          clients=[99], counts=[10]), "clients[0] is 99"),  # fmt: skip
+    "client out of range": (
+        lambda s: s["server"].update(buffer=[s["server"]["weights"]], scales=[1.0], clients=[99], counts=[10]),
+        "clients[0] is 99",
+    ),  # fmt: skip
     "NaN model in flight": (lambda s: s.update(sent_weights=[w * float("nan") for w in s["sent_weights"]]), "NaN"),
     "arrivals past the budget": (lambda s: s.update(arrivals=10**6), "arrivals is 1000000"),
     "negative version": (lambda s: s["server"].update(version=-1), "version is -1"),
@@ -224,6 +232,7 @@ def test_signals_are_held_inside_a_critical_section():
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.45])
+@pytest.mark.slow
 def test_sigterm_exits_143_with_one_line_and_a_resumable_checkpoint(delay, tiny_data_dir, tmp_path):
     """SIGTERM at several moments after the first checkpoint: exit 143, one line, no results file, no
     temporary file, and the checkpoint left behind resumes."""

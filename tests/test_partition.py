@@ -94,14 +94,17 @@ def test_extreme_dirichlet_with_many_clients_still_gives_everyone_a_sample():
     check_disjoint_complete_nonempty(parts, 3000)
 
 
-@pytest.mark.parametrize("spec, clients, message", [
-    (PartitionSpec("iid"), 3001, "--num_clients"),
-    (PartitionSpec("classes", classes_per_client=1), 8, "cannot cover"),
-    (PartitionSpec("classes", classes_per_client=11), 20, "--classes_per_client"),
-    (PartitionSpec("shards", shards_per_client=400), 8, "shards exceeds"),
-    (PartitionSpec("shards", size_skew=1.0), 8, "--size_skew"),
-    (PartitionSpec("dirichlet", dirichlet_alpha=0.0), 8, "--dirichlet_alpha"),
-])
+@pytest.mark.parametrize(
+    "spec, clients, message",
+    [
+        (PartitionSpec("iid"), 3001, "--num_clients"),
+        (PartitionSpec("classes", classes_per_client=1), 8, "cannot cover"),
+        (PartitionSpec("classes", classes_per_client=11), 20, "--classes_per_client"),
+        (PartitionSpec("shards", shards_per_client=400), 8, "shards exceeds"),
+        (PartitionSpec("shards", size_skew=1.0), 8, "--size_skew"),
+        (PartitionSpec("dirichlet", dirichlet_alpha=0.0), 8, "--dirichlet_alpha"),
+    ],
+)
 def test_impossible_requests_fail_with_a_clear_message(spec, clients, message):
     with pytest.raises(UsageError, match=message):
         make_partition(spec, LABELS, clients, np.random.default_rng(0))

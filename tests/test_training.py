@@ -13,8 +13,16 @@ def test_training_lowers_the_loss_on_a_small_made_up_dataset(tiny_data_dir):
     model = build_model("cnn")
     before = evaluate(model, data.train_x, data.train_y)
     indices = torch.arange(data.train_y.numel())
-    stats = train(model, make_optimizer("adam", model.parameters(), 1e-3), data.train_x, data.train_y, indices,
-                  epochs=3, batch_size=32, generator=torch.Generator().manual_seed(0))
+    stats = train(
+        model,
+        make_optimizer("adam", model.parameters(), 1e-3),
+        data.train_x,
+        data.train_y,
+        indices,
+        epochs=3,
+        batch_size=32,
+        generator=torch.Generator().manual_seed(0),
+    )
     after = evaluate(model, data.train_x, data.train_y)
     assert stats.samples == 3 * 400 and stats.batches == count_batches(400, 32, 3) == 39
     assert after.loss < 0.5 * before.loss
@@ -46,8 +54,16 @@ def test_every_model_trains_one_step_on_mnist_shaped_input():
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     for name in MODELS:
         model = build_model(name)
-        stats = train(model, make_optimizer("sgd", model.parameters(), 0.1), x, y, torch.arange(4), 1, 4,
-                      torch.Generator().manual_seed(0))
+        stats = train(
+            model,
+            make_optimizer("sgd", model.parameters(), 0.1),
+            x,
+            y,
+            torch.arange(4),
+            1,
+            4,
+            torch.Generator().manual_seed(0),
+        )
         assert stats.batches == 1 and torch.isfinite(torch.tensor(stats.mean_loss))
 
 
@@ -61,8 +77,17 @@ def local_distance_from_anchor(tiny_data_dir, proximal_mu):
     model = build_model("mlp")
     start = get_flat(model)
     proximal = None if proximal_mu is None else Proximal(proximal_mu, unflatten_like(model, start))
-    train(model, make_optimizer("sgd", model.parameters(), 0.05), data.train_x, data.train_y,
-          torch.arange(400), epochs=2, batch_size=20, generator=torch.Generator().manual_seed(0), proximal=proximal)
+    train(
+        model,
+        make_optimizer("sgd", model.parameters(), 0.05),
+        data.train_x,
+        data.train_y,
+        torch.arange(400),
+        epochs=2,
+        batch_size=20,
+        generator=torch.Generator().manual_seed(0),
+        proximal=proximal,
+    )
     weights = get_flat(model)
     return weights, float((weights - start).norm())
 
@@ -88,8 +113,16 @@ def test_channels_last_is_the_same_computation_in_another_layout(tiny_data_dir):
         torch.manual_seed(0)
         model = build_model("cnn", channels_last=channels_last)
         assert model[3].weight.is_contiguous(memory_format=torch.channels_last) == channels_last  # 16 in-channels
-        train(model, make_optimizer("adam", model.parameters(), 1e-3), d.train_x, d.train_y, torch.arange(400),
-              epochs=1, batch_size=50, generator=torch.Generator().manual_seed(0))
+        train(
+            model,
+            make_optimizer("adam", model.parameters(), 1e-3),
+            d.train_x,
+            d.train_y,
+            torch.arange(400),
+            epochs=1,
+            batch_size=50,
+            generator=torch.Generator().manual_seed(0),
+        )
         weights.append(get_flat(model))
     assert torch.allclose(weights[0], weights[1], atol=1e-4)
     assert weights[0].shape == weights[1].shape  # flat vectors use the logical order in both layouts

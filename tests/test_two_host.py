@@ -27,10 +27,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 SKIP = 77
 HARNESS = REPO / "scripts" / "two_host.py"
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 
 def run_two_host(
@@ -66,9 +69,7 @@ def run_two_host(
     ]  # fmt: skip
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout + 30)
     except subprocess.TimeoutExpired:
