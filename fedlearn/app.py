@@ -15,8 +15,6 @@ import torch.distributed as dist
 
 from . import distributed, seeding, signals
 from .asynchronous import AsyncConfig, AsyncServer, run_async
-from .attacks import choose_byzantine
-from .byzantine import RobustAggregator, Threat
 from .centralized import run_centralized
 from .checkpoint import Checkpointing, load_checkpoint
 from .cli import build_parser, partition_spec, rule_config, validate_args
@@ -32,6 +30,9 @@ from .partition import ClientPartition, partition_sizes
 from .report import hyperparameter_table, partition_table, results_table, write_results
 from .results import RunRecorder
 from .runtime import make_deterministic, resolve_device, versions
+from .server.attacks import choose_byzantine
+from .server.pipeline import RobustAggregator, ServerPipeline, Threat
+from .server.steps import build_step
 
 
 def main(script: str, argv: list[str] | None = None) -> int:
@@ -313,7 +314,7 @@ def _prepare_federated(
                 seed=args.seed,
                 target_accuracy=args.target_acc,
                 show_progress=not args.no_progress,
-                aggregator=aggregator,
+                pipeline=ServerPipeline(aggregator, build_step("fedavg")),
                 execute=rounds,
                 checkpointing=checkpointing,
                 resume=resume,

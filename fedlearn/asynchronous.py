@@ -14,8 +14,6 @@ import torch
 from torch import nn
 
 from . import seeding
-from .aggregation import fedasync_mix
-from .byzantine import RobustAggregator
 from .checkpoint import Checkpointing, save_checkpoint
 from .client import LocalTrainer
 from .clock import AsyncTimeline, ClientSpeeds
@@ -24,9 +22,11 @@ from .errors import DataError
 from .flat import set_flat
 from .progress import batch_ticks, progress_bar
 from .results import RunRecorder
-from .staleness import staleness_weight
+from .server.checks import rejection_reason
+from .server.pipeline import RobustAggregator, ServerPipeline
+from .server.staleness import staleness_weight
+from .server.steps import build_step
 from .training import evaluate
-from .update_checks import rejection_reason
 
 ALGORITHMS = ("fedasync", "fedbuff")
 TITLES = {"fedasync": "FedAsync", "fedbuff": "FedBuff"}
@@ -53,9 +53,10 @@ class AsyncServer:
     FedBuff: buffer ``S(s) * (w_new - w_tau)``; after K of them
     ``w <- w + eta_g * mean(buffer)``, version + 1. ``s = version - tau``.
     An update staler than ``max_staleness`` is discarded and counted.
-    Every update goes through ``aggregator`` (attack simulation, checks,
-    clipping, rule): alone for FedAsync, as the whole buffer for FedBuff, whose
-    mean the rule replaces; a rejected update is counted and not applied.
+    Every update goes through the server pipeline (attack simulation, checks,
+    clipping, rule, then the algorithm's step from :mod:`fedlearn.server.steps`):
+    alone for FedAsync, as the whole buffer for FedBuff, whose mean the rule
+    replaces; a rejected update is counted and not applied.
     The server replaces ``weights`` on every step, never changes it in place,
     so a reference taken at dispatch stays the model that was sent.
     """
@@ -65,6 +66,8 @@ class AsyncServer:
             raise ValueError(f"unknown algorithm {config.algorithm!r}")
         self.config = config
         self.aggregator = aggregator or RobustAggregator(weights.numel())
+        step = build_step(config.algorithm, alpha=config.alpha, server_lr=config.server_lr)
+        self.pipeline = ServerPipeline(self.aggregator, step)
         self.weights = weights.clone()
         self.version = 0
         self.received = 0
@@ -93,12 +96,12 @@ class AsyncServer:
             return False
         weight = staleness_weight(cfg.staleness, s, cfg.staleness_a, cfg.staleness_b)
         if cfg.algorithm == "fedasync":
-            sent = self.aggregator.combine(
-                [client_weights], [client], [num_samples], key=self.received, origin=start_weights
+            mixed = self.pipeline.apply(
+                self.weights, [client_weights], [client], [num_samples], self.received, start_weights, scale=weight
             )
-            if sent is None:  # rejected by the checks (and counted there)
+            if mixed is None:  # rejected by the checks (and counted there)
                 return False
-            self.weights = fedasync_mix(self.weights, sent, cfg.alpha * weight)
+            self.weights = mixed
             self.version += 1
             return True
         self._deltas.append(client_weights - start_weights)
@@ -106,11 +109,11 @@ class AsyncServer:
         self._clients.append(client)
         self._counts.append(num_samples)
         if len(self._deltas) == cfg.buffer_size:
-            step = self.aggregator.combine(
-                self._deltas, self._clients, self._counts, key=self.received, scales=self._scales
+            stepped = self.pipeline.apply(
+                self.weights, self._deltas, self._clients, self._counts, self.received, scales=self._scales
             )
-            if step is not None:  # else every buffered delta was rejected: no step
-                self.weights = self.weights + cfg.server_lr * step
+            if stepped is not None:  # else every buffered delta was rejected: no step
+                self.weights = stepped
                 self.version += 1
             for buffer in (self._deltas, self._scales, self._clients, self._counts):
                 buffer.clear()

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from . import __version__, schema
-from .byzantine import RobustAggregator
 from .errors import DataError
 from .files import write_atomically
 from .schema import SchemaError
+from .server.pipeline import RobustAggregator
 
 FORMAT = 1
 # flags that may differ between a run and its resumption (they do not change the numbers)

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .asynchronous import ALGORITHMS, AsyncConfig
-from .attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
 from .clock import DELAY_MODELS
 from .errors import UsageError
 from .models import MODELS
 from .partition import PARTITIONS, PartitionSpec
-from .robust import RULES, RuleConfig, check_condition, min_inputs
-from .staleness import DEFAULT_A, STALENESS_FUNCTIONS
+from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
+from .server.rules import RULES, RuleConfig, check_condition, min_inputs
+from .server.staleness import DEFAULT_A, STALENESS_FUNCTIONS
 from .training import OPTIMIZERS
 
 ASYNC_DEFAULTS = AsyncConfig()

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from . import seeding
-from .attacks import flip_labels
 from .data import Dataset
 from .flat import flat_parameters, get_flat, set_flat, unflatten_like
+from .server.attacks import flip_labels
 from .training import Proximal, TrainStats, count_batches, make_optimizer, train
 
 

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from . import seeding
-from .byzantine import RobustAggregator
 from .checkpoint import Checkpointing, save_checkpoint
 from .client import ClientUpdate, LocalTrainer
 from .clock import ClientSpeeds
 from .flat import set_flat
 from .progress import batch_ticks, progress_bar
 from .results import RunRecorder
+from .server.pipeline import RobustAggregator, ServerPipeline
+from .server.steps import build_step
 from .training import evaluate
 
 
@@ -50,7 +51,7 @@ def run_fedavg(
     seed: int,
     target_accuracy: float | None = None,
     show_progress: bool = True,
-    aggregator: RobustAggregator | None = None,
+    pipeline: ServerPipeline | None = None,
     execute: RoundExecutor | None = None,
     checkpointing: Checkpointing | None = None,
     resume: dict[str, Any] | None = None,
@@ -58,7 +59,7 @@ def run_fedavg(
     """Run ``rounds`` of FedAvg; evaluate the global model after each. Returns final weights and the record.
 
     Round ``t``: pick ``num_select`` clients, each trains from ``w_t``, then
-    ``w_{t+1} = sum_k (n_k / sum_j n_j) w_k``, or ``aggregator``'s rule over the
+    ``w_{t+1} = sum_k (n_k / sum_j n_j) w_k``, or the ``pipeline``'s rule over the
     picked clients' updates (after its attack simulation and checks; a round
     whose updates are all rejected keeps ``w_t``). Simulated time advances by
     the slowest picked client's job. ``execute`` trains a round's clients
@@ -69,7 +70,8 @@ def run_fedavg(
     num_clients = len(trainer.partitions)
     data = trainer.data
     weights = initial_weights.clone()
-    aggregator = aggregator or RobustAggregator(weights.numel())
+    pipeline = pipeline or ServerPipeline(RobustAggregator(weights.numel()), build_step("fedavg"))
+    aggregator = pipeline.aggregator
     execute = execute or local_rounds(trainer)
     recorder = RunRecorder(target_accuracy)
     sim_time, samples_trained, updates, first = 0.0, 0, 0, 1
@@ -87,15 +89,16 @@ def run_fedavg(
             with watch.section("training"):
                 results = execute(picked, weights, round_index, bar.update)
             with watch.section("aggregation"):
-                combined = aggregator.combine(
+                stepped = pipeline.apply(
+                    weights,
                     [u.weights for u in results],
                     [u.client for u in results],
                     [u.num_samples for u in results],
                     key=round_index,
                     origin=weights,
                 )
-                if combined is not None:
-                    weights = combined
+                if stepped is not None:  # else the defences left nothing: the model stays
+                    weights = stepped
             trained = [u.stats.samples for u in results]
             sim_time += speeds.round_duration(picked, trained)
             samples_trained += sum(trained)

@@ -10,7 +10,7 @@ a float64 ``[mean training loss]`` and the flat weights (``numel`` values of
 ``dtype``). A worker answers STOP with a lone header whose client is BYE (-1),
 so the server's receive on that link ends cleanly. The receiver sizes its buffers from the header, within bounds it
 checks first; what the values are (shape, dtype, finite) is checked by the
-server's :mod:`fedlearn.update_checks` before use.
+server's :mod:`fedlearn.server.checks` before use.
 
 Messages of one kind carry their own tag, so a task and an update on the same
 link never match each other.

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fedlearn.aggregation import weighted_average
+from fedlearn.server.rules import weighted_average
 
 
 def test_weighted_average_matches_hand_computation():

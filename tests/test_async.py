@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from fedlearn import seeding
-from fedlearn.aggregation import fedasync_mix
 from fedlearn.asynchronous import AsyncConfig, AsyncServer, run_async
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.clock import ClientSpeeds, plan_async_jobs
@@ -13,7 +12,8 @@ from fedlearn.data import load_dataset
 from fedlearn.flat import get_flat
 from fedlearn.models import build_model
 from fedlearn.partition import iid_partition
-from fedlearn.staleness import staleness_weight
+from fedlearn.server.staleness import staleness_weight
+from fedlearn.server.steps import fedasync_mix
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fedlearn import seeding
-from fedlearn.attacks import (
+from fedlearn.server.attacks import (
     ATTACKS,
     DEFAULT_SCALE,
     NEEDS_HONEST,

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from fedlearn.aggregation import weighted_average
-from fedlearn.robust import (
+from fedlearn.server.rules import (
     RULES,
     SELECTION_RULES,
     Aggregate,
@@ -19,6 +18,7 @@ from fedlearn.robust import (
     min_inputs,
     multi_krum,
     trimmed_mean,
+    weighted_average,
 )
 
 ROBUST = tuple(r for r in RULES if r != "mean")

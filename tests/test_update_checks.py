@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fedlearn.update_checks import clip_norm, rejection_reason
+from fedlearn.server.checks import clip_norm, rejection_reason
 
 
 def test_a_good_vector_passes():

@@ -3,19 +3,16 @@
 Each rule tolerates up to ``f`` Byzantine rows when its condition on ``n = K``
 holds (see :func:`min_inputs`). Pairwise distances are computed in float64 on
 median-centred rows (Gram-matrix form), and aggregates come back in the stack's
-dtype. Rows must be finite: reject bad updates first (see ``update_checks``).
+dtype. Rows must be finite: reject bad updates first (:mod:`fedlearn.server.checks`).
+Each rule is one entry of :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from fedlearn.aggregation import weighted_average
-
-RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "bulyan", "geomedian")
-SELECTION_RULES = ("krum", "multi-krum", "bulyan")
 
 GM_TOL = 1e-10  # Weiszfeld stops once a step is below GM_TOL * (1 + |z|)
 
@@ -39,71 +36,6 @@ class Aggregate:
 
     vector: torch.Tensor
     selected: tuple[int, ...] | None
-
-
-def _trim_of(config: RuleConfig) -> int:
-    return config.f if config.trim is None else config.trim
-
-
-def _check_config(config: RuleConfig) -> None:
-    if config.name not in RULES:
-        raise ValueError(f"unknown rule {config.name!r}; choose from {', '.join(RULES)}")
-    if config.f < 0:
-        raise ValueError(f"f must be >= 0 (f={config.f})")
-    if config.name == "trimmed-mean" and _trim_of(config) < 0:
-        raise ValueError(f"trim must be >= 0 (trim={config.trim})")
-    if config.name == "geomedian":
-        if config.gm_iters < 1:
-            raise ValueError(f"gm_iters must be >= 1 (gm_iters={config.gm_iters})")
-        if not config.gm_eps > 0:
-            raise ValueError(f"gm_eps must be > 0 (gm_eps={config.gm_eps})")
-
-
-def min_inputs(config: RuleConfig) -> int:
-    """The smallest number of rows ``n`` for which ``config``'s condition holds."""
-    _check_config(config)
-    f = config.f
-    name = config.name
-    if name == "mean":
-        return 1
-    if name in ("median", "geomedian"):
-        return 2 * f + 1
-    if name == "trimmed-mean":
-        return 2 * _trim_of(config) + 1
-    if name == "krum":
-        return 2 * f + 3
-    if name == "multi-krum":
-        m = config.multikrum_m
-        if m is not None and m < 1:
-            raise ValueError(f"multi-krum needs m >= 1 (m={m})")
-        return 2 * f + 3 if m is None else max(2 * f + 3, m + f)
-    return 4 * f + 3  # bulyan
-
-
-def check_condition(config: RuleConfig, n: int) -> None:
-    """Raise ValueError (naming the condition and the numbers) unless ``config`` can run on ``n`` rows."""
-    _check_config(config)
-    f = config.f
-    name = config.name
-    if name == "mean":
-        if n < 1:
-            raise ValueError(f"mean needs n >= 1 (n={n})")
-    elif name in ("median", "geomedian"):
-        if n <= 2 * f:
-            raise ValueError(f"{name} needs n > 2f (n={n}, f={f})")
-    elif name == "trimmed-mean":
-        trim = _trim_of(config)
-        if n <= 2 * trim:
-            raise ValueError(f"trimmed-mean needs n > 2 * trim (n={n}, trim={trim})")
-    elif name in ("krum", "multi-krum"):
-        if n < 2 * f + 3:
-            raise ValueError(f"{name} needs n >= 2f + 3 (n={n}, f={f})")
-        if name == "multi-krum":
-            m = n - f if config.multikrum_m is None else config.multikrum_m
-            if not 1 <= m <= n - f:
-                raise ValueError(f"multi-krum needs 1 <= m <= n - f (n={n}, f={f}, m={m})")
-    elif n < 4 * f + 3:  # bulyan
-        raise ValueError(f"bulyan needs n >= 4f + 3 (n={n}, f={f})")
 
 
 def _check_stack(stack: torch.Tensor) -> None:
@@ -250,6 +182,130 @@ def geometric_median(
     return z.to(stack.dtype)
 
 
+def weighted_average(stack: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_k (w_k / sum_j w_j) * stack[k]`` for a ``(K, D)`` stack and ``K`` non-negative weights
+    (FedAvg's mean, with the clients' sample counts as weights)."""
+    if stack.dim() != 2 or weights.shape != (stack.shape[0],):
+        raise ValueError(f"expected a (K, D) stack and K weights, got {tuple(stack.shape)} and {tuple(weights.shape)}")
+    weights = weights.to(dtype=stack.dtype, device=stack.device)
+    total = weights.sum()
+    if not total > 0:
+        raise ValueError("weights must have a positive sum")
+    return (weights / total) @ stack
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One aggregation rule: the fewest rows it needs, why it cannot run on ``n`` rows (None: it can),
+    and how it combines a ``(K, D)`` stack with per-row weights."""
+
+    min_inputs: Callable[[RuleConfig], int]
+    problem: Callable[[RuleConfig, int], str | None]
+    combine: Callable[[torch.Tensor, torch.Tensor, RuleConfig], Aggregate]
+    selects: bool = False  # picks rows (its Aggregate names them)
+
+
+def _at_least(
+    name: str, need: Callable[[RuleConfig], int], condition: str, shown: str = "f"
+) -> Callable[[RuleConfig, int], str | None]:
+    """A condition ``n >= need(config)``, stated as ``condition`` (e.g. ``n > 2f``) with n and ``shown``."""
+
+    def problem(config: RuleConfig, n: int) -> str | None:
+        if n >= need(config):
+            return None
+        extra = {"f": f", f={config.f}", "trim": f", trim={_trim_of(config)}", "n": ""}[shown]
+        return f"{name} needs {condition} (n={n}{extra})"
+
+    return problem
+
+
+def _trim_of(config: RuleConfig) -> int:
+    return config.f if config.trim is None else config.trim
+
+
+def _multikrum_m(config: RuleConfig, n: int) -> int:
+    return n - config.f if config.multikrum_m is None else config.multikrum_m
+
+
+def _multikrum_min(config: RuleConfig) -> int:
+    if config.multikrum_m is not None and config.multikrum_m < 1:
+        raise ValueError(f"multi-krum needs m >= 1 (m={config.multikrum_m})")
+    return 2 * config.f + 3 if config.multikrum_m is None else max(2 * config.f + 3, config.multikrum_m + config.f)
+
+
+def _multikrum_problem(config: RuleConfig, n: int) -> str | None:
+    if n < 2 * config.f + 3:
+        return f"multi-krum needs n >= 2f + 3 (n={n}, f={config.f})"
+    m = _multikrum_m(config, n)
+    return None if 1 <= m <= n - config.f else f"multi-krum needs 1 <= m <= n - f (n={n}, f={config.f}, m={m})"
+
+
+def _krum_combine(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> Aggregate:
+    pick = krum(stack, config.f)
+    return Aggregate(stack[pick].clone(), (pick,))
+
+
+def _multikrum_combine(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> Aggregate:
+    picks = sorted(multi_krum(stack, config.f, config.multikrum_m))
+    idx = torch.tensor(picks, device=stack.device)
+    return Aggregate(weighted_average(stack[idx], weights.to(stack.device)[idx]), tuple(picks))
+
+
+def _bulyan_combine(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> Aggregate:
+    vector, picks = bulyan(stack, config.f)
+    return Aggregate(vector, tuple(sorted(picks)))
+
+
+def _two_f_plus_1(config: RuleConfig) -> int:
+    return 2 * config.f + 1
+
+
+REGISTRY: dict[str, Rule] = {
+    "mean": Rule(lambda c: 1, _at_least("mean", lambda c: 1, "n >= 1", "n"),
+                 lambda s, w, c: Aggregate(weighted_average(s, w), None)),
+    "median": Rule(_two_f_plus_1, _at_least("median", _two_f_plus_1, "n > 2f"),
+                   lambda s, w, c: Aggregate(coordinate_median(s), None)),
+    "trimmed-mean": Rule(lambda c: 2 * _trim_of(c) + 1,
+                         _at_least("trimmed-mean", lambda c: 2 * _trim_of(c) + 1, "n > 2 * trim", "trim"),
+                         lambda s, w, c: Aggregate(trimmed_mean(s, _trim_of(c)), None)),
+    "krum": Rule(lambda c: 2 * c.f + 3, _at_least("krum", lambda c: 2 * c.f + 3, "n >= 2f + 3"), _krum_combine, True),
+    "multi-krum": Rule(_multikrum_min, _multikrum_problem, _multikrum_combine, True),
+    "bulyan": Rule(lambda c: 4 * c.f + 3, _at_least("bulyan", lambda c: 4 * c.f + 3, "n >= 4f + 3"),
+                   _bulyan_combine, True),
+    "geomedian": Rule(_two_f_plus_1, _at_least("geomedian", _two_f_plus_1, "n > 2f"),
+                      lambda s, w, c: Aggregate(geometric_median(s, w, c.gm_iters, c.gm_eps), None)),
+}  # fmt: skip
+"""Every rule by name: adding one is a function (or three) and one entry here."""
+RULES = tuple(REGISTRY)
+SELECTION_RULES = tuple(name for name, rule in REGISTRY.items() if rule.selects)
+
+
+def _rule(config: RuleConfig) -> Rule:
+    """The registered rule ``config`` names, after the checks every rule shares."""
+    if config.name not in REGISTRY:
+        raise ValueError(f"unknown rule {config.name!r}; choose from {', '.join(RULES)}")
+    if config.f < 0:
+        raise ValueError(f"f must be >= 0 (f={config.f})")
+    if config.name == "trimmed-mean" and _trim_of(config) < 0:
+        raise ValueError(f"trim must be >= 0 (trim={config.trim})")
+    if config.name == "geomedian" and (config.gm_iters < 1 or not config.gm_eps > 0):
+        raise ValueError(f"geomedian needs gm_iters >= 1 and gm_eps > 0 (gm_iters={config.gm_iters}, "
+                         f"gm_eps={config.gm_eps})")  # fmt: skip
+    return REGISTRY[config.name]
+
+
+def min_inputs(config: RuleConfig) -> int:
+    """The smallest number of rows ``n`` for which ``config``'s condition holds."""
+    return _rule(config).min_inputs(config)
+
+
+def check_condition(config: RuleConfig, n: int) -> None:
+    """Raise ValueError (naming the condition and the numbers) unless ``config`` can run on ``n`` rows."""
+    problem = _rule(config).problem(config, n)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def aggregate(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> Aggregate:
     """Apply ``config``'s rule to a ``(K, D)`` stack; ``weights`` (e.g. sample counts) are used by
     mean, multi-krum (restricted to the selected rows) and geomedian, ignored by the others."""
@@ -259,21 +315,4 @@ def aggregate(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) ->
     _check_weights(weights, n)
     if not bool(torch.isfinite(stack).all()):
         raise ValueError("stack has non-finite values; reject such updates first")
-    name = config.name
-    if name == "mean":
-        return Aggregate(weighted_average(stack, weights), None)
-    if name == "median":
-        return Aggregate(coordinate_median(stack), None)
-    if name == "trimmed-mean":
-        return Aggregate(trimmed_mean(stack, _trim_of(config)), None)
-    if name == "geomedian":
-        return Aggregate(geometric_median(stack, weights, config.gm_iters, config.gm_eps), None)
-    if name == "krum":
-        pick = krum(stack, config.f)
-        return Aggregate(stack[pick].clone(), (pick,))
-    if name == "multi-krum":
-        picks = sorted(multi_krum(stack, config.f, config.multikrum_m))
-        idx = torch.tensor(picks, device=stack.device)
-        return Aggregate(weighted_average(stack[idx], weights.to(stack.device)[idx]), tuple(picks))
-    vector, picks = bulyan(stack, config.f)
-    return Aggregate(vector, tuple(sorted(picks)))
+    return REGISTRY[config.name].combine(stack, weights, config)

@@ -1,7 +1,8 @@
-"""One batch of client updates through the server's defences: simulated attack, checks, clipping, rule.
+"""One batch of client updates through the server's parts: simulated attack, checks, clipping, rule, step.
 
-Both federated scripts (and the distributed server) hand every batch they
-aggregate to :class:`RobustAggregator`: a FedAvg round's picked clients, a
+Both federated scripts (and the distributed servers) hand every batch they
+aggregate to a :class:`ServerPipeline`, whose :class:`RobustAggregator` does the
+first four parts and whose server step (:mod:`fedlearn.server.steps`) the last: a FedAvg round's picked clients, a
 FedBuff buffer, or a single FedAsync update. Updates arrive as points (the
 weights a client sends) with the origin they were trained from, or as deltas
 (origin ``None``). In order:
@@ -13,7 +14,8 @@ weights a client sends) with the origin they were trained from, or as deltas
    counted, never applied;
 3. ``--clip_norm``: each update's norm is bounded;
 4. the rule (``--gar``) over what is left, if enough is left for its
-   condition on n and f; otherwise the batch is skipped and counted.
+   condition on n and f; otherwise the batch is skipped and counted;
+5. the server step: FedAvg's replacement, FedAsync's mix, FedBuff's ``eta_g``.
 
 The rules are translation-equivariant, so applying one to points gives the
 origin plus the rule applied to deltas. With the mean rule, no attack and no
@@ -29,11 +31,11 @@ from typing import Any
 
 import torch
 
-from . import seeding
-from .aggregation import weighted_average
+from .. import seeding
 from .attacks import NEEDS_HONEST, corrupt
-from .robust import SELECTION_RULES, Aggregate, RuleConfig, aggregate, min_inputs
-from .update_checks import clip_norm, rejection_reason
+from .checks import clip_norm, rejection_reason
+from .rules import SELECTION_RULES, Aggregate, RuleConfig, aggregate, min_inputs, weighted_average
+from .steps import Combined, ServerStep
 
 
 @dataclass(frozen=True)
@@ -209,3 +211,29 @@ class RobustAggregator:
             out["selected_updates"] = self.selected
             out["byzantine_selected"] = self.byzantine_selected
         return out
+
+
+class ServerPipeline:
+    """A batch of updates through the defences (:class:`RobustAggregator`), then the server step."""
+
+    def __init__(self, aggregator: RobustAggregator, step: ServerStep) -> None:
+        self.aggregator = aggregator
+        self.step = step
+
+    def apply(
+        self,
+        weights: torch.Tensor,
+        batch: Sequence[torch.Tensor],
+        clients: Sequence[int],
+        counts: Sequence[float],
+        key: int,
+        origin: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None,
+        scale: float = 1.0,
+    ) -> torch.Tensor | None:
+        """The new global weights after ``batch`` (points trained from ``origin``, or deltas), or None when
+        the defences left nothing to apply. ``scales`` weigh the deltas, ``scale`` the step (see the parts)."""
+        combined = self.aggregator.combine(batch, clients, counts, key, origin=origin, scales=scales)
+        if combined is None:
+            return None
+        return self.step.apply(weights, Combined(combined, is_point=origin is not None), scale)
