@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,13 @@ import torch
 import torch.distributed as dist
 
 from . import distributed, seeding, signals
-from .asynchronous import AsyncConfig, AsyncServer, run_async
+from .asynchronous import AsyncServer, run_async
 from .centralized import run_centralized
 from .checkpoint import Checkpointing, load_checkpoint
-from .cli import build_parser, partition_spec, rule_config, validate_args
+from .cli import build_parser
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds, draw_speeds
+from .config import RunConfig, Script, from_namespace
 from .data import Dataset, load_dataset, resolve_dataset
 from .distributed_async import run_async_distributed
 from .errors import FedlearnError
@@ -40,24 +40,26 @@ def main(script: str, argv: list[str] | None = None) -> int:
     parser = build_parser(script)
     args = parser.parse_args(argv)
     restore_signals, started = signals.install(), time.time()
+    cfg: RunConfig | None = None
     try:
-        return _run(script, args)
+        cfg = from_namespace(args, Script(script))
+        return _run(cfg)
     except FedlearnError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; no results written{_resumable(args, started)}", file=sys.stderr)
+        print(f"{parser.prog}: interrupted; no results written{_resumable(cfg, started)}", file=sys.stderr)
         return 130
     except signals.Terminated:
-        print(f"{parser.prog}: terminated (SIGTERM); no results written{_resumable(args, started)}", file=sys.stderr)
+        print(f"{parser.prog}: terminated (SIGTERM); no results written{_resumable(cfg, started)}", file=sys.stderr)
         return signals.EXIT_TERMINATED
     finally:
         restore_signals()
 
 
-def _resumable(args: argparse.Namespace, started: float) -> str:
+def _resumable(cfg: RunConfig | None, started: float) -> str:
     """A hint to resume, when this run saved a checkpoint."""
-    path = Path(args.checkpoint) if getattr(args, "checkpoint", None) else None
+    path = Path(cfg.multi.checkpoint) if cfg is not None and cfg.multi.checkpoint else None
     saved = path is not None and path.is_file() and path.stat().st_mtime >= started
     return f"; continue with --resume {path}" if saved else ""
 
@@ -66,15 +68,14 @@ def _notice(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run(script: str, args: argparse.Namespace) -> int:
-    validate_args(args, script)
-    device = resolve_device(args.device)
+def _run(cfg: RunConfig) -> int:
+    device = resolve_device(cfg.training.device)
     make_deterministic()
-    if not args.distributed:
-        return _run_process(script, args, device, None)
-    rank, world, local_rank = distributed.start(args.timeout)
+    if not cfg.multi.distributed:
+        return _run_process(cfg, device, None)
+    rank, world, local_rank = distributed.start(cfg.multi.timeout)
     try:
-        return _run_process(script, args, device, Cluster(rank, world, local_rank))
+        return _run_process(cfg, device, Cluster(rank, world, local_rank))
     finally:
         distributed.stop()
 
@@ -88,26 +89,26 @@ class Cluster:
     local_rank: int
 
 
-def _resolve(args: argparse.Namespace, cluster: Cluster | None) -> tuple[str, str]:
+def _resolve(cfg: RunConfig, cluster: Cluster | None) -> tuple[str, str]:
     """The dataset to use; in a distributed run one process per machine fetches it first, the others wait."""
     if cluster is None:
-        return resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=_notice)
+        return resolve_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, notify=_notice)
     quiet = (lambda message: None) if cluster.rank != 0 else _notice
     first = cluster.local_rank == 0
     if first:
-        resolved = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=quiet)
+        resolved = resolve_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, notify=quiet)
     dist.barrier()
     if not first:
-        resolved = resolve_dataset(args.dataset, args.data_dir, download=not args.no_download, notify=quiet)
+        resolved = resolve_dataset(cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download, notify=quiet)
     return resolved
 
 
-def _run_process(script: str, args: argparse.Namespace, device: torch.device, cluster: Cluster | None) -> int:
-    name, how = _resolve(args, cluster)
-    channels_last = not args.no_channels_last
-    data = load_dataset(name, args.data_dir).to(device, channels_last)
-    torch.manual_seed(seeding.derive_seed(args.seed, seeding.INIT))
-    model = build_model(args.model, data.num_classes, channels_last).to(device)
+def _run_process(cfg: RunConfig, device: torch.device, cluster: Cluster | None) -> int:
+    name, how = _resolve(cfg, cluster)
+    channels_last = cfg.training.channels_last
+    data = load_dataset(name, cfg.data.data_dir).to(device, channels_last)
+    torch.manual_seed(seeding.derive_seed(cfg.training.seed, seeding.INIT))
+    model = build_model(cfg.training.model, data.num_classes, channels_last).to(device)
 
     context: dict[str, Any] = {
         "dataset": name,
@@ -120,30 +121,30 @@ def _run_process(script: str, args: argparse.Namespace, device: torch.device, cl
         "torch threads": torch.get_num_threads(),
     }
     partition: ClientPartition | None = None
-    if script != "run_baseline" or args.show_partition:  # the baseline trains on everything
-        partition = _make_partition(args, data, context)
+    if cfg.script is not Script.BASELINE or cfg.federation.show_partition:  # the baseline trains on everything
+        partition = _make_partition(cfg, data, context)
     if cluster is not None and cluster.rank != 0:
-        return _serve(args, data, partition, cluster)
+        return _serve(cfg, data, partition, cluster)
     if cluster is not None:
         context["processes"] = f"{cluster.world} (server + {cluster.world - 1} workers), torch.distributed gloo"
-    prepare, step_name = RUNNERS[script]
-    train_run = prepare(args, data, model, partition, context, cluster)
-    print(hyperparameter_table(args, context), flush=True)
-    if args.show_partition and partition is not None:
+    prepare, step_name = RUNNERS[cfg.script]
+    train_run = prepare(cfg, data, model, partition, context, cluster)
+    print(hyperparameter_table(cfg.flags, context), flush=True)
+    if cfg.federation.show_partition and partition is not None:
         print(partition_table(partition.histograms, partition.skew), flush=True)
     outcome = train_run()
     recorder = outcome.recorder
     final = {**recorder.final(), **outcome.final}
     print(results_table(final, step_name), flush=True)
-    if args.save:
+    if cfg.output.save:
         write_results(
-            args.save,
+            cfg.output.save,
             {
-                "script": script,
-                "args": vars(args),
+                "script": cfg.script.value,
+                "args": dict(cfg.flags),
                 "dataset": name,
                 "device": str(device),
-                "seed": args.seed,
+                "seed": cfg.training.seed,
                 "final": final,
                 "history": recorder.history,
                 "run": context,
@@ -152,16 +153,16 @@ def _run_process(script: str, args: argparse.Namespace, device: torch.device, cl
                 "versions": versions(),
             },
         )
-        _notice(f"results written to {args.save}")
+        _notice(f"results written to {cfg.output.save}")
     return 0
 
 
-def _serve(args: argparse.Namespace, data: Dataset, partition: ClientPartition, cluster: Cluster) -> int:
+def _serve(cfg: RunConfig, data: Dataset, partition: ClientPartition, cluster: Cluster) -> int:
     """A worker process: host its share of the clients until the server says stop."""
-    trainer, speeds, _, _ = _setup_clients(args, data, partition, {})
+    trainer, speeds, _, _ = _setup_clients(cfg, data, partition, {})
     dim = sum(p.numel() for p in trainer.params)
-    distributed.agree_on_setup(cluster.rank, dim, args.num_clients, data.train_y, args.seed)
-    emulate = args.delay != "none" or args.comm_delay > 0
+    distributed.agree_on_setup(cluster.rank, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
+    emulate = cfg.clock.delay != "none" or cfg.clock.comm_delay > 0
     try:
         distributed.serve_clients(trainer, speeds, emulate_delay=emulate)
     except RuntimeError as exc:  # gloo: the server's link broke or stayed silent past --timeout
@@ -171,30 +172,34 @@ def _serve(args: argparse.Namespace, data: Dataset, partition: ClientPartition, 
 
 
 def _server_links(
-    args: argparse.Namespace, data: Dataset, dim: int, cluster: Cluster
+    cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster
 ) -> tuple[distributed.Placement, distributed.Inbox]:
     """The server's side of a distributed run: check the workers set up alike, then listen to each."""
-    distributed.agree_on_setup(0, dim, args.num_clients, data.train_y, args.seed)
-    placement = distributed.Placement(args.num_clients, cluster.world)
+    distributed.agree_on_setup(0, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
+    placement = distributed.Placement(cfg.federation.num_clients, cluster.world)
     return placement, distributed.Inbox(placement.workers, dim)
 
 
 def _checkpoint_setup(
-    args: argparse.Namespace, script: str, dim: int, context: dict[str, Any]
+    cfg: RunConfig, dim: int, context: dict[str, Any]
 ) -> tuple[Checkpointing | None, dict[str, Any] | None]:
     """What ``--checkpoint`` and ``--resume`` ask for (``dim``: the model's size); notes a resumption in ``context``."""
-    settings = vars(args).copy()
-    checkpointing = Checkpointing(args.checkpoint, args.checkpoint_every, settings) if args.checkpoint else None
-    resume = load_checkpoint(args.resume, script, settings, dim) if args.resume else None
+    settings = dict(cfg.flags)
+    checkpointing = (
+        Checkpointing(cfg.multi.checkpoint, cfg.multi.checkpoint_every, settings) if cfg.multi.checkpoint else None
+    )
+    resume = load_checkpoint(cfg.multi.resume, cfg.script.value, settings, dim) if cfg.multi.resume else None
     if resume is not None:
         done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
-        context["resumed from"] = f"{args.resume} (after {done})"
+        context["resumed from"] = f"{cfg.multi.resume} (after {done})"
     return checkpointing, resume
 
 
-def _make_partition(args: argparse.Namespace, data: Dataset, context: dict[str, Any]) -> ClientPartition:
-    rng = seeding.numpy_rng(args.seed, seeding.PARTITION)
-    partition = ClientPartition.create(partition_spec(args), data.train_y, args.num_clients, rng, data.num_classes)
+def _make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> ClientPartition:
+    rng = seeding.numpy_rng(cfg.training.seed, seeding.PARTITION)
+    partition = ClientPartition.create(
+        cfg.federation.partition, data.train_y, cfg.federation.num_clients, rng, data.num_classes
+    )
     sizes = partition_sizes(partition.parts)
     context["partition"] = partition.describe()
     context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
@@ -215,7 +220,7 @@ TrainRun = Callable[[], Outcome]
 
 
 def _prepare_baseline(
-    args: argparse.Namespace,
+    cfg: RunConfig,
     data: Dataset,
     model: torch.nn.Module,
     partition: ClientPartition | None,
@@ -228,13 +233,13 @@ def _prepare_baseline(
         recorder = run_centralized(
             model,
             data,
-            epochs=args.epoch,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            lr=args.init_lr,
-            seed=args.seed,
-            target_accuracy=args.target_acc,
-            show_progress=not args.no_progress,
+            epochs=cfg.training.epochs,
+            batch_size=cfg.training.batch_size,
+            optimizer=cfg.training.optimizer,
+            lr=cfg.training.lr,
+            seed=cfg.training.seed,
+            target_accuracy=cfg.training.target_accuracy,
+            show_progress=cfg.output.progress,
         )
         return Outcome(recorder)
 
@@ -242,34 +247,33 @@ def _prepare_baseline(
 
 
 def _setup_clients(
-    args: argparse.Namespace, data: Dataset, partition: ClientPartition, context: dict[str, Any]
+    cfg: RunConfig, data: Dataset, partition: ClientPartition, context: dict[str, Any]
 ) -> tuple[LocalTrainer, ClientSpeeds, Threat, dict[str, Any]]:
     """Draw client speeds and the Byzantine clients and build the local trainer over ``partition``;
     notes both in ``context``."""
     speeds = draw_speeds(
-        args.num_clients,
-        seeding.numpy_rng(args.seed, seeding.CLOCK),
-        delay=args.delay,
-        client_rate=args.client_rate,
-        comm_delay=args.comm_delay,
-        straggler_fraction=args.straggler_fraction,
-        straggler_slowdown=args.straggler_slowdown,
-        delay_spread=args.delay_spread,
+        cfg.federation.num_clients,
+        seeding.numpy_rng(cfg.training.seed, seeding.CLOCK),
+        **asdict(cfg.clock),
     )
     context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
     config = LocalJobConfig(
-        optimizer=args.optimizer,
-        lr=args.init_lr,
-        batch_size=args.batch_size,
-        epochs=args.local_epoch,
-        seed=args.seed,
-        prox_mu=args.prox_mu,
+        optimizer=cfg.training.optimizer,
+        lr=cfg.training.lr,
+        batch_size=cfg.training.batch_size,
+        epochs=cfg.federation.local_epochs,
+        seed=cfg.training.seed,
+        prox_mu=cfg.federation.prox_mu,
     )
-    threat = Threat(choose_byzantine(args.seed, args.num_clients, args.byzantine), args.attack, args.attack_scale)
+    threat = Threat(
+        choose_byzantine(cfg.training.seed, cfg.federation.num_clients, cfg.threat.byzantine),
+        cfg.threat.attack,
+        cfg.threat.attack_scale,
+    )
     if threat.byzantine:
         context["Byzantine clients"] = ", ".join(map(str, threat.byzantine))
-    worker_model = build_model(args.model, data.num_classes, not args.no_channels_last).to(data.train_x.device)
-    flipped = frozenset(threat.byzantine) if args.attack == "labelflip" else frozenset()
+    worker_model = build_model(cfg.training.model, data.num_classes, cfg.training.channels_last).to(data.train_x.device)
+    flipped = frozenset(threat.byzantine) if cfg.threat.attack == "labelflip" else frozenset()
     trainer = LocalTrainer(worker_model, data, partition.parts, config, label_flip=flipped)
     clients = {
         "sizes": partition_sizes(partition.parts),
@@ -279,13 +283,13 @@ def _setup_clients(
     return trainer, speeds, threat, clients
 
 
-def _aggregator(args: argparse.Namespace, dim: int, threat: Threat) -> RobustAggregator:
+def _aggregator(cfg: RunConfig, dim: int, threat: Threat) -> RobustAggregator:
     """The server's attack simulation, checks, clipping and rule, as the flags ask."""
-    return RobustAggregator(dim, rule_config(args), threat, args.clip_norm, args.seed)
+    return RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed)
 
 
 def _prepare_federated(
-    args: argparse.Namespace,
+    cfg: RunConfig,
     data: Dataset,
     model: torch.nn.Module,
     partition: ClientPartition,
@@ -294,13 +298,13 @@ def _prepare_federated(
 ) -> TrainRun:
     """Set up the clients (here, or on the workers); returns the FedAvg training call."""
     initial = get_flat(model)
-    trainer, speeds, threat, clients = _setup_clients(args, data, partition, context)
-    aggregator = _aggregator(args, initial.numel(), threat)
-    checkpointing, resume = _checkpoint_setup(args, "run_federated", initial.numel(), context)
+    trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
+    aggregator = _aggregator(cfg, initial.numel(), threat)
+    checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
     rounds: distributed.DistributedRounds | None = None
     if cluster is not None:
-        placement, inbox = _server_links(args, data, initial.numel(), cluster)
-        rounds = distributed.DistributedRounds(placement, inbox, trainer, args.timeout)
+        placement, inbox = _server_links(cfg, data, initial.numel(), cluster)
+        rounds = distributed.DistributedRounds(placement, inbox, trainer, cfg.multi.timeout)
 
     def train_run() -> Outcome:
         try:
@@ -309,11 +313,11 @@ def _prepare_federated(
                 model,
                 initial,
                 speeds,
-                rounds=args.global_epoch,
-                num_select=args.num_select_clients,
-                seed=args.seed,
-                target_accuracy=args.target_acc,
-                show_progress=not args.no_progress,
+                rounds=cfg.federation.rounds,
+                num_select=cfg.federation.num_select,
+                seed=cfg.training.seed,
+                target_accuracy=cfg.training.target_accuracy,
+                show_progress=cfg.output.progress,
                 pipeline=ServerPipeline(aggregator, build_step("fedavg")),
                 execute=rounds,
                 checkpointing=checkpointing,
@@ -331,7 +335,7 @@ def _prepare_federated(
 
 
 def _prepare_async(
-    args: argparse.Namespace,
+    cfg: RunConfig,
     data: Dataset,
     model: torch.nn.Module,
     partition: ClientPartition,
@@ -340,22 +344,12 @@ def _prepare_async(
 ) -> TrainRun:
     """Set up the clients (here, or on the workers) and the asynchronous server; returns the training call."""
     initial = get_flat(model)
-    trainer, speeds, threat, clients = _setup_clients(args, data, partition, context)
-    aggregator = _aggregator(args, initial.numel(), threat)
-    config = AsyncConfig(
-        algorithm=args.algorithm,
-        alpha=args.alpha,
-        staleness=args.staleness,
-        staleness_a=args.staleness_a,
-        staleness_b=args.staleness_b,
-        buffer_size=args.buffer_size,
-        server_lr=args.server_lr,
-        max_staleness=args.max_staleness,
-    )
-    server = AsyncServer(initial, config, aggregator)
-    checkpointing, resume = _checkpoint_setup(args, "run_async", initial.numel(), context)
+    trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
+    aggregator = _aggregator(cfg, initial.numel(), threat)
+    server = AsyncServer(initial, cfg.asynchronous.server, aggregator)
+    checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
     if cluster is not None:
-        placement, inbox = _server_links(args, data, initial.numel(), cluster)
+        placement, inbox = _server_links(cfg, data, initial.numel(), cluster)
 
         def train_distributed() -> Outcome:
             recorder, lost = run_async_distributed(
@@ -364,12 +358,12 @@ def _prepare_async(
                 placement,
                 trainer,
                 model,
-                max_updates=args.max_updates,
-                eval_every=args.eval_every,
-                seed=args.seed,
-                timeout_s=args.timeout,
-                target_accuracy=args.target_acc,
-                show_progress=not args.no_progress,
+                max_updates=cfg.asynchronous.max_updates,
+                eval_every=cfg.asynchronous.eval_every,
+                seed=cfg.training.seed,
+                timeout_s=cfg.multi.timeout,
+                target_accuracy=cfg.training.target_accuracy,
+                show_progress=cfg.output.progress,
                 checkpointing=checkpointing,
                 resume=resume,
             )
@@ -383,12 +377,12 @@ def _prepare_async(
             model,
             server,
             speeds,
-            concurrency=args.concurrency,
-            max_updates=args.max_updates,
-            eval_every=args.eval_every,
-            seed=args.seed,
-            target_accuracy=args.target_acc,
-            show_progress=not args.no_progress,
+            concurrency=cfg.asynchronous.concurrency,
+            max_updates=cfg.asynchronous.max_updates,
+            eval_every=cfg.asynchronous.eval_every,
+            seed=cfg.training.seed,
+            target_accuracy=cfg.training.target_accuracy,
+            show_progress=cfg.output.progress,
             checkpointing=checkpointing,
             resume=resume,
         )
@@ -397,8 +391,8 @@ def _prepare_async(
     return train_run
 
 
-RUNNERS: dict[str, tuple[Callable[..., TrainRun], str | None]] = {
-    "run_baseline": (_prepare_baseline, "Epochs"),
-    "run_federated": (_prepare_federated, "Rounds"),
-    "run_async": (_prepare_async, None),
+RUNNERS: dict[Script, tuple[Callable[..., TrainRun], str | None]] = {
+    Script.BASELINE: (_prepare_baseline, "Epochs"),
+    Script.FEDERATED: (_prepare_federated, "Rounds"),
+    Script.ASYNC: (_prepare_async, None),
 }

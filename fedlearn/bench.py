@@ -42,6 +42,7 @@ from .centralized import run_centralized
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds
 from .data import Dataset
+from .errors import OneLineParser
 from .federated import local_rounds, run_fedavg, select_clients
 from .flat import get_flat
 from .models import build_model
@@ -367,7 +368,7 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python3 -m fedlearn.bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python3 -m fedlearn.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for CI: under a minute")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 5, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from .asynchronous import ALGORITHMS, AsyncConfig
 from .clock import DELAY_MODELS
-from .errors import UsageError
+from .errors import OneLineParser, UsageError
 from .models import MODELS
 from .partition import PARTITIONS, PartitionSpec
 from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
@@ -88,22 +89,16 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (no usage dump) with exit status 2.
-
-    ``federated_flags`` names the flags the baseline accepts but ignores.
-    """
+class ScriptParser(OneLineParser):
+    """A script's parser; ``federated_flags`` names the flags the baseline accepts but ignores."""
 
     federated_flags: frozenset[str] = frozenset()
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(script: str) -> argparse.ArgumentParser:
     """The parser for ``script`` (``run_baseline``, ``run_federated``, ``run_async``): every shared flag,
     plus the asynchronous flags for ``run_async``."""
-    parser = OneLineParser(
+    parser = ScriptParser(
         prog=f"{script}.py",
         description=DESCRIPTIONS.get(script),
         formatter_class=DefaultsFormatter,
@@ -342,12 +337,50 @@ def _require(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
-def validate_args(args: argparse.Namespace, script: str = "run_federated") -> None:
-    """Check every flag value of ``script``; raise UsageError naming the flag on the first bad one."""
-    if hasattr(args, "algorithm"):
-        _fill_async_defaults(args)
+class _Flags:
+    """A read-only view of resolved flag values, by attribute (validation never changes a flag)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("flags are read-only")
+
+
+def resolve_defaults(flags: Mapping[str, Any], script: str) -> dict[str, Any]:
+    """A copy of ``flags`` with the defaults that depend on other flags filled in (``--gar_f`` from
+    ``--byzantine``; run_async's ``--staleness_a``, ``--concurrency``, ``--max_updates``, ``--eval_every``)."""
+    resolved = dict(flags)
+    if resolved.get("gar_f") is None:
+        resolved["gar_f"] = resolved["byzantine"]
+    if script != "run_async":
+        return resolved
+    if resolved["staleness_a"] is None:
+        resolved["staleness_a"] = DEFAULT_A[resolved["staleness"]]
+    _require(
+        not (resolved["distributed"] and resolved["concurrency"] is not None),
+        "--concurrency: with --distributed every worker process trains one client at a time, "
+        "so the number of worker processes sets it",
+    )
+    defaults = {"concurrency": resolved["num_select_clients"], "eval_every": resolved["num_select_clients"],
+                "max_updates": resolved["global_epoch"] * resolved["num_select_clients"]}  # fmt: skip
+    for name, value in defaults.items():
+        if resolved[name] is None:
+            resolved[name] = value
+    return resolved
+
+
+def validate(flags: Mapping[str, Any], script: str) -> None:
+    """Check every (resolved) flag value of ``script``; raise UsageError naming the flag on the first bad one."""
+    args = _Flags(flags)
     for flag in COUNTS:
-        value = getattr(args, flag, None)
+        value = flags.get(flag)
         if value is not None:
             _require(1 <= value <= MAX_COUNT, f"--{flag} must be a positive integer up to {MAX_COUNT:.0e}, got {value}")
     _require(
@@ -355,30 +388,19 @@ def validate_args(args: argparse.Namespace, script: str = "run_federated") -> No
         f"--num_select_clients ({args.num_select_clients}) cannot exceed --num_clients ({args.num_clients})",
     )
     for flag, valid in RANGES.items():
-        value = getattr(args, flag, None)
+        value = flags.get(flag)
         if value is not None:
             _require(value in valid, f"--{flag} must be in {valid}, got {value}")
-    if hasattr(args, "algorithm"):
+    if script == "run_async":
         _validate_async(args)
-    _validate_byzantine(args)
+    _validate_byzantine(args, script)
     _validate_multi(args, script)
     _validate_data_dir(Path(args.data_dir))
     if args.save is not None:
         _validate_save_path(Path(args.save))
 
 
-def partition_spec(args: argparse.Namespace) -> PartitionSpec:
-    """The partition the flags ask for."""
-    return PartitionSpec(
-        kind=args.partition,
-        dirichlet_alpha=args.dirichlet_alpha,
-        shards_per_client=args.shards_per_client,
-        classes_per_client=args.classes_per_client,
-        size_skew=args.size_skew,
-    )
-
-
-def _validate_multi(args: argparse.Namespace, script: str) -> None:
+def _validate_multi(args: _Flags, script: str) -> None:
     """Distributed runs and checkpoints: which script may use them, and with what."""
     baseline = script == "run_baseline"
     for flag in ("distributed", "checkpoint", "resume"):
@@ -396,12 +418,7 @@ def _validate_multi(args: argparse.Namespace, script: str) -> None:
             )
 
 
-def rule_config(args: argparse.Namespace) -> RuleConfig:
-    """The aggregation rule the flags ask for (after :func:`validate_args`)."""
-    return RuleConfig(name=args.gar, f=args.gar_f, trim=args.trim, multikrum_m=args.multikrum_m, gm_iters=args.gm_iters)
-
-
-def _validate_byzantine(args: argparse.Namespace) -> None:
+def _validate_byzantine(args: _Flags, script: str) -> None:
     """Check the attack and rule flags; the rule's condition on n (updates per aggregation) and f."""
     _require(
         0 <= args.byzantine < args.num_clients,
@@ -411,13 +428,12 @@ def _validate_byzantine(args: argparse.Namespace) -> None:
     _require(args.attack == "none" or args.byzantine > 0, f"--attack {args.attack} needs --byzantine F with F >= 1")
     if args.attack_scale is not None and args.attack in ("signflip", "gaussian", "ipm"):
         _require(args.attack_scale > 0, f"--attack_scale must be positive for {args.attack}, got {args.attack_scale}")
-    if args.gar_f is None:
-        args.gar_f = args.byzantine
     _require(args.gar_f >= 0, f"--gar_f must be >= 0, got {args.gar_f}")
     if args.trim is not None:
         _require(args.trim >= 0, f"--trim must be >= 0, got {args.trim}")
-    rule = rule_config(args)
-    if getattr(args, "algorithm", None) == "fedasync":
+    rule = RuleConfig(args.gar, args.gar_f, args.trim, args.multikrum_m, args.gm_iters)
+    algorithm = args.algorithm if script == "run_async" else None
+    if algorithm == "fedasync":
         _require(
             args.gar == "mean",
             f"--gar {args.gar} needs several updates at once, but FedAsync applies each update alone: "
@@ -429,7 +445,7 @@ def _validate_byzantine(args: argparse.Namespace) -> None:
             "use --algorithm fedbuff",
         )
         return
-    if getattr(args, "algorithm", None) == "fedbuff":
+    if algorithm == "fedbuff":
         n, where = args.buffer_size, "--buffer_size"
     else:
         n, where = args.num_select_clients, "--num_select_clients"
@@ -441,25 +457,7 @@ def _validate_byzantine(args: argparse.Namespace) -> None:
         raise UsageError(f"--gar {args.gar}: {exc} (n is {where}){hint}") from None
 
 
-def _fill_async_defaults(args: argparse.Namespace) -> None:
-    """The asynchronous flags' defaults that depend on other flags."""
-    if args.staleness_a is None:
-        args.staleness_a = DEFAULT_A[args.staleness]
-    if args.distributed:
-        _require(
-            args.concurrency is None,
-            "--concurrency: with --distributed every worker process trains one client at a time, "
-            "so the number of worker processes sets it",
-        )
-    if args.concurrency is None:
-        args.concurrency = args.num_select_clients
-    if args.max_updates is None:
-        args.max_updates = args.global_epoch * args.num_select_clients
-    if args.eval_every is None:
-        args.eval_every = args.num_select_clients
-
-
-def _validate_async(args: argparse.Namespace) -> None:
+def _validate_async(args: _Flags) -> None:
     """Check the asynchronous flags."""
     _require(
         1 <= args.concurrency <= args.num_clients,

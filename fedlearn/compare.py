@@ -13,18 +13,17 @@ exit status 1.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from tabulate import tabulate
 
 from . import schema
-from .errors import FedlearnError, UsageError
+from .errors import FedlearnError, OneLineParser, UsageError
 from .files import write_atomically
 
 SCRIPT_TITLES = {"run_baseline": "baseline", "run_federated": "FedAvg", "run_async": None}
@@ -257,14 +256,6 @@ def compare(paths: list[str], plot: str | None = None) -> str:
     if plot_path is not None:
         plot_runs(names, docs, plot_path)
     return comparison_table(names, docs)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with a one-line usage error, exit status 2: ``fedlearn.cli.OneLineParser``, repeated so that
-    this command does not import torch (``fedlearn.cli`` does; that costs seconds)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,16 +6,15 @@ they got there; exits 1 with a one-line message when the dataset cannot be had.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from .data import DATASET_TITLES, raw_folder, resolve_dataset
-from .errors import FedlearnError
+from .errors import FedlearnError, OneLineParser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Fetch the requested dataset; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python3 -m fedlearn.fetch", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python3 -m fedlearn.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="auto", choices=["auto", *DATASET_TITLES])
     parser.add_argument("--data_dir", default="./data")
     parser.add_argument("--no_download", action="store_true", help="use local files or Debian's package only")

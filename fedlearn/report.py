@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from tabulate import tabulate
@@ -16,9 +16,9 @@ TABLE_FORMAT = "github"
 NOT_APPLICABLE = "-"
 
 
-def hyperparameter_table(args: argparse.Namespace, context: dict[str, Any]) -> str:
-    """Every flag with its value, then facts of the run (dataset, device, ...)."""
-    rows = [[f"--{name}", _show(value)] for name, value in vars(args).items()]
+def hyperparameter_table(flags: Mapping[str, Any], context: dict[str, Any]) -> str:
+    """Every flag with its (resolved) value, then facts of the run (dataset, device, ...)."""
+    rows = [[f"--{name}", _show(value)] for name, value in flags.items()]
     rows += [[name, _show(value)] for name, value in context.items()]
     return "Hyperparameters\n" + tabulate(
         rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from . import app
-from .cli import OneLineParser, build_parser
+from .cli import build_parser
 from .compare import compare, folder_problem
-from .errors import FedlearnError, UsageError
+from .errors import FedlearnError, OneLineParser, UsageError
 
 SCRIPTS = ("run_baseline", "run_federated", "run_async")
 
@@ -48,7 +48,7 @@ def split_flags(tokens: list[str]) -> list[tuple[str, list[str]]]:
 
 def flags_accepted(script: str) -> set[str]:
     """Every flag ``script`` accepts."""
-    return set(vars(build_parser(script).parse_args([])))
+    return {action.dest for action in build_parser(script)._actions if action.option_strings} - {"help"}
 
 
 def flags_used(script: str) -> set[str]:
