@@ -32,7 +32,7 @@ from .results import RunRecorder
 from .runtime import make_deterministic, resolve_device, versions
 from .server.attacks import choose_byzantine
 from .server.pipeline import RobustAggregator, ServerPipeline, Threat
-from .server.steps import build_step
+from .server.steps import ServerStep, build_step
 
 
 def main(script: str, argv: list[str] | None = None) -> int:
@@ -283,9 +283,14 @@ def _setup_clients(
     return trainer, speeds, threat, clients
 
 
-def _aggregator(cfg: RunConfig, dim: int, threat: Threat) -> RobustAggregator:
-    """The server's attack simulation, checks, clipping and rule, as the flags ask."""
-    return RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed)
+def _server_parts(cfg: RunConfig, dim: int, threat: Threat) -> tuple[RobustAggregator, ServerStep]:
+    """The server's parts as the configuration asks (the one place they are built): attack simulation,
+    checks, clipping and rule (the aggregator), then the server step."""
+    aggregator = RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed)
+    if cfg.asynchronous is None:
+        return aggregator, build_step("fedavg")
+    server = cfg.asynchronous.server
+    return aggregator, build_step(server.algorithm, alpha=server.alpha, server_lr=server.server_lr)
 
 
 def _prepare_federated(
@@ -299,7 +304,7 @@ def _prepare_federated(
     """Set up the clients (here, or on the workers); returns the FedAvg training call."""
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
-    aggregator = _aggregator(cfg, initial.numel(), threat)
+    aggregator, step = _server_parts(cfg, initial.numel(), threat)
     checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
     rounds: distributed.DistributedRounds | None = None
     if cluster is not None:
@@ -318,7 +323,7 @@ def _prepare_federated(
                 seed=cfg.training.seed,
                 target_accuracy=cfg.training.target_accuracy,
                 show_progress=cfg.output.progress,
-                pipeline=ServerPipeline(aggregator, build_step("fedavg")),
+                pipeline=ServerPipeline(aggregator, step),
                 execute=rounds,
                 checkpointing=checkpointing,
                 resume=resume,
@@ -345,8 +350,8 @@ def _prepare_async(
     """Set up the clients (here, or on the workers) and the asynchronous server; returns the training call."""
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
-    aggregator = _aggregator(cfg, initial.numel(), threat)
-    server = AsyncServer(initial, cfg.asynchronous.server, aggregator)
+    aggregator, step = _server_parts(cfg, initial.numel(), threat)
+    server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step)
     checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
     if cluster is not None:
         placement, inbox = _server_links(cfg, data, initial.numel(), cluster)

@@ -25,7 +25,7 @@ from .results import RunRecorder
 from .server.checks import rejection_reason
 from .server.pipeline import RobustAggregator, ServerPipeline
 from .server.staleness import staleness_weight
-from .server.steps import build_step
+from .server.steps import ServerStep, build_step
 from .training import evaluate
 
 ALGORITHMS = ("fedasync", "fedbuff")
@@ -61,12 +61,18 @@ class AsyncServer:
     so a reference taken at dispatch stays the model that was sent.
     """
 
-    def __init__(self, weights: torch.Tensor, config: AsyncConfig, aggregator: RobustAggregator | None = None):
+    def __init__(
+        self,
+        weights: torch.Tensor,
+        config: AsyncConfig,
+        aggregator: RobustAggregator | None = None,
+        step: ServerStep | None = None,
+    ):
         if config.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {config.algorithm!r}")
         self.config = config
         self.aggregator = aggregator or RobustAggregator(weights.numel())
-        step = build_step(config.algorithm, alpha=config.alpha, server_lr=config.server_lr)
+        step = step or build_step(config.algorithm, alpha=config.alpha, server_lr=config.server_lr)
         self.pipeline = ServerPipeline(self.aggregator, step)
         self.weights = weights.clone()
         self.version = 0

@@ -120,7 +120,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     def track(group: Any, *names: str, **options: Any) -> None:
         federated.add(group.add_argument(*names, **options).dest)
 
-    train = parser.add_argument_group("training (all scripts)")
+    train = parser.add_argument_group("model and training")
     train.add_argument("--batch_size", type=int, default=100, help="minibatch size")
     train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
     train.add_argument("--init_lr", type=float, default=5e-5, help="learning rate")
@@ -156,7 +156,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     )
 
     d = PARTITION_DEFAULTS
-    part = parser.add_argument_group("client data (federated scripts; the baseline only shows them)")
+    part = parser.add_argument_group("federation: the clients' data (federated scripts; the baseline only shows them)")
     track(
         part,
         "--partition",
@@ -179,7 +179,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     )
     track(part, "--show_partition", action="store_true", help="print every client's size and label histogram")
 
-    clock = parser.add_argument_group("simulated clock (federated scripts)")
+    clock = parser.add_argument_group("clients' speeds on the simulated clock (federated scripts)")
     track(
         clock,
         "--delay",
@@ -195,10 +195,12 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]"
     )
 
+    if script == "run_async":
+        _add_async_flags(parser)
     _add_byzantine_flags(parser, track)
 
     multi = parser.add_argument_group(
-        "several processes or machines, checkpoints (federated scripts)",
+        "distributed and checkpoints (federated scripts)",
         "Start with torchrun, e.g. torchrun --standalone --nproc-per-node 3 run_federated.py --distributed: "
         "rank 0 is the server, the other ranks host the clients (round-robin). c10d's rendezvous has no "
         "authentication: run it only inside a trusted network.",
@@ -209,9 +211,6 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     track(multi, "--checkpoint_every", type=int, default=1,
           help="rounds (run_federated) or received updates (run_async) between checkpoints")  # fmt: skip
     track(multi, "--resume", metavar="PATH", default=None, help="continue the run saved in this checkpoint")
-
-    if script == "run_async":
-        _add_async_flags(parser)
 
     parser.federated_flags = frozenset(federated)
     for action in parser._actions:
@@ -225,7 +224,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
 
 def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
     group = parser.add_argument_group(
-        "Byzantine clients and robust aggregation (federated scripts)",
+        "Byzantine clients and defences (federated scripts)",
         "Attacks act on updates (client weights minus the model they started from) when the server "
         "aggregates them; alie and ipm see the honest updates of the same round or FedBuff buffer "
         "(omniscient adversary). Checks (shape, dtype, NaN/inf) reject bad updates under every rule.",
@@ -281,7 +280,7 @@ def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
 
 def _add_async_flags(parser: argparse.ArgumentParser) -> None:
     d = ASYNC_DEFAULTS
-    group = parser.add_argument_group("asynchronous aggregation (run_async)")
+    group = parser.add_argument_group("asynchronous (run_async)")
     group.add_argument(
         "--algorithm",
         default=d.algorithm,
