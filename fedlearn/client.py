@@ -10,9 +10,10 @@ from torch import nn
 
 from . import seeding
 from .data import Dataset
-from .flat import flat_parameters, get_flat, set_flat, unflatten_like
+from .flat import flat_parameters, get_flat, set_flat
+from .objectives import build_objective
 from .server.attacks import flip_labels
-from .training import Proximal, TrainStats, count_batches, make_optimizer, train
+from .training import TrainStats, count_batches, make_optimizer, train
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class LocalTrainer:
     A job depends only on (global weights, the client's data, seed, job key,
     client id): a fresh optimizer per job, and shuffles drawn from a stream
     keyed by ``(seed, job_key, client)``. Clients in ``label_flip`` (Byzantine,
-    ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``.
+    ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``. The local
+    objective is a part (:mod:`fedlearn.objectives`: plain or FedProx) built once
+    from the job configuration.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class LocalTrainer:
         self.config = config
         self.label_flip = label_flip
         self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
+        self.objective = build_objective(prox_mu=config.prox_mu)  # the local objective: a part, not a branch
 
     def num_samples(self, client: int) -> int:
         """Samples the client holds."""
@@ -80,7 +84,7 @@ class LocalTrainer:
         """Train ``client`` from ``global_weights``; ``job_key`` (round or dispatch number) seeds its shuffles."""
         cfg = self.config
         set_flat(self.params, global_weights)
-        proximal = Proximal(cfg.prox_mu, unflatten_like(self.model, global_weights)) if cfg.prox_mu > 0 else None
+        self.objective.start(self.model, global_weights)
         optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr)
         stats = train(
             self.model,
@@ -92,7 +96,7 @@ class LocalTrainer:
             batch_size=cfg.batch_size,
             generator=seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
             on_batch=on_batch,
-            proximal=proximal,
+            objective=self.objective,
         )
         return ClientUpdate(
             client=client, weights=get_flat(self.params), num_samples=self.num_samples(client), stats=stats

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -207,11 +207,12 @@ class Inbox:
         """Stop reporting (call before telling the workers to stop)."""
         self._closed.set()
 
-    def join(self, timeout_s: float) -> bool:
-        """Wait for the listening threads of the workers not dropped to end (each said BYE or its link is
-        gone); True if they all did."""
+    def join(self, timeout_s: float, ranks: Iterable[int] | None = None) -> bool:
+        """Wait for the listening threads of ``ranks`` (default: every worker, all told to stop) to end: each
+        said BYE or its link is gone, so none is inside a receive when the process group goes. True if
+        they all did."""
         deadline = time.monotonic() + timeout_s
-        waited = [thread for rank, thread in self._threads.items() if rank not in self._dropped]
+        waited = [self._threads[rank] for rank in (self._threads if ranks is None else ranks)]
         for thread in waited:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in waited)

@@ -192,7 +192,7 @@ class _Workers:
                 wire.send_stop(rank)
             except Exception:  # noqa: BLE001 - gone already: nothing to stop
                 pass
-        self.inbox.join(timeout_s)
+        self.inbox.join(timeout_s, self.live)
 
 
 def _checkpoint(

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .objectives import Objective
+
 EVAL_BATCH_SIZE = 500  # larger batches are slower on CPU (cache); measured with fedlearn.bench
 
 OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]] = {
@@ -22,14 +24,6 @@ OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Opti
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """A fresh optimizer (no state carried over) chosen by ``--optimizer``."""
     return OPTIMIZERS[name](params, lr)
-
-
-@dataclass(frozen=True)
-class Proximal:
-    """FedProx's term ``mu/2 * ||w - anchor||^2``, added to the objective through its gradient ``mu (w - anchor)``."""
-
-    mu: float
-    anchor: list[torch.Tensor]  # one tensor per model parameter: the global weights the job started from
 
 
 @dataclass(frozen=True)
@@ -56,17 +50,17 @@ def train(
     batch_size: int,
     generator: torch.Generator,
     on_batch: Callable[[], None] | None = None,
-    proximal: Proximal | None = None,
+    objective: Objective | None = None,
 ) -> TrainStats:
     """Run ``epochs`` shuffled passes of minibatch cross-entropy training over ``x[indices]``.
 
     Batches are gathered by tensor indexing; ``generator`` (CPU) fixes the shuffles.
     ``on_batch`` is called after every optimizer step (progress reporting).
-    With ``proximal``, each step also pulls the weights toward its anchor (FedProx);
-    the reported loss is the cross-entropy alone.
+    An ``objective`` (:mod:`fedlearn.objectives`, e.g. FedProx's proximal term) adjusts
+    the gradients after each backward pass; the reported loss is the cross-entropy alone.
     """
     model.train()
-    params = list(model.parameters()) if proximal is not None else []
+    params = list(model.parameters()) if objective is not None else []
     n = int(indices.numel())
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
     batches = 0
@@ -77,10 +71,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
-            if proximal is not None:
-                with torch.no_grad():
-                    for param, anchor in zip(params, proximal.anchor):
-                        param.grad.add_(param - anchor, alpha=proximal.mu)
+            if objective is not None:
+                objective.adjust_gradients(params)
             optimizer.step()
             total_loss += loss.detach() * batch.numel()
             batches += 1

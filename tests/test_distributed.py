@@ -67,7 +67,7 @@ def processes(script, data_dir, out, *extra, fault=None, world=3):
     server = procs[0].communicate(timeout=300)
     for p in procs[1:]:  # a worker the server dropped may wait for its own --timeout: stop it
         try:
-            p.communicate(timeout=30)
+            p.communicate(timeout=5)
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate()

@@ -70,7 +70,7 @@ def test_every_model_trains_one_step_on_mnist_shaped_input():
 def local_distance_from_anchor(tiny_data_dir, proximal_mu):
     """Train a model for 2 epochs from a fixed start; returns (final weights, distance from the start)."""
     from fedlearn.flat import get_flat, unflatten_like
-    from fedlearn.training import Proximal
+    from fedlearn.objectives import Proximal
 
     data = load_dataset("mnist", tiny_data_dir)
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ def local_distance_from_anchor(tiny_data_dir, proximal_mu):
         epochs=2,
         batch_size=20,
         generator=torch.Generator().manual_seed(0),
-        proximal=proximal,
+        objective=proximal,
     )
     weights = get_flat(model)
     return weights, float((weights - start).norm())
