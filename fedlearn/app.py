@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import distributed, seeding, signals
+from . import seeding, signals
 from .asynchronous import AsyncServer, run_async
 from .centralized import run_centralized
 from .checkpoint import Checkpointing, load_checkpoint
@@ -21,7 +21,18 @@ from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds, draw_speeds
 from .config import RunConfig, Script, from_namespace
 from .data import Dataset, load_dataset, resolve_dataset
-from .distributed_async import run_async_distributed
+from .distributed.async_server import run_async_distributed
+from .distributed.cluster import (
+    Placement,
+    WorkerLost,
+    agree_on_setup,
+    first_line,
+    join_process_group,
+    leave_process_group,
+)
+from .distributed.inbox import Inbox
+from .distributed.sync_rounds import DistributedRounds
+from .distributed.worker import serve_clients
 from .errors import FedlearnError
 from .federated import run_fedavg
 from .flat import get_flat
@@ -73,11 +84,11 @@ def _run(cfg: RunConfig) -> int:
     make_deterministic()
     if not cfg.multi.distributed:
         return _run_process(cfg, device, None)
-    rank, world, local_rank = distributed.start(cfg.multi.timeout)
+    rank, world, local_rank = join_process_group(cfg.multi.timeout)
     try:
         return _run_process(cfg, device, Cluster(rank, world, local_rank))
     finally:
-        distributed.stop()
+        leave_process_group()
 
 
 @dataclass(frozen=True)
@@ -161,23 +172,21 @@ def _serve(cfg: RunConfig, data: Dataset, partition: ClientPartition, cluster: C
     """A worker process: host its share of the clients until the server says stop."""
     trainer, speeds, _, _ = _setup_clients(cfg, data, partition, {})
     dim = sum(p.numel() for p in trainer.params)
-    distributed.agree_on_setup(cluster.rank, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
+    agree_on_setup(cluster.rank, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
     emulate = cfg.clock.delay != "none" or cfg.clock.comm_delay > 0
     try:
-        distributed.serve_clients(trainer, speeds, emulate_delay=emulate)
+        serve_clients(trainer, speeds, emulate_delay=emulate)
     except RuntimeError as exc:  # gloo: the server's link broke or stayed silent past --timeout
-        reason = distributed.first_line(exc)
-        raise distributed.WorkerLost(f"worker rank {cluster.rank} lost the server: {reason}") from None
+        reason = first_line(exc)
+        raise WorkerLost(f"worker rank {cluster.rank} lost the server: {reason}") from None
     return 0
 
 
-def _server_links(
-    cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster
-) -> tuple[distributed.Placement, distributed.Inbox]:
+def _server_links(cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster) -> tuple[Placement, Inbox]:
     """The server's side of a distributed run: check the workers set up alike, then listen to each."""
-    distributed.agree_on_setup(0, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
-    placement = distributed.Placement(cfg.federation.num_clients, cluster.world)
-    return placement, distributed.Inbox(placement.workers, dim)
+    agree_on_setup(0, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
+    placement = Placement(cfg.federation.num_clients, cluster.world)
+    return placement, Inbox(placement.workers, dim)
 
 
 def _checkpoint_setup(
@@ -306,10 +315,10 @@ def _prepare_federated(
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
     aggregator, step = _server_parts(cfg, initial.numel(), threat)
     checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
-    rounds: distributed.DistributedRounds | None = None
+    rounds: DistributedRounds | None = None
     if cluster is not None:
         placement, inbox = _server_links(cfg, data, initial.numel(), cluster)
-        rounds = distributed.DistributedRounds(placement, inbox, trainer, cfg.multi.timeout)
+        rounds = DistributedRounds(placement, inbox, trainer, cfg.multi.timeout)
 
     def train_run() -> Outcome:
         try:

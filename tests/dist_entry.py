@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedlearn import app, wire  # noqa: E402
+from fedlearn import app  # noqa: E402
+from fedlearn.distributed import wire  # noqa: E402
 
 
 def hits(spec: str, count: int) -> bool:

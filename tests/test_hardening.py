@@ -317,7 +317,8 @@ def async_parts():
 def test_a_flooding_worker_is_dropped_by_its_listener_and_never_fills_the_inbox(monkeypatch):
     """A worker sending more updates than it was given jobs is reported lost at the first extra one; nothing
     it sends after that is read, so the server's queue holds at most the updates it asked for."""
-    from fedlearn import distributed, wire
+    from fedlearn.distributed import inbox as distributed
+    from fedlearn.distributed import wire
 
     received = []
 

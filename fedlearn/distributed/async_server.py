@@ -20,14 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import seeding, wire
-from .asynchronous import TITLES, AsyncServer, AsyncTally, record_evaluation
-from .checkpoint import Checkpointing, save_checkpoint
-from .client import LocalTrainer
-from .distributed import Inbox, Job, Lost, Placement, protocol_violation
-from .errors import DataError
-from .progress import progress_bar
-from .results import RunRecorder
+from .. import seeding
+from ..asynchronous import TITLES, AsyncServer, AsyncTally, record_evaluation
+from ..checkpoint import Checkpointing, save_checkpoint
+from ..client import LocalTrainer
+from ..errors import DataError
+from ..progress import progress_bar
+from ..results import RunRecorder
+from . import wire
+from .cluster import Placement
+from .inbox import Inbox, Job, Lost, protocol_violation
 
 
 @dataclass

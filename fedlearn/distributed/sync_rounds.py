@@ -1,0 +1,85 @@
+"""Synchronous FedAvg rounds over the workers (a round executor for :func:`fedlearn.federated.run_fedavg`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..client import ClientUpdate, LocalTrainer
+from . import wire
+from .cluster import Placement, WorkerLost
+from .inbox import Inbox, Job, Lost, loss_reason, protocol_violation, to_client_update
+
+
+def _stop(who: str, round_index: int) -> WorkerLost:
+    """Why a synchronous run cannot go on."""
+    return WorkerLost(
+        f"{who} in round {round_index}; synchronous FedAvg needs every picked client, so the run stops "
+        "(continue it with --resume from a --checkpoint)"
+    )
+
+
+class DistributedRounds:
+    """Synchronous rounds over the workers: send each worker the model and its picked clients, gather the updates.
+
+    A lost worker ends the run (:class:`WorkerLost`): FedAvg's rounds need every
+    picked client; ``--checkpoint`` / ``--resume`` continue it after a restart. So
+    does a protocol violation (:func:`protocol_violation`): the offending update is
+    never applied, and the worker that sent it is trusted no more.
+    """
+
+    def __init__(self, placement: Placement, inbox: Inbox, trainer: LocalTrainer, timeout_s: float) -> None:
+        self.placement = placement
+        self.inbox = inbox
+        self.trainer = trainer
+        self.timeout_s = timeout_s
+        self.unexpected = 0  # protocol violations (the run stops at the first)
+
+    def __call__(
+        self, picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[float], None]
+    ) -> list[ClientUpdate]:
+        """The picked clients' updates of round ``round_index``, in ``picked`` order."""
+        jobs = {c: Job(self.placement.worker_of(c), c, round_index, round_index - 1) for c in picked}
+        self._send(jobs, weights, round_index)
+        got: dict[int, ClientUpdate] = {}
+        while len(got) < len(jobs):
+            event = self.inbox.get(self.timeout_s)
+            if event is None or isinstance(event, Lost):
+                who = (
+                    f"worker rank {event.rank} lost ({event.reason})"
+                    if event
+                    else f"no update for {self.timeout_s:g} s"
+                )
+                raise _stop(who, round_index)
+            job = jobs.get(event.client) if event.client not in got else None
+            reason = protocol_violation(event, job, self.trainer)
+            if reason is not None:
+                self.unexpected += 1
+                self.inbox.drop(event.source)
+                raise _stop(f"worker rank {event.source} broke the protocol: {reason}", round_index)
+            got[event.client] = to_client_update(event, self.trainer.num_samples(event.client))
+            progress(1.0)
+        return [got[c] for c in picked]
+
+    def _send(self, jobs: dict[int, Job], weights: torch.Tensor, round_index: int) -> None:
+        """One task per worker: the model and the clients it hosts among the picked ones."""
+        by_worker: dict[int, list[int]] = {}
+        for job in jobs.values():
+            by_worker.setdefault(job.rank, []).append(job.client)
+        for rank, clients in by_worker.items():
+            self.inbox.expect(rank, len(clients))
+            try:
+                wire.send_task(rank, round_index, round_index - 1, clients, weights).wait()
+            except Exception as exc:  # noqa: BLE001 - the link is gone
+                raise _stop(f"worker rank {rank} lost ({loss_reason(exc)})", round_index) from None
+
+    def finish(self) -> None:
+        """Tell every worker to stop."""
+        self.inbox.close()
+        for rank in self.placement.workers:
+            try:
+                wire.send_stop(rank)
+            except Exception:  # noqa: BLE001 - gone already: nothing to stop
+                pass
+        self.inbox.join(self.timeout_s)
