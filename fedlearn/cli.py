@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,9 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+Track = Callable[..., None]  # adds a flag to a group and notes it as one the baseline ignores
+
+
 class ScriptParser(OneLineParser):
     """A script's parser; ``federated_flags`` names the flags the baseline accepts but ignores."""
 
@@ -97,12 +100,32 @@ class ScriptParser(OneLineParser):
 
 def build_parser(script: str) -> argparse.ArgumentParser:
     """The parser for ``script`` (``run_baseline``, ``run_federated``, ``run_async``): every shared flag,
-    plus the asynchronous flags for ``run_async``."""
-    parser = ScriptParser(
-        prog=f"{script}.py",
-        description=DESCRIPTIONS.get(script),
-        formatter_class=DefaultsFormatter,
-    )
+    plus the asynchronous flags for ``run_async``, in the groups ``--help`` shows."""
+    parser = ScriptParser(prog=f"{script}.py", description=DESCRIPTIONS.get(script), formatter_class=DefaultsFormatter)
+    federated: set[str] = set()
+
+    def track(group: Any, *names: str, **options: Any) -> None:
+        federated.add(group.add_argument(*names, **options).dest)
+
+    _add_data_flags(parser)
+    _add_training_flags(parser)
+    _add_federation_flags(parser, track)
+    _add_partition_flags(parser, track)
+    _add_clock_flags(parser, track)
+    if script == "run_async":
+        _add_async_flags(parser)
+    _add_byzantine_flags(parser, track)
+    _add_multi_flags(parser, track)
+    parser.federated_flags = frozenset(federated)
+    for action in parser._actions:
+        if action.dest in RANGES:
+            action.help = f"{action.help}; valid: {RANGES[action.dest]}"
+    _add_output_flags(parser)
+    return parser
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the data is and which dataset."""
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data_dir", default="./data", help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/...)"
@@ -115,11 +138,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     )
     data.add_argument("--no_download", action="store_true", help="never try to download a missing dataset")
 
-    federated: set[str] = set()
 
-    def track(group: Any, *names: str, **options: Any) -> None:
-        federated.add(group.add_argument(*names, **options).dest)
-
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """Model and minibatch training (all scripts)."""
     train = parser.add_argument_group("model and training")
     train.add_argument("--batch_size", type=int, default=100, help="minibatch size")
     train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
@@ -142,6 +163,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     )
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
 
+
+def _add_federation_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    """Clients and rounds."""
     fed = parser.add_argument_group("federation (federated scripts)")
     track(fed, "--global_epoch", type=int, default=5, help="rounds of FedAvg")
     track(fed, "--local_epoch", type=int, default=5, help="local epochs per client job")
@@ -155,6 +179,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         help="FedProx: add mu/2 * ||w - w_global||^2 to every local objective (0 = plain local training)",
     )
 
+
+def _add_partition_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    """How the training set is split among the clients."""
     d = PARTITION_DEFAULTS
     part = parser.add_argument_group("federation: the clients' data (federated scripts; the baseline only shows them)")
     track(
@@ -179,6 +206,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     )
     track(part, "--show_partition", action="store_true", help="print every client's size and label histogram")
 
+
+def _add_clock_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    """Client speeds on the simulated clock."""
     clock = parser.add_argument_group("clients' speeds on the simulated clock (federated scripts)")
     track(
         clock,
@@ -195,10 +225,9 @@ def build_parser(script: str) -> argparse.ArgumentParser:
         clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]"
     )
 
-    if script == "run_async":
-        _add_async_flags(parser)
-    _add_byzantine_flags(parser, track)
 
+def _add_multi_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    """Several processes (torchrun) and checkpoints."""
     multi = parser.add_argument_group(
         "distributed and checkpoints (federated scripts)",
         "Start with torchrun, e.g. torchrun --standalone --nproc-per-node 3 run_federated.py --distributed: "
@@ -212,17 +241,15 @@ def build_parser(script: str) -> argparse.ArgumentParser:
           help="rounds (run_federated) or received updates (run_async) between checkpoints")  # fmt: skip
     track(multi, "--resume", metavar="PATH", default=None, help="continue the run saved in this checkpoint")
 
-    parser.federated_flags = frozenset(federated)
-    for action in parser._actions:
-        if action.dest in RANGES:
-            action.help = f"{action.help}; valid: {RANGES[action.dest]}"
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """What the run writes and shows."""
     out = parser.add_argument_group("output")
     out.add_argument("--save", metavar="PATH", default=None, help="write the results JSON here")
     out.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    return parser
 
 
-def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Any) -> None:
+def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Track) -> None:
     group = parser.add_argument_group(
         "Byzantine clients and defences (federated scripts)",
         "Attacks act on updates (client weights minus the model they started from) when the server "
