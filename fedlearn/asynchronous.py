@@ -270,6 +270,20 @@ def _forget_unused(sent: dict[int, tuple[torch.Tensor, int]], timeline: AsyncTim
         del sent[key]
 
 
+def async_checkpoint(
+    mode: str, checkpointing: Checkpointing, server: AsyncServer, recorder: RunRecorder, tally: AsyncTally
+) -> dict[str, Any]:
+    """What every asynchronous checkpoint holds (``mode``: simulated or distributed); a loop adds its own."""
+    return {
+        "script": "run_async",
+        "mode": mode,
+        "args": checkpointing.args,
+        "server": server.state(),
+        "record": recorder.state(),
+        **tally.state(),
+    }
+
+
 def _async_checkpoint(
     checkpointing: Checkpointing,
     server: AsyncServer,
@@ -278,12 +292,7 @@ def _async_checkpoint(
     sent: dict[int, tuple[torch.Tensor, int]],
 ) -> dict[str, Any]:
     return {
-        "script": "run_async",
-        "mode": "simulated",
-        "args": checkpointing.args,
-        "server": server.state(),
-        "record": recorder.state(),
-        **loop.state(),
+        **async_checkpoint("simulated", checkpointing, server, recorder, loop),
         "sent_keys": list(sent),
         "sent_weights": [w.detach().cpu() for w, _ in sent.values()],
         "sent_versions": [v for _, v in sent.values()],

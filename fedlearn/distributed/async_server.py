@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import seeding
-from ..asynchronous import TITLES, AsyncServer, AsyncTally, record_evaluation
+from ..asynchronous import TITLES, AsyncServer, AsyncTally, async_checkpoint, record_evaluation
 from ..checkpoint import Checkpointing, save_checkpoint
 from ..client import LocalTrainer
 from ..errors import DataError
@@ -201,12 +201,7 @@ def _checkpoint(
     checkpointing: Checkpointing, server: AsyncServer, recorder: RunRecorder, tally: AsyncTally, workers: _Workers
 ) -> dict[str, Any]:
     return {
-        "script": "run_async",
-        "mode": "distributed",
-        "args": checkpointing.args,
-        "server": server.state(),
-        "record": recorder.state(),
-        **tally.state(),
+        **async_checkpoint("distributed", checkpointing, server, recorder, tally),
         "next_key": workers.next_key,
         "rng": workers.rng.bit_generator.state,
         "lost": workers.lost,

@@ -85,10 +85,6 @@ class Sending:
         for work in self.works:
             work.wait()
 
-    def done(self) -> bool:
-        """Whether the worker has taken the task."""
-        return all(work.is_completed() for work in self.works)
-
 
 def send_stop(dst: int) -> None:
     """Tell worker ``dst`` that the run is over."""
