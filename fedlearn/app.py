@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,6 @@ import torch
 import torch.distributed as dist
 
 from . import seeding, signals
-from .asynchronous import AsyncServer, run_async
-from .centralized import run_centralized
 from .checkpoint import Checkpointing, load_checkpoint
 from .cli import build_parser
 from .client import LocalJobConfig, LocalTrainer
@@ -30,20 +28,25 @@ from .distributed.cluster import (
     join_process_group,
     leave_process_group,
 )
-from .distributed.inbox import Inbox
+from .distributed.inbox import Inbox, Links
 from .distributed.sync_rounds import DistributedRounds
 from .distributed.worker import serve_clients
 from .errors import FedlearnError
-from .federated import run_fedavg
 from .flat import get_flat
+from .loops.centralized import Epochs, run_centralized
+from .loops.rounds import Rounds, run_fedavg
+from .loops.skeleton import LoopOptions
+from .loops.virtual_clock import Updates, run_async
 from .models import build_model, count_parameters
 from .partition import ClientPartition, partition_sizes
 from .report import hyperparameter_table, partition_table, results_table, write_results
 from .results import RunRecorder
 from .runtime import make_deterministic, resolve_device, versions
+from .server.asynchronous import AsyncServer
 from .server.attacks import choose_byzantine
 from .server.pipeline import RobustAggregator, ServerPipeline, Threat
 from .server.steps import ServerStep, build_step
+from .server.synchronous import SyncServer
 
 
 def main(script: str, argv: list[str] | None = None) -> int:
@@ -182,26 +185,26 @@ def _serve(cfg: RunConfig, data: Dataset, partition: ClientPartition, cluster: C
     return 0
 
 
-def _server_links(cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster) -> tuple[Placement, Inbox]:
+def _server_links(cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster) -> Links:
     """The server's side of a distributed run: check the workers set up alike, then listen to each."""
     agree_on_setup(0, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
     placement = Placement(cfg.federation.num_clients, cluster.world)
-    return placement, Inbox(placement.workers, dim)
+    return Links(placement, Inbox(placement.workers, dim), cfg.multi.timeout)
 
 
-def _checkpoint_setup(
-    cfg: RunConfig, dim: int, context: dict[str, Any]
-) -> tuple[Checkpointing | None, dict[str, Any] | None]:
-    """What ``--checkpoint`` and ``--resume`` ask for (``dim``: the model's size); notes a resumption in ``context``."""
-    settings = dict(cfg.flags)
+def _loop_options(cfg: RunConfig, dim: int, context: dict[str, Any]) -> LoopOptions:
+    """What every loop is told: seed, target, progress bar, and what ``--checkpoint`` and ``--resume`` ask for
+    (``dim``: the model's size); notes a resumption in ``context``."""
+    settings, script = dict(cfg.flags), cfg.script.value
+    multi = cfg.multi
     checkpointing = (
-        Checkpointing(cfg.multi.checkpoint, cfg.multi.checkpoint_every, settings) if cfg.multi.checkpoint else None
+        Checkpointing(multi.checkpoint, multi.checkpoint_every, settings, script) if multi.checkpoint else None
     )
-    resume = load_checkpoint(cfg.multi.resume, cfg.script.value, settings, dim) if cfg.multi.resume else None
+    resume = load_checkpoint(multi.resume, script, settings, dim) if multi.resume else None
     if resume is not None:
         done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
-        context["resumed from"] = f"{cfg.multi.resume} (after {done})"
-    return checkpointing, resume
+        context["resumed from"] = f"{multi.resume} (after {done})"
+    return LoopOptions(cfg.training.seed, cfg.training.target_accuracy, cfg.output.progress, checkpointing, resume)
 
 
 def _make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> ClientPartition:
@@ -239,17 +242,9 @@ def _prepare_baseline(
     """Centralized training needs no set-up; returns the training call."""
 
     def train_run() -> Outcome:
-        recorder = run_centralized(
-            model,
-            data,
-            epochs=cfg.training.epochs,
-            batch_size=cfg.training.batch_size,
-            optimizer=cfg.training.optimizer,
-            lr=cfg.training.lr,
-            seed=cfg.training.seed,
-            target_accuracy=cfg.training.target_accuracy,
-            show_progress=cfg.output.progress,
-        )
+        t = cfg.training
+        options = LoopOptions(t.seed, t.target_accuracy, cfg.output.progress)
+        recorder = run_centralized(model, data, Epochs(t.epochs, t.batch_size, t.optimizer, t.lr), options)
         return Outcome(recorder)
 
     return train_run
@@ -260,11 +255,7 @@ def _setup_clients(
 ) -> tuple[LocalTrainer, ClientSpeeds, Threat, dict[str, Any]]:
     """Draw client speeds and the Byzantine clients and build the local trainer over ``partition``;
     notes both in ``context``."""
-    speeds = draw_speeds(
-        cfg.federation.num_clients,
-        seeding.numpy_rng(cfg.training.seed, seeding.CLOCK),
-        **asdict(cfg.clock),
-    )
+    speeds = draw_speeds(cfg.federation.num_clients, seeding.numpy_rng(cfg.training.seed, seeding.CLOCK), cfg.clock)
     context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
     config = LocalJobConfig(
         optimizer=cfg.training.optimizer,
@@ -310,37 +301,21 @@ def _prepare_federated(
     context: dict[str, Any],
     cluster: Cluster | None,
 ) -> TrainRun:
-    """Set up the clients (here, or on the workers); returns the FedAvg training call."""
+    """Set up the clients (here, or on the workers) and the server; returns the FedAvg training call."""
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
-    aggregator, step = _server_parts(cfg, initial.numel(), threat)
-    checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
-    rounds: DistributedRounds | None = None
-    if cluster is not None:
-        placement, inbox = _server_links(cfg, data, initial.numel(), cluster)
-        rounds = DistributedRounds(placement, inbox, trainer, cfg.multi.timeout)
+    server = SyncServer(initial, ServerPipeline(*_server_parts(cfg, initial.numel(), threat)))
+    options = _loop_options(cfg, initial.numel(), context)
+    rounds = None if cluster is None else DistributedRounds(_server_links(cfg, data, initial.numel(), cluster), trainer)
+    budget = Rounds(cfg.federation.rounds, cfg.federation.num_select)
 
     def train_run() -> Outcome:
         try:
-            _, recorder = run_fedavg(
-                trainer,
-                model,
-                initial,
-                speeds,
-                rounds=cfg.federation.rounds,
-                num_select=cfg.federation.num_select,
-                seed=cfg.training.seed,
-                target_accuracy=cfg.training.target_accuracy,
-                show_progress=cfg.output.progress,
-                pipeline=ServerPipeline(aggregator, step),
-                execute=rounds,
-                checkpointing=checkpointing,
-                resume=resume,
-            )
+            recorder = run_fedavg(trainer, model, server, speeds, budget, options, execute=rounds)
         finally:
             if rounds is not None:
                 rounds.finish()
-        final = aggregator.summary()
+        final = server.summary()
         if rounds is not None:
             final["unexpected_updates"] = rounds.unexpected
         return Outcome(recorder, final=final, document={"clients": clients})
@@ -361,46 +336,17 @@ def _prepare_async(
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
     aggregator, step = _server_parts(cfg, initial.numel(), threat)
     server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step)
-    checkpointing, resume = _checkpoint_setup(cfg, initial.numel(), context)
-    if cluster is not None:
-        placement, inbox = _server_links(cfg, data, initial.numel(), cluster)
-
-        def train_distributed() -> Outcome:
-            recorder, lost = run_async_distributed(
-                server,
-                inbox,
-                placement,
-                trainer,
-                model,
-                max_updates=cfg.asynchronous.max_updates,
-                eval_every=cfg.asynchronous.eval_every,
-                seed=cfg.training.seed,
-                timeout_s=cfg.multi.timeout,
-                target_accuracy=cfg.training.target_accuracy,
-                show_progress=cfg.output.progress,
-                checkpointing=checkpointing,
-                resume=resume,
-            )
-            return Outcome(recorder, final={**server.summary(), "lost_workers": lost}, document={"clients": clients})
-
-        return train_distributed
+    options = _loop_options(cfg, initial.numel(), context)
+    budget = Updates(cfg.asynchronous.max_updates, cfg.asynchronous.eval_every, cfg.asynchronous.concurrency)
+    links = None if cluster is None else _server_links(cfg, data, initial.numel(), cluster)
 
     def train_run() -> Outcome:
-        recorder = run_async(
-            trainer,
-            model,
-            server,
-            speeds,
-            concurrency=cfg.asynchronous.concurrency,
-            max_updates=cfg.asynchronous.max_updates,
-            eval_every=cfg.asynchronous.eval_every,
-            seed=cfg.training.seed,
-            target_accuracy=cfg.training.target_accuracy,
-            show_progress=cfg.output.progress,
-            checkpointing=checkpointing,
-            resume=resume,
-        )
-        return Outcome(recorder, final=server.summary(), document={"clients": clients})
+        if links is None:
+            recorder, final = run_async(trainer, model, server, speeds, budget, options), server.summary()
+        else:
+            recorder, lost = run_async_distributed(server, links, trainer, model, budget, options)
+            final = {**server.summary(), "lost_workers": lost}
+        return Outcome(recorder, final=final, document={"clients": clients})
 
     return train_run
 

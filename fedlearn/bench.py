@@ -37,17 +37,20 @@ from tabulate import tabulate
 from torch import nn
 
 from . import seeding
-from .asynchronous import AsyncConfig, AsyncServer, run_async
-from .centralized import run_centralized
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds
 from .data import Dataset
 from .errors import OneLineParser
-from .federated import local_rounds, run_fedavg, select_clients
 from .flat import get_flat
+from .loops.centralized import Epochs, run_centralized
+from .loops.rounds import Rounds, local_rounds, run_fedavg, select_clients
+from .loops.skeleton import LoopOptions
+from .loops.virtual_clock import Updates, run_async
 from .models import build_model
 from .partition import PartitionSpec, make_partition
 from .runtime import make_deterministic, versions
+from .server.asynchronous import AsyncConfig, AsyncServer
+from .server.synchronous import SyncServer
 from .timing import interleaved_times
 from .training import count_batches
 
@@ -117,9 +120,7 @@ def baseline_seconds(data: Dataset, seed: int = 0) -> float:
     """One epoch of fedlearn's centralized training (evaluation excluded)."""
     torch.manual_seed(seed)
     model = build_model("cnn", channels_last=True)
-    recorder = run_centralized(
-        model, data, epochs=1, batch_size=BATCH_SIZE, optimizer="adam", lr=LR, seed=seed, show_progress=False
-    )
+    recorder = run_centralized(model, data, Epochs(1, BATCH_SIZE, "adam", LR), LoopOptions(seed, show_progress=False))
     return _non_eval_seconds(recorder.final())
 
 
@@ -174,10 +175,9 @@ def fedavg_run(
         paired.append((trained, plain, extra))
         return results
 
-    _, recorder = run_fedavg(
-        trainer, model, get_flat(model), speeds, rounds=rounds, num_select=picked, seed=seed, show_progress=False,
-        execute=with_reference if plain_reference else None,
-    )  # fmt: skip
+    execute = with_reference if plain_reference else None
+    options = LoopOptions(seed, show_progress=False)
+    recorder = run_fedavg(trainer, model, SyncServer(get_flat(model)), speeds, Rounds(rounds, picked), options, execute)
     history, final = recorder.history, recorder.final()
     extra_so_far = 0.0
     for entry, (_, _, extra) in zip(history, paired):  # cumulative sections: take the reference out
@@ -201,7 +201,7 @@ def async_seconds(data: Dataset, seed: int = 0) -> float:
     server = AsyncServer(get_flat(model), AsyncConfig())
     speeds = ClientSpeeds(rates=np.full(8, 1000.0))
     recorder = run_async(
-        trainer, model, server, speeds, concurrency=4, max_updates=8, eval_every=8, seed=seed, show_progress=False
+        trainer, model, server, speeds, Updates(8, 8, concurrency=4), LoopOptions(seed, show_progress=False)
     )
     return _non_eval_seconds(recorder.final())
 

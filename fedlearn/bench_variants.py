@@ -18,7 +18,7 @@ from torch.func import functional_call, grad, vmap
 from .data import Dataset
 from .models import build_model
 from .timing import interleaved_medians
-from .training import evaluate, make_optimizer, train
+from .training import Passes, evaluate, make_optimizer, train
 
 LR = 1e-3
 BATCH_SIZE = 100
@@ -32,7 +32,7 @@ def _epoch_runner(data: Dataset, channels_last: bool, compiled: bool = False) ->
     d = data.to(torch.device("cpu"), channels_last)
     indices = torch.arange(d.train_y.numel())
     generator = torch.Generator().manual_seed(0)
-    return lambda: train(forward, optimizer, d.train_x, d.train_y, indices, 1, BATCH_SIZE, generator)
+    return lambda: train(forward, optimizer, d.train_x, d.train_y, Passes(indices, 1, BATCH_SIZE, generator))
 
 
 def _eval_runner(data: Dataset, channels_last: bool, batch_size: int) -> Callable[[], None]:

@@ -20,7 +20,7 @@ from .files import write_atomically
 from .schema import SchemaError
 from .server.pipeline import RobustAggregator
 
-FORMAT = 1
+FORMAT = 2  # 2: the server step's state (server_step) is saved
 # flags that may differ between a run and its resumption (they do not change the numbers)
 RESUMABLE = frozenset({"global_epoch", "max_updates", "save", "checkpoint", "checkpoint_every", "resume",
                        "no_progress", "timeout", "distributed", "data_dir", "no_download", "target_acc"})  # fmt: skip
@@ -33,6 +33,7 @@ class Checkpointing:
     path: str
     every: int
     args: dict[str, Any]
+    script: str
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -51,8 +52,10 @@ def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any], 
         raise DataError(f"--resume {path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear message
         raise DataError(f"--resume {path}: not a fedlearn checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise DataError(f"--resume {path}: not a fedlearn checkpoint (format {FORMAT})")
+    if not isinstance(state, dict) or not isinstance(state.get("format"), int):
+        raise DataError(f"--resume {path}: not a fedlearn checkpoint")
+    if state["format"] != FORMAT:
+        raise DataError(f"--resume {path}: checkpoint format {state['format']}, this fedlearn reads format {FORMAT}")
     if state.get("script") != script:
         raise DataError(f"--resume {path}: made by {state.get('script')}, not {script}")
     saved = state.get("args")
@@ -77,18 +80,19 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
                                 "rejected": schema.dict_of(schema.integer())})  # fmt: skip
     record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
                             "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
+    step = schema.leaf("an object", lambda v: isinstance(v, dict))  # the step's restore checks its own fields
     if script == "run_federated":
         return schema.record({
             "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),
             "sim_time": schema.number(0), "samples_trained": schema.integer(), "updates": schema.integer(),
-            "record": record, "aggregator": aggregator,
+            "record": record, "aggregator": aggregator, "server_step": step,
         })  # fmt: skip
     server = schema.record({
         "weights": schema.vector(dim), "version": schema.integer(), "received": schema.integer(),
         "discarded": schema.integer(), "staleness": schema.list_of(schema.integer()),
         "buffer": schema.list_of(schema.vector(dim), max_len=args["buffer_size"] - 1),
         "scales": schema.list_of(schema.number(0)), "clients": schema.list_of(schema.integer(0, clients - 1)),
-        "counts": schema.list_of(schema.integer()), "aggregator": aggregator,
+        "counts": schema.list_of(schema.integer()), "aggregator": aggregator, "server_step": step,
     }, same_length=("buffer", "scales", "clients", "counts"))  # fmt: skip
     tally = {"mode": schema.one_of([mode]), "server": server, "record": record,
              "arrivals": schema.integer(0, args["max_updates"]), "samples_trained": schema.integer(),

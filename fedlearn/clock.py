@@ -33,17 +33,20 @@ class ClientSpeeds:
         return max(self.job_duration(int(c), int(s)) for c, s in zip(clients, samples))
 
 
-def draw_speeds(
-    num_clients: int,
-    rng: np.random.Generator,
-    delay: str = "none",
-    client_rate: float = 1000.0,
-    comm_delay: float = 0.0,
-    straggler_fraction: float = 0.25,
-    straggler_slowdown: float = 10.0,
-    delay_spread: float = 1.0,
-) -> ClientSpeeds:
-    """Draw every client's rate once.
+@dataclass(frozen=True)
+class ClockConfig:
+    """How client speeds are drawn (``--delay`` and its settings)."""
+
+    delay: str = "none"
+    client_rate: float = 1000.0
+    comm_delay: float = 0.0
+    straggler_fraction: float = 0.25
+    straggler_slowdown: float = 10.0
+    delay_spread: float = 1.0
+
+
+def draw_speeds(num_clients: int, rng: np.random.Generator, config: ClockConfig = ClockConfig()) -> ClientSpeeds:
+    """Draw every client's rate once, by ``config.delay``:
 
     - ``none``: all clients train at ``client_rate``.
     - ``straggler``: ``round(straggler_fraction * N)`` clients, picked at random,
@@ -52,17 +55,18 @@ def draw_speeds(
       (median 1).
     - ``uniform``: slowdown factors uniform in ``[1, 1 + delay_spread]``.
     """
+    c = config
     slowdown = np.ones(num_clients)
-    if delay == "straggler":
-        count = int(round(straggler_fraction * num_clients))
-        slowdown[rng.choice(num_clients, size=count, replace=False)] = straggler_slowdown
-    elif delay == "lognormal":
-        slowdown = np.exp(delay_spread * rng.standard_normal(num_clients))
-    elif delay == "uniform":
-        slowdown = rng.uniform(1.0, 1.0 + delay_spread, size=num_clients)
-    elif delay != "none":
-        raise ValueError(f"unknown delay model {delay!r}; choose from {', '.join(DELAY_MODELS)}")
-    return ClientSpeeds(rates=client_rate / slowdown, comm_delay=comm_delay)
+    if c.delay == "straggler":
+        count = int(round(c.straggler_fraction * num_clients))
+        slowdown[rng.choice(num_clients, size=count, replace=False)] = c.straggler_slowdown
+    elif c.delay == "lognormal":
+        slowdown = np.exp(c.delay_spread * rng.standard_normal(num_clients))
+    elif c.delay == "uniform":
+        slowdown = rng.uniform(1.0, 1.0 + c.delay_spread, size=num_clients)
+    elif c.delay != "none":
+        raise ValueError(f"unknown delay model {c.delay!r}; choose from {', '.join(DELAY_MODELS)}")
+    return ClientSpeeds(rates=c.client_rate / slowdown, comm_delay=c.comm_delay)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from .asynchronous import AsyncConfig
 from .cli import resolve_defaults, validate
+from .clock import ClockConfig
 from .partition import PartitionSpec
+from .server.asynchronous import AsyncConfig
 from .server.rules import RuleConfig
 
 
@@ -66,18 +67,6 @@ class FederationConfig:
     prox_mu: float
     partition: PartitionSpec
     show_partition: bool
-
-
-@dataclass(frozen=True)
-class ClockConfig:
-    """Client speeds on the virtual clock (the keywords of :func:`fedlearn.clock.draw_speeds`)."""
-
-    delay: str
-    client_rate: float
-    comm_delay: float
-    straggler_fraction: float
-    straggler_slowdown: float
-    delay_spread: float
 
 
 @dataclass(frozen=True)

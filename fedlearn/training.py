@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .objectives import Objective
-
 EVAL_BATCH_SIZE = 500  # larger batches are slower on CPU (cache); measured with fedlearn.bench
 
 OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]] = {
@@ -40,45 +38,57 @@ def count_batches(num_samples: int, batch_size: int, epochs: int = 1) -> int:
     return epochs * -(-num_samples // batch_size)
 
 
+@dataclass(frozen=True)
+class Passes:
+    """Shuffled minibatch passes over ``x[indices]``: how many, how large the batches, whose shuffles."""
+
+    indices: torch.Tensor
+    epochs: int
+    batch_size: int
+    generator: torch.Generator  # CPU; fixes the shuffles
+
+
+GradientHook = Callable[[list[nn.Parameter]], None]
+"""Called with the model's parameters after each backward pass, before the optimizer's step."""
+
+
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
-    indices: torch.Tensor,
-    epochs: int,
-    batch_size: int,
-    generator: torch.Generator,
+    passes: Passes,
     on_batch: Callable[[], None] | None = None,
-    objective: Objective | None = None,
+    adjust_gradients: GradientHook | None = None,
 ) -> TrainStats:
-    """Run ``epochs`` shuffled passes of minibatch cross-entropy training over ``x[indices]``.
+    """Run ``passes`` of minibatch cross-entropy training over ``x[passes.indices]``.
 
-    Batches are gathered by tensor indexing; ``generator`` (CPU) fixes the shuffles.
-    ``on_batch`` is called after every optimizer step (progress reporting).
-    An ``objective`` (:mod:`fedlearn.objectives`, e.g. FedProx's proximal term) adjusts
-    the gradients after each backward pass; the reported loss is the cross-entropy alone.
+    Batches are gathered by tensor indexing. ``on_batch`` is called after every
+    optimizer step (progress reporting). ``adjust_gradients`` (a local objective's
+    term, e.g. FedProx's, :mod:`fedlearn.client.objectives`) changes the gradients
+    after each backward pass; the reported loss is the cross-entropy alone.
     """
     model.train()
-    params = list(model.parameters()) if objective is not None else []
+    params = list(model.parameters()) if adjust_gradients is not None else []
+    indices, batch_size = passes.indices, passes.batch_size
     n = int(indices.numel())
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
     batches = 0
-    for _ in range(epochs):
-        order = indices[torch.randperm(n, generator=generator).to(indices.device)]
+    for _ in range(passes.epochs):
+        order = indices[torch.randperm(n, generator=passes.generator).to(indices.device)]
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
-            if objective is not None:
-                objective.adjust_gradients(params)
+            if adjust_gradients is not None:
+                adjust_gradients(params)
             optimizer.step()
             total_loss += loss.detach() * batch.numel()
             batches += 1
             if on_batch is not None:
                 on_batch()
-    samples = n * epochs
+    samples = n * passes.epochs
     return TrainStats(samples=samples, batches=batches, mean_loss=float(total_loss) / max(samples, 1))
 
 

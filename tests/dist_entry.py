@@ -14,6 +14,7 @@ Usage: python3 tests/dist_entry.py run_federated|run_async [flags...]
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,23 +35,24 @@ def inject(fault: str) -> None:
     real_send, real_recv = wire.send_update, wire.recv_task
     sent = received = 0
 
-    def faulty_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst=0):
+    def faulty_send(frame, dst=0):
         nonlocal sent
         sent += 1
         if not hits(nth, sent):
-            return real_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst)
+            return real_send(frame, dst)
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if kind in ("nan", "short"):
-            weights = weights * float("nan") if kind == "nan" else weights[:-1]
+            weights = frame.weights * float("nan") if kind == "nan" else frame.weights[:-1]
+            frame = replace(frame, weights=weights)
         if kind == "claim":
-            samples = int(value)
-        real_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst)
+            frame = replace(frame, samples_trained=int(value))
+        real_send(frame, dst)
         if kind == "replay":
-            real_send(client, job_key, version, num_samples, samples, batches, loss, weights, dst)
+            real_send(frame, dst)
         if kind == "flood":
             for i in range(int(value)):
-                real_send(client, job_key + 1000 + i, version, num_samples, samples, batches, loss, weights, dst)
+                real_send(replace(frame, job_key=frame.job_key + 1000 + i), dst)
 
     def faulty_recv(dim, src=0):
         nonlocal received
@@ -59,7 +61,7 @@ def inject(fault: str) -> None:
             received += 1
             if kind == "forge" and hits(nth, received):
                 for client in (int(c) for c in value.split(",")):
-                    real_send(client, task.job_key, task.version, 80, 80, 4, 0.5, task.weights * 0)
+                    real_send(wire.WireUpdate(0, client, task.job_key, task.version, 80, 80, 4, 0.5, task.weights * 0))
         return task
 
     wire.send_update, wire.recv_task = faulty_send, faulty_recv

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from fedlearn import seeding
-from fedlearn.asynchronous import AsyncConfig, AsyncServer, run_async
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.clock import ClientSpeeds, plan_async_jobs
 from fedlearn.data import load_dataset
 from fedlearn.flat import get_flat
+from fedlearn.loops.skeleton import LoopOptions
+from fedlearn.loops.virtual_clock import Updates, run_async
 from fedlearn.models import build_model
 from fedlearn.partition import iid_partition
+from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.server.staleness import staleness_weight
 from fedlearn.server.steps import fedasync_mix
 
@@ -148,17 +150,8 @@ def async_setup(tiny_data_dir):
 def run_recorded(trainer, model, speeds, concurrency, cfg=None, num_jobs=12):
     server = RecordingServer(trainer.initial, cfg or AsyncConfig(algorithm="fedasync", staleness="constant"))
     server.after = []
-    recorder = run_async(
-        trainer,
-        model,
-        server,
-        speeds,
-        concurrency=concurrency,
-        max_updates=num_jobs,
-        eval_every=3,
-        seed=0,
-        show_progress=False,
-    )
+    budget = Updates(max_updates=num_jobs, eval_every=3, concurrency=concurrency)
+    recorder = run_async(trainer, model, server, speeds, budget, LoopOptions(seed=0, show_progress=False))
     return server, recorder
 
 

@@ -8,12 +8,12 @@ from test_cli import call
 
 from conftest import run_script
 from fedlearn import seeding
-from fedlearn.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.data import load_dataset
 from fedlearn.flat import get_flat
 from fedlearn.models import build_model
 from fedlearn.partition import iid_partition
+from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.server.pipeline import RobustAggregator, Threat
 from fedlearn.server.rules import RuleConfig, weighted_average
 

@@ -6,10 +6,12 @@ from fedlearn import seeding
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.clock import ClientSpeeds
 from fedlearn.data import load_dataset
-from fedlearn.federated import run_fedavg, select_clients
 from fedlearn.flat import get_flat
+from fedlearn.loops.rounds import Rounds, run_fedavg, select_clients
+from fedlearn.loops.skeleton import LoopOptions
 from fedlearn.models import build_model
 from fedlearn.partition import iid_partition
+from fedlearn.server.synchronous import SyncServer
 
 
 def test_selection_is_fresh_every_round_and_covers_all_clients():
@@ -53,7 +55,9 @@ def test_fedavg_round_is_the_sample_weighted_average_of_clients_trained_from_the
     _, parts, global_model, trainer = setup
     w0 = get_flat(global_model)
     speeds = ClientSpeeds(rates=np.full(7, 100.0))
-    final, recorder = run_fedavg(trainer, global_model, w0, speeds, rounds=2, num_select=3, seed=0, show_progress=False)
+    server = SyncServer(w0)
+    recorder = run_fedavg(trainer, global_model, server, speeds, Rounds(2, 3), LoopOptions(seed=0, show_progress=False))
+    final = server.weights
 
     # Recompute both rounds by hand from the same selection and the same job keys.
     w = w0
@@ -76,9 +80,8 @@ def test_fedavg_round_is_the_sample_weighted_average_of_clients_trained_from_the
 def test_fedavg_rounds_improve_the_global_model(setup):
     data, _, global_model, trainer = setup
     speeds = ClientSpeeds(rates=np.full(7, 100.0))
-    _, recorder = run_fedavg(
-        trainer, global_model, get_flat(global_model), speeds, rounds=3, num_select=4, seed=0, show_progress=False
-    )
+    server = SyncServer(get_flat(global_model))
+    recorder = run_fedavg(trainer, global_model, server, speeds, Rounds(3, 4), LoopOptions(seed=0, show_progress=False))
     accuracies = [e["test_accuracy"] for e in recorder.history]
     assert accuracies[-1] > 0.5 and accuracies[-1] > accuracies[0] - 0.05
 
@@ -90,3 +93,11 @@ def test_prox_mu_reaches_the_local_jobs(setup):
     proximal = LocalTrainer(trainer.model, data, parts, LocalJobConfig("adam", 1e-3, 16, 1, 0, prox_mu=5.0))
     pulled = proximal.run(2, w0, job_key=1).weights
     assert (pulled - w0).norm() < (plain - w0).norm()
+
+
+def test_the_reply_part_decides_what_the_server_receives(setup):
+    data, parts, global_model, trainer = setup
+    w0 = get_flat(global_model)
+    trained = trainer.run(2, w0, job_key=1).weights
+    halfway = LocalTrainer(trainer.model, data, parts, trainer.config, reply=lambda start, end: (start + end) / 2)
+    assert torch.allclose(halfway.run(2, w0, job_key=1).weights, (w0 + trained) / 2)

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -17,11 +18,14 @@ import torch
 from conftest import REPO
 from fedlearn import signals
 from fedlearn.app import main
-from fedlearn.asynchronous import AsyncConfig, AsyncServer, run_async
-from fedlearn.clock import AsyncTimeline, ClientSpeeds, draw_speeds
+from fedlearn.clock import AsyncTimeline, ClientSpeeds, ClockConfig, draw_speeds
 from fedlearn.errors import DataError
-from fedlearn.federated import run_fedavg
 from fedlearn.files import write_atomically
+from fedlearn.loops.rounds import Rounds, run_fedavg
+from fedlearn.loops.skeleton import LoopOptions
+from fedlearn.loops.virtual_clock import Updates, run_async
+from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
+from fedlearn.server.synchronous import SyncServer
 
 TINY = ["--dataset", "mnist", "--batch_size", "50", "--init_lr", "1e-3", "--local_epoch", "1", "--num_clients", "4",
         "--num_select_clients", "2", "--model", "mlp", "--no_progress"]  # fmt: skip
@@ -84,8 +88,9 @@ def test_the_clock_stays_finite_and_positive_at_the_ends_of_the_ranges():
     rng = np.random.default_rng(0)
     for delay in ("lognormal", "uniform", "straggler"):
         for rate in (RANGES["client_rate"].low, RANGES["client_rate"].high):
-            speeds = draw_speeds(1000, rng, delay=delay, client_rate=rate, delay_spread=RANGES["delay_spread"].high,
+            config = ClockConfig(delay, rate, delay_spread=RANGES["delay_spread"].high,
                                  straggler_slowdown=RANGES["straggler_slowdown"].high)  # fmt: skip
+            speeds = draw_speeds(1000, rng, config)
             for samples in (1, 60000 * 10**6):
                 durations = [speeds.job_duration(c, samples) for c in range(1000)]
                 assert all(0 < d < float("inf") for d in durations), (delay, rate, samples)
@@ -274,8 +279,8 @@ def test_planning_a_huge_asynchronous_budget_takes_no_memory(async_parts):
     trainer, model, speeds = async_parts
     trainer.run = lambda *a, **k: (_ for _ in ()).throw(_Stop())
     server = AsyncServer(torch.zeros(3), AsyncConfig())
-    peak = _peak_bytes(lambda: run_async(trainer, model, server, speeds, concurrency=3, max_updates=10**6,
-                                         eval_every=1, seed=0, show_progress=False))  # fmt: skip
+    budget, options = Updates(max_updates=10**6, eval_every=1, concurrency=3), LoopOptions(show_progress=False)
+    peak = _peak_bytes(lambda: run_async(trainer, model, server, speeds, budget, options))
     assert peak < 5_000_000  # a planned list would take ~200 MB per million jobs
 
 
@@ -285,8 +290,8 @@ def test_a_huge_number_of_rounds_is_not_drawn_ahead(async_parts):
     def stop(picked, weights, round_index, progress):
         raise _Stop()
 
-    peak = _peak_bytes(lambda: run_fedavg(trainer, model, torch.zeros(3), speeds, rounds=10**6, num_select=2,
-                                          seed=0, show_progress=False, execute=stop))  # fmt: skip
+    budget, options = Rounds(rounds=10**6, num_select=2), LoopOptions(show_progress=False)
+    peak = _peak_bytes(lambda: run_fedavg(trainer, model, SyncServer(torch.zeros(3)), speeds, budget, options, stop))
     assert peak < 5_000_000
 
 
@@ -320,15 +325,17 @@ def test_a_flooding_worker_is_dropped_by_its_listener_and_never_fills_the_inbox(
     from fedlearn.distributed import inbox as distributed
     from fedlearn.distributed import wire
 
-    received = []
+    received, asked = [], threading.Event()
 
     def endless(src, dim):
+        asked.wait(5.0)  # the worker answers jobs it was sent: none before the server expects them
         received.append(src)
         return wire.WireUpdate(src, 0, len(received), 0, 1, 1, 1, 0.1, torch.zeros(dim))
 
     monkeypatch.setattr(wire, "recv_update", endless)
     inbox = distributed.Inbox([1], dim=1000)
     inbox.expect(1, 2)
+    asked.set()
     events = [inbox.get(5.0) for _ in range(3)]
     time.sleep(0.2)
     assert [type(e).__name__ for e in events] == ["WireUpdate", "WireUpdate", "Lost"]

@@ -4,7 +4,7 @@ from torch import nn
 
 from fedlearn.data import load_dataset
 from fedlearn.models import MODELS, build_model
-from fedlearn.training import count_batches, evaluate, make_optimizer, train
+from fedlearn.training import Passes, count_batches, evaluate, make_optimizer, train
 
 
 def test_training_lowers_the_loss_on_a_small_made_up_dataset(tiny_data_dir):
@@ -18,10 +18,7 @@ def test_training_lowers_the_loss_on_a_small_made_up_dataset(tiny_data_dir):
         make_optimizer("adam", model.parameters(), 1e-3),
         data.train_x,
         data.train_y,
-        indices,
-        epochs=3,
-        batch_size=32,
-        generator=torch.Generator().manual_seed(0),
+        Passes(indices, epochs=3, batch_size=32, generator=torch.Generator().manual_seed(0)),
     )
     after = evaluate(model, data.train_x, data.train_y)
     assert stats.samples == 3 * 400 and stats.batches == count_batches(400, 32, 3) == 39
@@ -59,18 +56,15 @@ def test_every_model_trains_one_step_on_mnist_shaped_input():
             make_optimizer("sgd", model.parameters(), 0.1),
             x,
             y,
-            torch.arange(4),
-            1,
-            4,
-            torch.Generator().manual_seed(0),
+            Passes(torch.arange(4), 1, 4, torch.Generator().manual_seed(0)),
         )
         assert stats.batches == 1 and torch.isfinite(torch.tensor(stats.mean_loss))
 
 
 def local_distance_from_anchor(tiny_data_dir, proximal_mu):
     """Train a model for 2 epochs from a fixed start; returns (final weights, distance from the start)."""
+    from fedlearn.client.objectives import Proximal
     from fedlearn.flat import get_flat, unflatten_like
-    from fedlearn.objectives import Proximal
 
     data = load_dataset("mnist", tiny_data_dir)
     torch.manual_seed(0)
@@ -82,11 +76,8 @@ def local_distance_from_anchor(tiny_data_dir, proximal_mu):
         make_optimizer("sgd", model.parameters(), 0.05),
         data.train_x,
         data.train_y,
-        torch.arange(400),
-        epochs=2,
-        batch_size=20,
-        generator=torch.Generator().manual_seed(0),
-        objective=proximal,
+        Passes(torch.arange(400), epochs=2, batch_size=20, generator=torch.Generator().manual_seed(0)),
+        adjust_gradients=None if proximal is None else proximal.adjust_gradients,
     )
     weights = get_flat(model)
     return weights, float((weights - start).norm())
@@ -118,10 +109,7 @@ def test_channels_last_is_the_same_computation_in_another_layout(tiny_data_dir):
             make_optimizer("adam", model.parameters(), 1e-3),
             d.train_x,
             d.train_y,
-            torch.arange(400),
-            epochs=1,
-            batch_size=50,
-            generator=torch.Generator().manual_seed(0),
+            Passes(torch.arange(400), epochs=1, batch_size=50, generator=torch.Generator().manual_seed(0)),
         )
         weights.append(get_flat(model))
     assert torch.allclose(weights[0], weights[1], atol=1e-4)

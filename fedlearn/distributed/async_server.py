@@ -1,7 +1,7 @@
 """Real asynchrony across processes: the server takes whichever update comes first and sends that worker more work.
 
 Each worker trains one client at a time. When its update arrives the server
-applies it with :class:`fedlearn.asynchronous.AsyncServer` (FedAsync or
+applies it with :class:`fedlearn.server.asynchronous.AsyncServer` (FedAsync or
 FedBuff, staleness = versions since the model the job started from) and sends
 that worker the current model with one of its clients, drawn from the seed.
 A worker whose link breaks, or that stays silent past ``--timeout``, is
@@ -11,9 +11,9 @@ loss is reported.
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,15 +21,13 @@ import torch
 from torch import nn
 
 from .. import seeding
-from ..asynchronous import TITLES, AsyncServer, AsyncTally, async_checkpoint, record_evaluation
-from ..checkpoint import Checkpointing, save_checkpoint
 from ..client import LocalTrainer
-from ..errors import DataError
-from ..progress import progress_bar
+from ..loops.skeleton import LoopOptions, RunState, Tally
+from ..loops.virtual_clock import Updates, async_fields, restore_server
 from ..results import RunRecorder
+from ..server.asynchronous import TITLES, AsyncServer
 from . import wire
-from .cluster import Placement
-from .inbox import Inbox, Job, Lost, protocol_violation
+from .inbox import Job, Links, Lost, protocol_violation
 
 
 @dataclass
@@ -42,77 +40,54 @@ class _InFlight:
 
 def run_async_distributed(
     server: AsyncServer,
-    inbox: Inbox,
-    placement: Placement,
+    links: Links,
     trainer: LocalTrainer,
     eval_model: nn.Module,
-    *,
-    max_updates: int,
-    eval_every: int,
-    seed: int,
-    timeout_s: float,
-    target_accuracy: float | None = None,
-    show_progress: bool = True,
-    checkpointing: Checkpointing | None = None,
-    resume: dict[str, Any] | None = None,
+    budget: Updates,
+    options: LoopOptions = LoopOptions(),
 ) -> tuple[RunRecorder, list[dict[str, Any]]]:
-    """Receive ``max_updates`` updates from the workers as they come; returns the record and the lost workers.
+    """Receive ``budget.max_updates`` updates from the workers as they come; returns the record and the lost
+    workers.
 
-    A worker whose answer breaks the protocol (:func:`fedlearn.distributed.protocol_violation`)
+    A worker whose answer breaks the protocol (:func:`fedlearn.distributed.inbox.protocol_violation`)
     is dropped like a lost one, and its update counted as rejected (``unexpected``).
-    ``checkpointing.every`` counts received updates; a resumed run continues from
-    the saved server state (jobs in flight at the checkpoint are dispatched again).
+    Checkpoints count received updates; a resumed run continues from the saved
+    server state (jobs in flight at the checkpoint are dispatched again).
     """
-    rng = seeding.numpy_rng(seed, seeding.DISPATCH)
-    recorder = RunRecorder(target_accuracy)
-    tally, next_key, lost = AsyncTally(), 0, []
-    if resume is not None:
-        tally, next_key, lost = _restore(resume, server, recorder, rng)
-    workers = _Workers(placement, inbox, server, rng, next_key, lost, tally)
+    state = RunState(eval_model, trainer.data, options)
+    rng, next_key, lost = seeding.numpy_rng(options.seed, seeding.DISPATCH), 0, []
+    if state.resume is not None:
+        restore_server(state, server, "distributed")
+        rng.bit_generator.state = state.resume["rng"]
+        next_key, lost = state.resume["next_key"], list(state.resume["lost"])
+    tally, max_updates = state.tally, budget.max_updates
+    workers = _Workers(links, server, rng, next_key, lost, tally)
     workers.start(max_updates)
-    title = TITLES[server.config.algorithm]
-    with progress_bar(
-        max_updates, f"{title} (distributed)", show_progress, unit="update", initial=tally.arrivals
-    ) as bar:
+    with state.progress(f"{TITLES[server.config.algorithm]} (distributed)", max_updates, tally.arrivals) as bar:
         while tally.arrivals < max_updates and workers.in_flight:
-            with recorder.watch.section("training"):  # waiting for the workers
-                event = inbox.get(timeout_s)
+            with state.watch.section("training"):  # waiting for the workers
+                event = links.inbox.get(links.timeout_s)
             flight = workers.answer_to(event, trainer)
             if flight is None:
                 continue
-            with recorder.watch.section("aggregation"):
+            with state.watch.section("aggregation"):
                 num_samples = trainer.num_samples(flight.job.client)
-                accepted = server.receive(
-                    event.weights, flight.start, flight.job.version, flight.job.client, num_samples
-                )
-            tally.count(event.samples_trained, accepted)
-            if math.isfinite(event.mean_loss):
-                tally.add_loss(event.mean_loss, event.samples_trained)
+                accepted = server.receive(event.weights, flight.start, flight.job.version, flight.job.client,
+                                          num_samples)  # fmt: skip
+            tally.count(event.samples_trained, event.mean_loss, accepted)
             bar.update(1)
             if tally.arrivals + len(workers.in_flight) < max_updates:
                 workers.dispatch(event.source)
-            regular = tally.accepted_since_eval >= eval_every
-            if regular:
-                record_evaluation(recorder, eval_model, server, trainer.data, None, tally)
-                tally.evaluated()
-            if checkpointing is not None and (
-                tally.arrivals % checkpointing.every == 0 or tally.arrivals == max_updates
-            ):
-                save_checkpoint(checkpointing.path, _checkpoint(checkpointing, server, recorder, tally, workers))
-            if tally.arrivals == max_updates and not regular:  # the budget is spent: the final model's figures
-                record_evaluation(recorder, eval_model, server, trainer.data, None, tally)
-            if recorder.history:
-                last = recorder.history[-1]
-                bar.set_postfix_str(
-                    f"v{server.version} acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}", refresh=False
-                )
+            if tally.accepted_since_eval >= budget.eval_every:
+                state.evaluate(server.weights, tally.arrivals, None, version=server.version)
+            state.checkpoint(tally.arrivals, max_updates, partial(_checkpoint, server, tally, workers))
+            state.show(f"update {tally.arrivals}/{max_updates} v{server.version}")
     if tally.arrivals < max_updates:
         print(f"every worker was lost: stopping after {tally.arrivals} of {max_updates} updates", file=sys.stderr,
               flush=True)  # fmt: skip
-    if not recorder.history or recorder.history[-1]["step"] != tally.arrivals:
-        record_evaluation(recorder, eval_model, server, trainer.data, None, tally)
-    workers.stop(timeout_s)
-    return recorder, workers.lost
+    state.finish(server.weights, tally.arrivals, None, version=server.version)
+    workers.stop()
+    return state.recorder, workers.lost
 
 
 class _Workers:
@@ -120,18 +95,18 @@ class _Workers:
 
     def __init__(
         self,
-        placement: Placement,
-        inbox: Inbox,
+        links: Links,
         server: AsyncServer,
         rng: np.random.Generator,
         next_key: int,
         lost: list[dict[str, Any]],
-        tally: AsyncTally,
+        tally: Tally,
     ) -> None:
-        self.placement, self.inbox, self.server, self.rng = placement, inbox, server, rng
+        self.placement, self.inbox, self.timeout_s = links.placement, links.inbox, links.timeout_s
+        self.server, self.rng = server, rng
         self.next_key, self.lost, self.tally = next_key, lost, tally
         gone = {entry["rank"] for entry in lost}
-        self.live = [rank for rank in placement.workers if rank not in gone]
+        self.live = [rank for rank in self.placement.workers if rank not in gone]
         self.in_flight: dict[int, _InFlight] = {}
         self.sending: dict[int, wire.Sending] = {}  # the last task sent to each worker, until it is answered
 
@@ -186,7 +161,7 @@ class _Workers:
             print(f"worker rank {rank} lost after {self.tally.arrivals} updates: {reason}; going on with the others",
                   file=sys.stderr, flush=True)  # fmt: skip
 
-    def stop(self, timeout_s: float) -> None:
+    def stop(self) -> None:
         """Tell the live workers the run is over and wait for their goodbyes."""
         self.inbox.close()
         for rank in self.live:
@@ -194,27 +169,13 @@ class _Workers:
                 wire.send_stop(rank)
             except Exception:  # noqa: BLE001 - gone already: nothing to stop
                 pass
-        self.inbox.join(timeout_s, self.live)
+        self.inbox.join(self.timeout_s, self.live)
 
 
-def _checkpoint(
-    checkpointing: Checkpointing, server: AsyncServer, recorder: RunRecorder, tally: AsyncTally, workers: _Workers
-) -> dict[str, Any]:
+def _checkpoint(server: AsyncServer, tally: Tally, workers: _Workers) -> dict[str, Any]:
     return {
-        **async_checkpoint("distributed", checkpointing, server, recorder, tally),
+        **async_fields("distributed", server, tally),
         "next_key": workers.next_key,
         "rng": workers.rng.bit_generator.state,
         "lost": workers.lost,
     }
-
-
-def _restore(
-    resume: dict[str, Any], server: AsyncServer, recorder: RunRecorder, rng: np.random.Generator
-) -> tuple[AsyncTally, int, list[dict[str, Any]]]:
-    """Continue from a checkpoint: the loop's figures, the next job key and the workers lost so far."""
-    if resume.get("mode") != "distributed":
-        raise DataError("--resume: this checkpoint is of a simulated run; resume it without --distributed")
-    server.restore(resume["server"])
-    recorder.restore(resume["record"])
-    rng.bit_generator.state = resume["rng"]
-    return AsyncTally.from_state(resume), resume["next_key"], list(resume["lost"])

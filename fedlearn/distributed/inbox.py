@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..client import ClientUpdate, LocalTrainer
 from ..training import TrainStats
 from . import wire
-from .cluster import first_line
+from .cluster import Placement, first_line
 
 
 @dataclass(frozen=True)
@@ -154,3 +154,12 @@ def to_client_update(update: wire.WireUpdate, num_samples: int) -> ClientUpdate:
     """A received update in the simulation's form; the sample count is the server's own, never the worker's."""
     stats = TrainStats(samples=update.samples_trained, batches=update.batches, mean_loss=update.mean_loss)
     return ClientUpdate(client=update.client, weights=update.weights, num_samples=num_samples, stats=stats)
+
+
+@dataclass(frozen=True)
+class Links:
+    """The server's side of the workers: who hosts which clients, their updates as they come, how long to wait."""
+
+    placement: Placement
+    inbox: Inbox
+    timeout_s: float

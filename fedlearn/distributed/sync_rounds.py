@@ -1,4 +1,4 @@
-"""Synchronous FedAvg rounds over the workers (a round executor for :func:`fedlearn.federated.run_fedavg`)."""
+"""Synchronous FedAvg rounds over the workers (a round executor for :func:`fedlearn.loops.rounds.run_fedavg`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 from ..client import ClientUpdate, LocalTrainer
 from . import wire
-from .cluster import Placement, WorkerLost
-from .inbox import Inbox, Job, Lost, loss_reason, protocol_violation, to_client_update
+from .cluster import WorkerLost
+from .inbox import Job, Links, Lost, loss_reason, protocol_violation, to_client_update
 
 
 def _stop(who: str, round_index: int) -> WorkerLost:
@@ -29,11 +29,9 @@ class DistributedRounds:
     never applied, and the worker that sent it is trusted no more.
     """
 
-    def __init__(self, placement: Placement, inbox: Inbox, trainer: LocalTrainer, timeout_s: float) -> None:
-        self.placement = placement
-        self.inbox = inbox
+    def __init__(self, links: Links, trainer: LocalTrainer) -> None:
+        self.placement, self.inbox, self.timeout_s = links.placement, links.inbox, links.timeout_s
         self.trainer = trainer
-        self.timeout_s = timeout_s
         self.unexpected = 0  # protocol violations (the run stops at the first)
 
     def __call__(

@@ -51,7 +51,8 @@ class Task:
 
 @dataclass(frozen=True)
 class WireUpdate:
-    """One client's update as received, before any check of its values."""
+    """One client's update as framed on the wire (received: before any check of its values; ``source`` is the
+    sender's rank, taken from the link, never from the frame)."""
 
     source: int
     client: int
@@ -112,25 +113,13 @@ def recv_task(dim: int, src: int = 0) -> Task:
     return Task(TRAIN, job_key, version, tuple(int(c) for c in clients), weights)
 
 
-def send_update(
-    client: int,
-    job_key: int,
-    version: int,
-    num_samples: int,
-    samples_trained: int,
-    batches: int,
-    mean_loss: float,
-    weights: torch.Tensor,
-    dst: int = 0,
-) -> None:
-    """Send one client's trained weights to the server."""
-    flat = weights.detach().to("cpu").contiguous()
-    header = torch.tensor(
-        [client, job_key, version, num_samples, samples_trained, batches, flat.numel(), DTYPE_CODES[flat.dtype]],
-        dtype=torch.int64,
-    )
-    dist.send(header, dst, tag=UPDATE_TAG)
-    dist.send(torch.tensor([mean_loss], dtype=torch.float64), dst, tag=UPDATE_TAG)
+def send_update(update: WireUpdate, dst: int = 0) -> None:
+    """Send one client's trained weights, with the job they answer and what training them took, to ``dst``."""
+    flat = update.weights.detach().to("cpu").contiguous()
+    fields = [update.client, update.job_key, update.version, update.num_samples, update.samples_trained,
+              update.batches, flat.numel(), DTYPE_CODES[flat.dtype]]  # fmt: skip
+    dist.send(torch.tensor(fields, dtype=torch.int64), dst, tag=UPDATE_TAG)
+    dist.send(torch.tensor([update.mean_loss], dtype=torch.float64), dst, tag=UPDATE_TAG)
     dist.send(flat, dst, tag=UPDATE_TAG)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import torch.distributed as dist
+
 from ..client import LocalTrainer
 from ..clock import ClientSpeeds
 from . import wire
@@ -16,7 +18,7 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
     ``(k - 1)`` times its real training time, plus ``--comm_delay`` seconds, before replying.
     Returns the number of jobs done.
     """
-    dim = sum(p.numel() for p in trainer.params)
+    dim, rank = sum(p.numel() for p in trainer.params), dist.get_rank()
     fastest = float(speeds.rates.max())
     jobs = 0
     while True:
@@ -31,8 +33,7 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
                 slowdown = fastest / float(speeds.rates[client])
                 time.sleep((slowdown - 1.0) * (time.perf_counter() - began) + speeds.comm_delay)
             stats = update.stats
-            wire.send_update(
-                client, task.job_key, task.version, update.num_samples, stats.samples, stats.batches,
-                stats.mean_loss, update.weights,
-            )  # fmt: skip
+            frame = wire.WireUpdate(rank, client, task.job_key, task.version, update.num_samples, stats.samples,
+                                    stats.batches, stats.mean_loss, update.weights)  # fmt: skip
+            wire.send_update(frame)
             jobs += 1

@@ -82,11 +82,6 @@ class RobustAggregator:
         self.byzantine_selected = 0
         self.selected = 0
 
-    @property
-    def plain(self) -> bool:
-        """True when this is the undefended mean with nothing to corrupt or clip."""
-        return self.rule.name == "mean" and not self.threat.active and self.clip is None
-
     def combine(
         self,
         sent: Sequence[torch.Tensor],
@@ -213,6 +208,18 @@ class RobustAggregator:
         return out
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Updates the server aggregates together: the rows, who sent them and their sample counts; ``origin``,
+    the weights they were trained from (rows are points), or None (rows are deltas); FedBuff's ``scales``."""
+
+    rows: Sequence[torch.Tensor]
+    clients: Sequence[int]
+    counts: Sequence[float]
+    origin: torch.Tensor | None = None
+    scales: Sequence[float] | None = None
+
+
 class ServerPipeline:
     """A batch of updates through the defences (:class:`RobustAggregator`), then the server step."""
 
@@ -220,20 +227,12 @@ class ServerPipeline:
         self.aggregator = aggregator
         self.step = step
 
-    def apply(
-        self,
-        weights: torch.Tensor,
-        batch: Sequence[torch.Tensor],
-        clients: Sequence[int],
-        counts: Sequence[float],
-        key: int,
-        origin: torch.Tensor | None = None,
-        scales: Sequence[float] | None = None,
-        scale: float = 1.0,
-    ) -> torch.Tensor | None:
-        """The new global weights after ``batch`` (points trained from ``origin``, or deltas), or None when
-        the defences left nothing to apply. ``scales`` weigh the deltas, ``scale`` the step (see the parts)."""
-        combined = self.aggregator.combine(batch, clients, counts, key, origin=origin, scales=scales)
+    def apply(self, weights: torch.Tensor, batch: Batch, key: int, scale: float = 1.0) -> torch.Tensor | None:
+        """The new global weights after ``batch``, or None when the defences left nothing to apply;
+        ``key`` seeds the attack's noise, ``scale`` weighs the step (FedAsync's staleness)."""
+        combined = self.aggregator.combine(
+            batch.rows, batch.clients, batch.counts, key, origin=batch.origin, scales=batch.scales
+        )
         if combined is None:
             return None
-        return self.step.apply(weights, Combined(combined, is_point=origin is not None), scale)
+        return self.step.apply(weights, Combined(combined, is_point=batch.origin is not None), scale)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .flat import unflatten_like
+from ..flat import unflatten_like
 
 
 class Objective(Protocol):

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import seeding
-from .data import Dataset
-from .flat import flat_parameters, get_flat, set_flat
+from .. import seeding
+from ..data import Dataset
+from ..flat import flat_parameters, get_flat, set_flat
+from ..server.attacks import flip_labels
+from ..training import Passes, TrainStats, count_batches, make_optimizer, train
 from .objectives import build_objective
-from .server.attacks import flip_labels
-from .training import TrainStats, count_batches, make_optimizer, train
+from .replies import Reply, full_weights
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class LocalTrainer:
     client id): a fresh optimizer per job, and shuffles drawn from a stream
     keyed by ``(seed, job_key, client)``. Clients in ``label_flip`` (Byzantine,
     ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``. The local
-    objective is a part (:mod:`fedlearn.objectives`: plain or FedProx) built once
-    from the job configuration.
+    objective is a part (:mod:`fedlearn.client.objectives`: plain or FedProx) built once
+    from the job configuration; what the client sends back is another
+    (:mod:`fedlearn.client.replies`, its full weights by default).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class LocalTrainer:
         partitions: list[torch.Tensor],
         config: LocalJobConfig,
         label_flip: frozenset[int] = frozenset(),
+        reply: Reply = full_weights,
     ):
         self.model = model
         self.params = flat_parameters(model)  # walked once, used by every job
@@ -65,6 +68,7 @@ class LocalTrainer:
         self.label_flip = label_flip
         self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
         self.objective = build_objective(prox_mu=config.prox_mu)  # the local objective: a part, not a branch
+        self.reply = reply  # what the server receives of a trained job
 
     def num_samples(self, client: int) -> int:
         """Samples the client holds."""
@@ -86,18 +90,15 @@ class LocalTrainer:
         set_flat(self.params, global_weights)
         self.objective.start(self.model, global_weights)
         optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr)
-        stats = train(
-            self.model,
-            optimizer,
-            self.data.train_x,
-            self._flipped_y if client in self.label_flip else self.data.train_y,
+        passes = Passes(
             self.partitions[client],
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            generator=seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
-            on_batch=on_batch,
-            objective=self.objective,
+            cfg.epochs,
+            cfg.batch_size,
+            seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
         )
-        return ClientUpdate(
-            client=client, weights=get_flat(self.params), num_samples=self.num_samples(client), stats=stats
+        labels = self._flipped_y if client in self.label_flip else self.data.train_y
+        stats = train(
+            self.model, optimizer, self.data.train_x, labels, passes, on_batch, self.objective.adjust_gradients
         )
+        weights = self.reply(global_weights, get_flat(self.params))
+        return ClientUpdate(client=client, weights=weights, num_samples=self.num_samples(client), stats=stats)

@@ -1,0 +1,47 @@
+"""Centralized training on the whole training set: the reference run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import seeding
+from ..data import Dataset
+from ..progress import progress_bar
+from ..results import RunRecorder
+from ..training import Passes, count_batches, evaluate, make_optimizer, train
+from .skeleton import LoopOptions
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """The centralized budget and optimizer: ``epochs`` passes in batches of ``batch_size``."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+
+
+def run_centralized(model: nn.Module, data: Dataset, plan: Epochs, options: LoopOptions = LoopOptions()) -> RunRecorder:
+    """Train ``model`` for ``plan.epochs`` passes with one optimizer; evaluate after each epoch."""
+    n, epochs, batch_size = int(data.train_y.numel()), plan.epochs, plan.batch_size
+    indices = torch.arange(n, device=data.train_x.device)
+    opt = make_optimizer(plan.optimizer, model.parameters(), plan.lr)
+    generator = seeding.torch_generator(options.seed, seeding.CENTRAL_TRAIN)
+    passes = Passes(indices, 1, batch_size, generator)  # one epoch a call
+    recorder = RunRecorder(options.target_accuracy)
+    with progress_bar(count_batches(n, batch_size, epochs), "Baseline", enabled=options.show_progress) as bar:
+        tick = lambda: bar.update(1)  # noqa: E731
+        for epoch in range(1, epochs + 1):
+            with recorder.watch.section("training"):
+                stats = train(model, opt, data.train_x, data.train_y, passes, on_batch=tick)
+            with recorder.watch.section("evaluation"):
+                ev = evaluate(model, data.test_x, data.test_y)
+            recorder.record(
+                epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None, train_loss=stats.mean_loss
+            )
+            bar.set_postfix_str(f"epoch {epoch}/{epochs} acc {ev.accuracy:.2%} loss {ev.loss:.4f}", refresh=False)
+    return recorder

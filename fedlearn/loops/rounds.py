@@ -1,0 +1,97 @@
+"""Synchronous FedAvg (McMahan et al. 2017): the server's round loop, with clients in-process or on workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import seeding
+from ..client import ClientUpdate, LocalTrainer
+from ..clock import ClientSpeeds
+from ..progress import batch_ticks
+from ..results import RunRecorder
+from ..server.synchronous import SyncServer
+from .skeleton import LoopOptions, RunState, Tally
+
+
+def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.ndarray:
+    """``k`` of ``num_clients`` uniformly without replacement, fresh for every round (sorted)."""
+    rng = seeding.numpy_rng(seed, seeding.SELECTION, round_index)
+    return np.sort(rng.choice(num_clients, size=k, replace=False))
+
+
+RoundExecutor = Callable[[list[int], torch.Tensor, int, Callable[[float], None]], list[ClientUpdate]]
+"""Trains a round's picked clients from the weights; reports progress in client updates (fractions per batch)."""
+
+
+def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
+    """Run a round's picked clients one after another in this process (the simulation)."""
+
+    def execute(picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[float], None]):
+        return [trainer.run(c, weights, round_index, batch_ticks(progress, trainer.num_batches(c))) for c in picked]
+
+    return execute
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The synchronous budget: ``rounds`` rounds of ``num_select`` clients."""
+
+    rounds: int
+    num_select: int
+
+
+def run_fedavg(
+    trainer: LocalTrainer,
+    eval_model: nn.Module,
+    server: SyncServer,
+    speeds: ClientSpeeds,
+    budget: Rounds,
+    options: LoopOptions = LoopOptions(),
+    execute: RoundExecutor | None = None,
+) -> RunRecorder:
+    """Run the rounds of FedAvg; evaluate the global model after each. Returns the record.
+
+    Round ``t``: pick ``num_select`` clients, each trains from ``w_t``, and the
+    ``server`` steps with their updates. Simulated time advances by the slowest
+    picked client's job. ``execute`` trains a round's clients (default: in this
+    process; :class:`fedlearn.distributed.sync_rounds.DistributedRounds` on
+    other processes). A round depends only on ``w_t``, the seed and ``t``, so a
+    run resumed from a checkpoint (``options.resume``) ends as an uninterrupted one.
+    """
+    state = RunState(eval_model, trainer.data, options)
+    execute = execute or local_rounds(trainer)
+    num_clients, sim_time, first = len(trainer.partitions), 0.0, 1
+    if state.resume is not None:
+        sim_time, first = state.resume["sim_time"], state.resume["round"] + 1
+        server.restore(state.resume)
+        state.restore(Tally(state.resume["updates"], state.resume["samples_trained"]))
+    with state.progress("FedAvg", budget.rounds * budget.num_select, (first - 1) * budget.num_select) as bar:
+        for round_index in range(first, budget.rounds + 1):
+            picked = [int(c) for c in select_clients(options.seed, round_index, num_clients, budget.num_select)]
+            with state.watch.section("training"):
+                results = execute(picked, server.weights, round_index, bar.update)
+            with state.watch.section("aggregation"):
+                server.step([u.weights for u in results], [u.client for u in results],
+                            [u.num_samples for u in results], round_index)  # fmt: skip
+            for update in results:
+                state.tally.count(update.stats.samples, update.stats.mean_loss)
+            sim_time += speeds.round_duration(picked, [u.stats.samples for u in results])
+            state.evaluate(server.weights, round_index, sim_time)
+            state.show(f"round {round_index}/{budget.rounds}")
+            state.checkpoint(
+                round_index, budget.rounds, partial(_checkpoint, round_index, server, sim_time, state.tally)
+            )
+    return state.finish(server.weights, budget.rounds, sim_time)
+
+
+def _checkpoint(round_index: int, server: SyncServer, sim_time: float, tally: Tally) -> dict[str, Any]:
+    """What a synchronous checkpoint holds besides the record (the tally starts over every round)."""
+    return {"round": round_index, "sim_time": sim_time, "samples_trained": tally.samples_trained,
+            "updates": tally.arrivals, **server.state()}  # fmt: skip

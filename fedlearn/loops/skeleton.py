@@ -1,0 +1,147 @@
+"""What every server loop shares: the record, the tallies, evaluation, the progress bar, checkpoints, resumption.
+
+A loop (:mod:`.rounds`, :mod:`.virtual_clock`, the distributed asynchronous
+server) keeps only what differs: who trains next and when the server steps.
+It counts each update it receives in :attr:`RunState.tally`, calls
+:meth:`RunState.evaluate` when its cadence says so and :meth:`RunState.finish`
+at the end, and :meth:`RunState.checkpoint` after each step with its own fields;
+the schema every checkpoint is checked against on resumption is
+:func:`fedlearn.checkpoint.checkpoint_schema`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import Checkpointing, save_checkpoint
+from ..data import Dataset
+from ..flat import set_flat
+from ..progress import progress_bar
+from ..results import RunRecorder
+from ..training import evaluate
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """What every loop is told besides its budget: the seed, the target accuracy, the bar, checkpoints."""
+
+    seed: int = 0
+    target_accuracy: float | None = None
+    show_progress: bool = True
+    checkpointing: Checkpointing | None = None
+    resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
+
+
+@dataclass
+class Tally:
+    """A loop's running figures: updates received, samples trained, and the training loss since the last evaluation."""
+
+    arrivals: int = 0
+    samples_trained: int = 0
+    accepted_since_eval: int = 0
+    loss_sum: float = 0.0  # sum of jobs' mean training loss times their samples, since the last evaluation
+    loss_samples: int = 0
+
+    FIELDS = ("arrivals", "samples_trained", "accepted_since_eval", "loss_sum", "loss_samples")
+
+    def count(self, samples: int, mean_loss: float, accepted: bool = True) -> None:
+        """One more update received (``accepted`` by the server or not) from a job that trained ``samples``
+        samples at a mean loss of ``mean_loss`` (left out of the loss when not finite: unknown, or diverged)."""
+        self.arrivals += 1
+        self.samples_trained += samples
+        self.accepted_since_eval += accepted
+        if samples and math.isfinite(mean_loss):
+            self.loss_sum += mean_loss * samples
+            self.loss_samples += samples
+
+    def train_loss(self) -> float:
+        """The sample-weighted mean training loss since the last evaluation (NaN when nothing was trained)."""
+        return self.loss_sum / self.loss_samples if self.loss_samples else float("nan")
+
+    def evaluated(self) -> None:
+        """Start the next evaluation's tallies."""
+        self.accepted_since_eval, self.loss_sum, self.loss_samples = 0, 0.0, 0
+
+    def state(self) -> dict[str, Any]:
+        """The figures, for a checkpoint."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Tally:
+        """Continue from :meth:`state` (or a checkpoint holding its keys)."""
+        return cls(**{name: state[name] for name in cls.FIELDS})
+
+
+class RunState:
+    """One loop's shared state: the record (:class:`fedlearn.results.RunRecorder`), the :class:`Tally`,
+    the evaluation model and data, the progress bar and the checkpoints."""
+
+    def __init__(self, eval_model: nn.Module, data: Dataset, options: LoopOptions) -> None:
+        self.eval_model, self.data, self.options = eval_model, data, options
+        self.recorder = RunRecorder(options.target_accuracy)
+        self.watch = self.recorder.watch  # times the loop's sections
+        self.tally = Tally()
+        self._bar: Any = None
+
+    @property
+    def resume(self) -> dict[str, Any] | None:
+        """The checkpoint this run continues from, if any."""
+        return self.options.resume
+
+    def restore(self, tally: Tally) -> None:
+        """Continue the record from the checkpoint, with the loop's figures as they were then."""
+        self.recorder.restore(self.options.resume["record"])
+        self.tally = tally
+
+    @contextmanager
+    def progress(self, title: str, total: int, initial: float) -> Iterator[Any]:
+        """The bar, counting client updates from ``initial`` to ``total`` (fractions per batch)."""
+        with progress_bar(total, title, self.options.show_progress, "update", initial, fractional=True) as bar:
+            self._bar = bar
+            yield bar
+
+    def evaluate(self, weights: torch.Tensor, step: int, sim_time: float | None, **extra: Any) -> None:
+        """Evaluate ``weights`` and add the history entry of ``step`` from the tally, which then starts over."""
+        with self.watch.section("evaluation"):
+            set_flat(self.eval_model, weights)
+            result = evaluate(self.eval_model, self.data.test_x, self.data.test_y)
+        self.recorder.record(
+            step,
+            result,
+            sim_time=sim_time,
+            samples_trained=self.tally.samples_trained,
+            client_updates=self.tally.arrivals,
+            train_loss=self.tally.train_loss(),
+            **extra,
+        )
+        self.tally.evaluated()
+
+    def finish(self, weights: torch.Tensor, step: int, sim_time: float | None, **extra: Any) -> RunRecorder:
+        """Evaluate the final model unless ``step`` was just evaluated; returns the record."""
+        history = self.recorder.history
+        if not history or history[-1]["step"] != step:
+            self.evaluate(weights, step, sim_time, **extra)
+        return self.recorder
+
+    def show(self, where: str) -> None:
+        """Put ``where`` (say, ``round 3/10``) and the last evaluation's figures after the bar."""
+        if self._bar is not None and self.recorder.history:
+            last = self.recorder.history[-1]
+            status = f"acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}"
+            self._bar.set_postfix_str(f"{where} {status}", refresh=False)
+
+    def checkpoint(self, step: int, last: int, fields: Callable[[], dict[str, Any]]) -> None:
+        """Save a checkpoint after ``step`` of ``last`` when one is due (every ``--checkpoint_every``, and at
+        the end): the script, its settings and the record, and the loop's ``fields()``."""
+        checkpointing = self.options.checkpointing
+        if checkpointing is None or (step % checkpointing.every and step != last):
+            return
+        common = {"script": checkpointing.script, "args": checkpointing.args, "record": self.recorder.state()}
+        save_checkpoint(checkpointing.path, {**common, **fields()})

@@ -1,0 +1,156 @@
+"""The asynchronous server (FedAsync, FedBuff): what it does with an arriving update, whatever carries it.
+
+:func:`fedlearn.loops.virtual_clock.run_async` drives it with in-process clients
+on the virtual clock; :func:`fedlearn.distributed.async_server.run_async_distributed`
+with updates from worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .checks import rejection_reason
+from .pipeline import Batch, RobustAggregator, ServerPipeline
+from .staleness import staleness_weight
+from .steps import ServerStep, build_step
+
+ALGORITHMS = ("fedasync", "fedbuff")
+TITLES = {"fedasync": "FedAsync", "fedbuff": "FedBuff"}
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """The server's rule for arriving updates."""
+
+    algorithm: str = "fedasync"
+    alpha: float = 0.6  # FedAsync mixing weight
+    staleness: str = "polynomial"
+    staleness_a: float = 0.5
+    staleness_b: float = 4
+    buffer_size: int = 10  # FedBuff K
+    server_lr: float = 1.0  # FedBuff eta_g
+    max_staleness: int | None = None  # discard updates staler than this
+
+
+class AsyncServer:
+    """Holds the global model and its version; applies each arriving update.
+
+    FedAsync: ``w <- (1 - a_t) w + a_t w_new`` with ``a_t = alpha * S(s)``, version + 1.
+    FedBuff: buffer ``S(s) * (w_new - w_tau)``; after K of them
+    ``w <- w + eta_g * mean(buffer)``, version + 1. ``s = version - tau``.
+    An update staler than ``max_staleness`` is discarded and counted.
+    Every update goes through the server pipeline (attack simulation, checks,
+    clipping, rule, then the algorithm's step from :mod:`fedlearn.server.steps`):
+    alone for FedAsync, as the whole buffer for FedBuff, whose mean the rule
+    replaces; a rejected update is counted and not applied.
+    The server replaces ``weights`` on every step, never changes it in place,
+    so a reference taken at dispatch stays the model that was sent.
+    """
+
+    def __init__(
+        self,
+        weights: torch.Tensor,
+        config: AsyncConfig,
+        aggregator: RobustAggregator | None = None,
+        step: ServerStep | None = None,
+    ):
+        if config.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {config.algorithm!r}")
+        self.config = config
+        self.aggregator = aggregator or RobustAggregator(weights.numel())
+        step = step or build_step(config.algorithm, alpha=config.alpha, server_lr=config.server_lr)
+        self.pipeline = ServerPipeline(self.aggregator, step)
+        self.weights = weights.clone()
+        self.version = 0
+        self.received = 0
+        self.discarded = 0
+        self.staleness: list[int] = []
+        self._deltas: list[torch.Tensor] = []
+        self._scales: list[float] = []
+        self._clients: list[int] = []
+        self._counts: list[int] = []
+
+    def receive(
+        self, client_weights: torch.Tensor, start_weights: torch.Tensor, tau: int, client: int = 0, num_samples: int = 1
+    ) -> bool:
+        """Take ``client``'s new weights, trained from ``start_weights`` (version ``tau``); True unless
+        discarded as too stale or (FedAsync) rejected by the checks."""
+        cfg = self.config
+        reason = rejection_reason(client_weights, self.weights.numel())
+        if reason is not None:  # malformed: counted, never applied (nor differenced with the model)
+            self.aggregator.note_rejected(reason)
+            return False
+        s = self.version - tau
+        self.received += 1
+        self.staleness.append(s)
+        if cfg.max_staleness is not None and s > cfg.max_staleness:
+            self.discarded += 1
+            return False
+        weight = staleness_weight(cfg.staleness, s, cfg.staleness_a, cfg.staleness_b)
+        if cfg.algorithm == "fedasync":
+            batch = Batch([client_weights], [client], [num_samples], origin=start_weights)
+            mixed = self.pipeline.apply(self.weights, batch, self.received, scale=weight)
+            if mixed is None:  # rejected by the checks (and counted there)
+                return False
+            self.weights = mixed
+            self.version += 1
+            return True
+        self._deltas.append(client_weights - start_weights)
+        self._scales.append(weight)
+        self._clients.append(client)
+        self._counts.append(num_samples)
+        if len(self._deltas) == cfg.buffer_size:
+            batch = Batch(self._deltas, self._clients, self._counts, scales=self._scales)
+            stepped = self.pipeline.apply(self.weights, batch, self.received)
+            if stepped is not None:  # else every buffered delta was rejected: no step
+                self.weights = stepped
+                self.version += 1
+            for buffer in (self._deltas, self._scales, self._clients, self._counts):
+                buffer.clear()
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue: model, version, counters, the FedBuff buffer."""
+        return {
+            "weights": self.weights.detach().cpu(),
+            "version": self.version,
+            "received": self.received,
+            "discarded": self.discarded,
+            "staleness": list(self.staleness),
+            "buffer": [d.detach().cpu() for d in self._deltas],
+            "scales": list(self._scales),
+            "clients": list(self._clients),
+            "counts": list(self._counts),
+            "aggregator": self.aggregator.state(),
+            "server_step": self.pipeline.step.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        device, dtype = self.weights.device, self.weights.dtype
+        self.weights = state["weights"].to(device, dtype)
+        self.version, self.received, self.discarded = state["version"], state["received"], state["discarded"]
+        self.staleness = list(state["staleness"])
+        self._deltas = [d.to(device, dtype) for d in state["buffer"]]
+        self._scales, self._clients, self._counts = list(state["scales"]), list(state["clients"]), list(state["counts"])
+        self.aggregator.restore(state["aggregator"])
+        self.pipeline.step.restore(state["server_step"])
+
+    @property
+    def buffered(self) -> int:
+        """Accepted FedBuff deltas waiting for the buffer to fill."""
+        return len(self._deltas)
+
+    def summary(self) -> dict[str, Any]:
+        """Staleness and counting figures for the Results table and JSON."""
+        return {
+            "mean_staleness": sum(self.staleness) / len(self.staleness) if self.staleness else 0.0,
+            "max_staleness": max(self.staleness, default=0),
+            "discarded_updates": self.discarded,
+            "server_steps": self.version,
+            "unapplied_updates": self.buffered,
+            **self.aggregator.summary(),
+        }

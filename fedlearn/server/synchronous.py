@@ -1,0 +1,49 @@
+"""The synchronous server (FedAvg): the global model, stepped once per round by the server pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .pipeline import Batch, RobustAggregator, ServerPipeline
+from .steps import build_step
+
+
+class SyncServer:
+    """Holds the global model; each round's updates go through the pipeline (checks, clip, rule, step).
+
+    With the default pipeline a round is FedAvg's ``w <- sum_k (n_k / sum_j n_j) w_k``;
+    a round whose updates the defences all reject keeps the model. The server
+    replaces ``weights`` on every step, never changes it in place.
+    """
+
+    def __init__(self, weights: torch.Tensor, pipeline: ServerPipeline | None = None) -> None:
+        self.weights = weights.clone()
+        self.pipeline = pipeline or ServerPipeline(RobustAggregator(weights.numel()), build_step("fedavg"))
+        self.aggregator = self.pipeline.aggregator
+
+    def step(self, sent: Sequence[torch.Tensor], clients: Sequence[int], counts: Sequence[int], key: int) -> None:
+        """Apply round ``key``'s updates (weights ``sent`` by ``clients`` holding ``counts`` samples)."""
+        stepped = self.pipeline.apply(self.weights, Batch(sent, clients, counts, origin=self.weights), key)
+        if stepped is not None:  # else the defences left nothing: the model stays
+            self.weights = stepped
+
+    def state(self) -> dict[str, Any]:
+        """The model, the defences' counters and the server step's state, for a checkpoint."""
+        return {
+            "weights": self.weights.detach().cpu(),
+            "aggregator": self.aggregator.state(),
+            "server_step": self.pipeline.step.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        self.weights = state["weights"].to(self.weights.device, self.weights.dtype)
+        self.aggregator.restore(state["aggregator"])
+        self.pipeline.step.restore(state["server_step"])
+
+    def summary(self) -> dict[str, Any]:
+        """The defences' counts for the Results table and JSON."""
+        return self.aggregator.summary()
