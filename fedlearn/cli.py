@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .asynchronous import ALGORITHMS, AsyncConfig
 from .clock import DELAY_MODELS
 from .errors import OneLineParser, UsageError
 from .models import MODELS
 from .partition import PARTITIONS, PartitionSpec
+from .server.asynchronous import ALGORITHMS, AsyncConfig
 from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
 from .server.rules import RULES, RuleConfig, check_condition, min_inputs
 from .server.staleness import DEFAULT_A, STALENESS_FUNCTIONS
@@ -145,7 +145,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch_size", type=int, default=100, help="minibatch size")
     train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
     train.add_argument("--init_lr", type=float, default=5e-5, help="learning rate")
-    train.add_argument("--model", default="cnn", choices=sorted(MODELS), help="cnn: the 004 reference CNN")
+    models = "cnn: two 5x5 conv blocks and a linear layer (29k weights); cnn-fedavg: McMahan et al.'s (1.66M)"
+    train.add_argument("--model", default="cnn", choices=sorted(MODELS), help=models)
     train.add_argument(
         "--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="fresh state for every local job"
     )

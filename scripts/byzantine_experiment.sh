@@ -1,5 +1,5 @@
 #!/bin/sh
-# The README's Byzantine experiment: 8 clients, 2 Byzantine, every client in every aggregation.
+# The Byzantine experiment (docs/byzantine.md): 8 clients, 2 Byzantine, every client in every aggregation.
 # Synchronous FedAvg rounds and asynchronous FedBuff buffers of 8; sign flip and "a little is
 # enough" against mean, median, trimmed mean, Krum and Bulyan. Results: docs/byzantine/.
 set -e

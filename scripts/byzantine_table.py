@@ -1,4 +1,4 @@
-"""Print the README's Byzantine table from the JSON files scripts/byzantine_experiment.sh wrote.
+"""Print the Byzantine table of docs/byzantine.md from the JSON files scripts/byzantine_experiment.sh wrote.
 
 python3 scripts/byzantine_table.py [docs/byzantine]
 """
