@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from .server.attacks import choose_byzantine
 from .server.pipeline import RobustAggregator, ServerPipeline, Threat
 from .server.steps import ServerStep, build_step
 from .server.synchronous import SyncServer
+from .training import ClientTests
 
 
 def main(script: str, argv: list[str] | None = None) -> int:
@@ -135,7 +136,8 @@ def _run_process(cfg: RunConfig, device: torch.device, cluster: Cluster | None) 
         "torch threads": torch.get_num_threads(),
     }
     partition: ClientPartition | None = None
-    if cfg.script is not Script.BASELINE or cfg.federation.show_partition:  # the baseline trains on everything
+    federation = cfg.federation
+    if cfg.script is not Script.BASELINE or federation.show_partition or federation.client_test_frac > 0:
         partition = _make_partition(cfg, data, context)
     if cluster is not None and cluster.rank != 0:
         return _serve(cfg, data, partition, cluster)
@@ -192,9 +194,12 @@ def _server_links(cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster) -> 
     return Links(placement, Inbox(placement.workers, dim), cfg.multi.timeout)
 
 
-def _loop_options(cfg: RunConfig, dim: int, context: dict[str, Any]) -> LoopOptions:
-    """What every loop is told: seed, target, progress bar, and what ``--checkpoint`` and ``--resume`` ask for
-    (``dim``: the model's size); notes a resumption in ``context``."""
+def _loop_options(
+    cfg: RunConfig, data: Dataset, partition: ClientPartition | None, context: dict[str, Any], dim: int = 0
+) -> LoopOptions:
+    """What every loop is told: seed, target, progress bar, the clients' test sets (from ``partition``), and
+    what ``--checkpoint`` and ``--resume`` ask for (``dim``: the model's size); notes a resumption in
+    ``context``."""
     settings, script = dict(cfg.flags), cfg.script.value
     multi = cfg.multi
     checkpointing = (
@@ -204,7 +209,10 @@ def _loop_options(cfg: RunConfig, dim: int, context: dict[str, Any]) -> LoopOpti
     if resume is not None:
         done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
         context["resumed from"] = f"{multi.resume} (after {done})"
-    return LoopOptions(cfg.training.seed, cfg.training.target_accuracy, cfg.output.progress, checkpointing, resume)
+    held_out = partition.held_out if partition is not None else None
+    tests = None if held_out is None else ClientTests.gather(data.train_x, data.train_y, held_out)
+    t = cfg.training
+    return LoopOptions(t.seed, t.target_accuracy, cfg.output.progress, checkpointing, resume, tests)
 
 
 def _make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> ClientPartition:
@@ -212,6 +220,13 @@ def _make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> C
     partition = ClientPartition.create(
         cfg.federation.partition, data.train_y, cfg.federation.num_clients, rng, data.num_classes
     )
+    fraction = cfg.federation.client_test_frac
+    if fraction > 0:
+        partition = partition.holding_out(
+            fraction, data.train_y, seeding.numpy_rng(cfg.training.seed, seeding.HOLD_OUT)
+        )
+        held = sum(partition_sizes(partition.held_out))
+        context["client test sets"] = f"{fraction:g} of each client's samples, stratified ({held} in all)"
     sizes = partition_sizes(partition.parts)
     context["partition"] = partition.describe()
     context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
@@ -239,11 +254,16 @@ def _prepare_baseline(
     context: dict[str, Any],
     cluster: Cluster | None,
 ) -> TrainRun:
-    """Centralized training needs no set-up; returns the training call."""
+    """Centralized training on the whole training set, or (``--client_test_frac``) on what the clients keep for
+    training; returns the training call."""
+    options = _loop_options(cfg, data, partition, context)
+    if options.client_tests is not None:
+        kept = torch.cat(partition.parts).sort().values.to(data.train_y.device)
+        data = replace(data, train_x=data.train_x[kept], train_y=data.train_y[kept])
+        context["training samples (the clients' training parts)"] = len(kept)
 
     def train_run() -> Outcome:
         t = cfg.training
-        options = LoopOptions(t.seed, t.target_accuracy, cfg.output.progress)
         recorder = run_centralized(model, data, Epochs(t.epochs, t.batch_size, t.optimizer, t.lr), options)
         return Outcome(recorder)
 
@@ -305,7 +325,7 @@ def _prepare_federated(
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
     server = SyncServer(initial, ServerPipeline(*_server_parts(cfg, initial.numel(), threat)))
-    options = _loop_options(cfg, initial.numel(), context)
+    options = _loop_options(cfg, data, partition, context, initial.numel())
     rounds = None if cluster is None else DistributedRounds(_server_links(cfg, data, initial.numel(), cluster), trainer)
     budget = Rounds(cfg.federation.rounds, cfg.federation.num_select)
 
@@ -336,7 +356,7 @@ def _prepare_async(
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
     aggregator, step = _server_parts(cfg, initial.numel(), threat)
     server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step)
-    options = _loop_options(cfg, initial.numel(), context)
+    options = _loop_options(cfg, data, partition, context, initial.numel())
     budget = Updates(cfg.asynchronous.max_updates, cfg.asynchronous.eval_every, cfg.asynchronous.concurrency)
     links = None if cluster is None else _server_links(cfg, data, initial.numel(), cluster)
 

@@ -53,6 +53,7 @@ RANGES: dict[str, Range] = {
     "prox_mu": Range(0, 1e4),
     "dirichlet_alpha": Range(1e-3, 1e4),
     "size_skew": Range(0, 10),
+    "client_test_frac": Range(0, 1, high_open=True),
     "client_rate": Range(1e-3, 1e9),
     "comm_delay": Range(0, 1e9),
     "straggler_fraction": Range(0, 1),
@@ -184,7 +185,9 @@ def _add_federation_flags(parser: argparse.ArgumentParser, track: Track) -> None
 def _add_partition_flags(parser: argparse.ArgumentParser, track: Track) -> None:
     """How the training set is split among the clients."""
     d = PARTITION_DEFAULTS
-    part = parser.add_argument_group("federation: the clients' data (federated scripts; the baseline only shows them)")
+    part = parser.add_argument_group(
+        "federation: the clients' data (federated scripts; the baseline uses them with --client_test_frac)"
+    )
     track(
         part,
         "--partition",
@@ -206,6 +209,14 @@ def _add_partition_flags(parser: argparse.ArgumentParser, track: Track) -> None:
         help="quantity skew: client sizes ~ exp(size_skew * N(0,1)); 0 = equal",
     )
     track(part, "--show_partition", action="store_true", help="print every client's size and label histogram")
+    part.add_argument(
+        "--client_test_frac",
+        type=float,
+        default=0.0,
+        help="hold out this fraction of each client's samples (stratified by label) as its own test set; the "
+        "global model is also evaluated on each (per-client accuracy, fairness); the baseline then trains on the "
+        "rest of the clients' samples only; 0 = off",
+    )
 
 
 def _add_clock_flags(parser: argparse.ArgumentParser, track: Track) -> None:

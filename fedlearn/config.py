@@ -67,6 +67,7 @@ class FederationConfig:
     prox_mu: float
     partition: PartitionSpec
     show_partition: bool
+    client_test_frac: float  # each client's held-out share (0: none)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
             f["prox_mu"],
             partition,
             f["show_partition"],
+            f["client_test_frac"],
         ),  # fmt: skip
         clock=ClockConfig(
             f["delay"],

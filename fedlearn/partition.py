@@ -151,14 +151,39 @@ def _fill_empty(parts: list[np.ndarray]) -> None:
             parts[k], parts[donor] = parts[donor][-1:], parts[donor][:-1]
 
 
+def hold_out(
+    parts: list[torch.Tensor], labels: torch.Tensor, fraction: float, rng: np.random.Generator
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Split every client's samples into its training part and its own test set, stratified: of each label a
+    client holds ``n`` samples of, ``round(fraction * n)`` (halves up) drawn at random are held out. Both
+    parts come sorted; UsageError when a client would keep no training sample."""
+    y = labels.cpu().numpy()
+    train, test = [], []
+    for k, part in enumerate(parts):
+        shuffled = rng.permutation(part.numpy())
+        grouped = shuffled[np.argsort(y[shuffled], kind="stable")]  # by label, random within a label
+        _, first, counts = np.unique(y[grouped], return_index=True, return_counts=True)
+        take = np.floor(fraction * counts + 0.5).astype(np.int64)
+        rank = np.arange(len(grouped)) - np.repeat(first, counts)  # position within its label
+        held = rank < np.repeat(take, counts)
+        if held.all():
+            raise UsageError(f"--client_test_frac {fraction:g} leaves client {k} ({len(grouped)} samples) with "
+                             "no training sample; use a smaller fraction or fewer clients")  # fmt: skip
+        train.append(torch.from_numpy(np.sort(grouped[~held])))
+        test.append(torch.from_numpy(np.sort(grouped[held])))
+    return train, test
+
+
 @dataclass(frozen=True)
 class ClientPartition:
-    """A drawn partition with its label histograms and per-client label skew."""
+    """A drawn partition with its label histograms and per-client label skew (of the training parts); with
+    ``--client_test_frac``, every client's held-out test set."""
 
     spec: PartitionSpec
     parts: list[torch.Tensor]
     histograms: torch.Tensor  # (clients, classes)
     skew: torch.Tensor  # per-client total-variation distance from the global label distribution
+    held_out: list[torch.Tensor] | None = None
 
     @classmethod
     def create(
@@ -173,6 +198,12 @@ class ClientPartition:
         parts = make_partition(spec, labels, num_clients, rng, num_classes)
         histograms = label_histograms(parts, labels, num_classes)
         return cls(spec, parts, histograms, label_skew(histograms))
+
+    def holding_out(self, fraction: float, labels: torch.Tensor, rng: np.random.Generator) -> ClientPartition:
+        """The partition with ``fraction`` of every client's samples held out as its test set (:func:`hold_out`)."""
+        train, test = hold_out(self.parts, labels, fraction, rng)
+        histograms = label_histograms(train, labels, self.histograms.shape[1])
+        return ClientPartition(self.spec, train, histograms, label_skew(histograms), test)
 
     def describe(self) -> str:
         """One line for the Hyperparameters table, e.g. ``dirichlet (alpha 0.1)``."""
@@ -192,6 +223,7 @@ class ClientPartition:
             "label_skew_mean": float(self.skew.mean()),
             "sizes": partition_sizes(self.parts),
             "label_histograms": self.histograms.tolist(),
+            **({"held_out_sizes": partition_sizes(self.held_out)} if self.held_out is not None else {}),
         }
 
 

@@ -55,6 +55,14 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
     ]
     if final.get("target_accuracy") is not None:
         rows += _target_rows(final["target_accuracy"], final["time_to_target"])
+    if "client_accuracy" in final:
+        clients = final["client_accuracy"]
+        rows += [
+            [f"Client accuracy, {clients['clients']} held-out sets: mean / std (%)",
+             f"{_fmt(clients['mean'], 100, 2)} / {_fmt(clients['std'], 100, 2)}"],
+            ["Client accuracy: worst 10 % / best 10 % (%)",
+             f"{_fmt(clients['worst_10pct'], 100, 2)} / {_fmt(clients['best_10pct'], 100, 2)}"],
+        ]  # fmt: skip
     if "mean_staleness" in final:
         rows += [
             ["Mean staleness", f"{final['mean_staleness']:.2f}"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .stats import fairness
 from .timing import Stopwatch
 from .training import EvalResult
 
@@ -96,6 +97,7 @@ class RunRecorder:
             "steps": last["step"],
             "time_breakdown_s": self._breakdown(wall),
             "target_accuracy": self.target_accuracy,
+            **_client_summary(last.get("client_accuracy")),
             "time_to_target": None
             if self.reached is None
             else {
@@ -103,3 +105,9 @@ class RunRecorder:
                 for key in ("step", "sim_time", "wall_time_s", "client_updates", "samples_trained")
             },
         }
+
+
+def _client_summary(accuracies: list[float | None] | None) -> dict[str, Any]:
+    """The ``final`` block's ``client_accuracy``: fairness figures over the clients' held-out sets, and each."""
+    figures = fairness(accuracies) if accuracies else None
+    return {} if figures is None else {"client_accuracy": {**figures, "per_client": accuracies}}

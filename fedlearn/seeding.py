@@ -20,6 +20,7 @@ CLOCK = 5
 CENTRAL_TRAIN = 6
 DISPATCH = 7
 BYZANTINE = 8
+HOLD_OUT = 9
 
 
 def derive_seed(seed: int, *keys: int) -> int:

@@ -113,3 +113,33 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             correct += (logits.argmax(dim=1) == target).sum()
     n = x.shape[0]
     return EvalResult(accuracy=int(correct) / n, loss=float(loss_sum) / n)
+
+
+@dataclass(frozen=True)
+class ClientTests:
+    """Every client's held-out test samples, stacked: images, labels, and the client each belongs to."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    owner: torch.Tensor  # int64, one client index per sample
+    num_clients: int
+
+    @classmethod
+    def gather(cls, x: torch.Tensor, y: torch.Tensor, held_out: list[torch.Tensor]) -> ClientTests:
+        """Stack the samples ``held_out[k]`` of every client ``k`` (indices into ``x``, ``y``)."""
+        index = torch.cat(held_out).to(x.device)
+        sizes = torch.tensor([len(h) for h in held_out], device=x.device)
+        owner = torch.repeat_interleave(torch.arange(len(held_out), device=x.device), sizes)
+        return cls(x[index], y[index], owner, len(held_out))
+
+    def accuracies(self, model: nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> list[float | None]:
+        """Each client's accuracy on its own test set (None for a client without one), in one pass over all."""
+        model.eval()
+        correct = torch.empty(self.y.shape[0], dtype=torch.float64, device=self.y.device)
+        with torch.inference_mode():
+            for start in range(0, self.x.shape[0], batch_size):
+                logits = model(self.x[start : start + batch_size])
+                correct[start : start + batch_size] = logits.argmax(dim=1) == self.y[start : start + batch_size]
+        hits = torch.bincount(self.owner, weights=correct, minlength=self.num_clients).tolist()
+        sizes = torch.bincount(self.owner, minlength=self.num_clients).tolist()
+        return [h / n if n else None for h, n in zip(hits, sizes)]

@@ -56,6 +56,7 @@ SHARED_FLAGS = {
     "classes_per_client",
     "size_skew",
     "show_partition",
+    "client_test_frac",
     "prox_mu",
     "no_channels_last",
     "byzantine",

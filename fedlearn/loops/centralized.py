@@ -12,7 +12,7 @@ from ..data import Dataset
 from ..progress import progress_bar
 from ..results import RunRecorder
 from ..training import Passes, count_batches, evaluate, make_optimizer, train
-from .skeleton import LoopOptions
+from .skeleton import LoopOptions, client_figures
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ def run_centralized(model: nn.Module, data: Dataset, plan: Epochs, options: Loop
                 stats = train(model, opt, data.train_x, data.train_y, passes, on_batch=tick)
             with recorder.watch.section("evaluation"):
                 ev = evaluate(model, data.test_x, data.test_y)
-            recorder.record(
-                epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None, train_loss=stats.mean_loss
-            )
+                clients = client_figures(model, options.client_tests)
+            recorder.record(epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None,
+                            train_loss=stats.mean_loss, **clients)  # fmt: skip
             bar.set_postfix_str(f"epoch {epoch}/{epochs} acc {ev.accuracy:.2%} loss {ev.loss:.4f}", refresh=False)
     return recorder

@@ -25,7 +25,7 @@ from ..data import Dataset
 from ..flat import set_flat
 from ..progress import progress_bar
 from ..results import RunRecorder
-from ..training import evaluate
+from ..training import ClientTests, evaluate
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class LoopOptions:
     show_progress: bool = True
     checkpointing: Checkpointing | None = None
     resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
+    client_tests: ClientTests | None = None  # every client's held-out set (--client_test_frac)
 
 
 @dataclass
@@ -79,6 +80,11 @@ class Tally:
         return cls(**{name: state[name] for name in cls.FIELDS})
 
 
+def client_figures(model: nn.Module, tests: ClientTests | None) -> dict[str, Any]:
+    """A history entry's per-client accuracies (``client_accuracy``), when clients hold test sets."""
+    return {} if tests is None else {"client_accuracy": tests.accuracies(model)}
+
+
 class RunState:
     """One loop's shared state: the record (:class:`fedlearn.results.RunRecorder`), the :class:`Tally`,
     the evaluation model and data, the progress bar and the checkpoints."""
@@ -112,6 +118,7 @@ class RunState:
         with self.watch.section("evaluation"):
             set_flat(self.eval_model, weights)
             result = evaluate(self.eval_model, self.data.test_x, self.data.test_y)
+            extra.update(client_figures(self.eval_model, self.options.client_tests))
         self.recorder.record(
             step,
             result,
