@@ -25,6 +25,8 @@ from tabulate import tabulate
 from . import schema
 from .errors import FedlearnError, OneLineParser, UsageError
 from .files import write_atomically
+from .groups import Group, cost_table, group_runs, group_table
+from .stats import summarize
 
 SCRIPT_TITLES = {"run_baseline": "baseline", "run_federated": "FedAvg", "run_async": None}
 MAX_SECONDS = 1e12  # about 30,000 years: larger times or counts are not from a run (and break matplotlib's axes)
@@ -52,14 +54,18 @@ RESULTS = schema.record(
              "test_loss": schema.number(null=True)},  # null: the loss was NaN or infinite (a diverged run)
             {"best_test_accuracy": ACCURACY_OR_NULL, "sim_time": SECONDS_OR_NULL, "client_updates": COUNT_OR_NULL,
              "samples_trained": COUNT_OR_NULL, "target_accuracy": ACCURACY_OR_NULL,
-             "time_to_target": schema.record({"step": COUNT, "wall_time_s": SECONDS}, {"sim_time": SECONDS_OR_NULL},
-                                             null=True)},
+             "time_to_target": schema.record({"step": COUNT, "wall_time_s": SECONDS},
+                                             {"sim_time": SECONDS_OR_NULL, "samples_trained": COUNT_OR_NULL,
+                                              "client_updates": COUNT_OR_NULL}, null=True),
+             "client_accuracy": schema.record({}, {key: ACCURACY for key in ("mean", "std", "worst_10pct",
+                                                                                 "best_10pct")}, null=True)},
         ),
         "history": schema.list_of(schema.record({"step": COUNT, "test_accuracy": ACCURACY},
                                                 {"sim_time": SECONDS_OR_NULL, "client_updates": COUNT_OR_NULL}),
                                   min_len=1),
     },
-    {"run": schema.record({}, {"partition": schema.text(null=True), "test set fingerprint": schema.text(null=True)})},
+    {"run": schema.record({}, {"partition": schema.text(null=True), "test set fingerprint": schema.text(null=True)}),
+     "partition": schema.record({}, {"label_skew_mean": schema.number(0, 1)}, null=True)},
 )  # fmt: skip
 
 
@@ -201,8 +207,26 @@ def check_plot_path(plot: str) -> Path:
     return path
 
 
-def plot_runs(names: list[str], docs: list[dict[str, Any]], path: str | Path) -> None:
-    """Accuracy against client updates (left) and simulated time (right); baselines as dashed reference lines.
+def _curve(group: Group, x_of: Any) -> tuple[list[float], list[float], list[float], list[float]] | None:
+    """The group's mean accuracy (%) per evaluation against the mean of ``x_of(entry)``, with its 95 % band
+    (none for one run); runs are cut to the shortest history; None when some entry has no x."""
+    length = min(len(doc["history"]) for doc in group.docs)
+    xs, mean, low, high = [], [], [], []
+    for i in range(length):
+        entries = [doc["history"][i] for doc in group.docs]
+        if any(x_of(e) is None for e in entries):
+            return None
+        xs.append(sum(x_of(e) for e in entries) / len(entries))
+        acc = summarize([100 * e["test_accuracy"] for e in entries])
+        mean.append(acc.mean)
+        low.append(acc.mean if acc.low is None else acc.low)
+        high.append(acc.mean if acc.high is None else acc.high)
+    return xs, mean, low, high
+
+
+def plot_runs(groups: list[Group], path: str | Path) -> None:
+    """Accuracy against client updates (left) and simulated time (right), one mean curve per group with its 95 %
+    band over the seeds; baselines as dashed reference lines.
 
     The PNG is drawn in memory and written whole to exactly ``path`` (a temporary file, then a rename);
     a failure to write is a one-line error (exit status 1) that leaves no file behind.
@@ -213,19 +237,21 @@ def plot_runs(names: list[str], docs: list[dict[str, Any]], path: str | Path) ->
     import matplotlib.pyplot as plt
 
     fig, (by_updates, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    for name, doc in zip(names, docs):
-        method = run_label(doc)
-        label = name if name.lower() == method.lower() else f"{name} ({method})"
-        history = doc["history"]
-        accuracy = [100 * e["test_accuracy"] for e in history]
-        if doc["script"] == "run_baseline":
+    for group in groups:
+        method = run_label(group.docs[0])
+        label = group.name if group.name.lower() == method.lower() else f"{group.name} ({method})"
+        label += f", {len(group.docs)} seeds" if len(group.docs) > 1 else ""
+        if group.docs[0]["script"] == "run_baseline":
+            final = sum(100 * d["final"]["test_accuracy"] for d in group.docs) / len(group.docs)
             for axis in (by_updates, by_time):
-                axis.axhline(100 * doc["final"]["test_accuracy"], linestyle="--", color="gray", label=f"{label}, final")
+                axis.axhline(final, linestyle="--", color="gray", label=f"{label}, final")
             continue
-        updates = [e.get("client_updates") or e["step"] for e in history]
-        by_updates.plot(updates, accuracy, marker="o", markersize=3, label=label)
-        if all(e.get("sim_time") is not None for e in history):
-            by_time.plot([e["sim_time"] for e in history], accuracy, marker="o", markersize=3, label=label)
+        x_of = {by_updates: lambda e: e.get("client_updates") or e["step"], by_time: lambda e: e.get("sim_time")}
+        for axis, x in x_of.items():
+            curve = _curve(group, x)
+            if curve is not None:
+                line = axis.plot(curve[0], curve[1], marker="o", markersize=3, label=label)[0]
+                axis.fill_between(curve[0], curve[2], curve[3], color=line.get_color(), alpha=0.2, linewidth=0)
     by_updates.set(
         xlabel="client updates received (FedAvg: rounds x picked clients)",
         ylabel="test accuracy (%)",
@@ -243,19 +269,40 @@ def plot_runs(names: list[str], docs: list[dict[str, Any]], path: str | Path) ->
     write_atomically(path, png.getvalue(), "--plot")
 
 
-def compare(paths: list[str], plot: str | None = None) -> str:
-    """Load ``paths``, print warnings to stderr, draw the plot if asked; returns the table.
+def compare(paths: list[str], plot: str | None = None, baseline: list[str] | None = None) -> str:
+    """Load ``paths`` (and the ``baseline`` runs), print warnings to stderr, draw the plot if asked; returns the
+    tables: one column per run, or per group of runs differing only in the seed; then, when there is a baseline
+    and a federated run, the cost of federation.
 
     ``plot`` is checked before any file is read (UsageError if no PNG can be written there).
     """
     plot_path = None if plot is None else check_plot_path(plot)
+    paths = [*paths, *[b for b in baseline or [] if b not in paths]]
     docs = [load_result(p) for p in paths]
+    for path, doc in zip(paths, docs):
+        if path in (baseline or []) and doc["script"] != "run_baseline":
+            raise UsageError(f"--baseline {path}: a {doc['script']} result, not run_baseline")
     names = [Path(p).stem for p in paths]
     for warning in comparability_warnings(names, docs):
         print(f"warning: {warning}", file=sys.stderr)
+    groups = group_runs(names, docs)
+    seeded = any(len(g.docs) > 1 for g in groups)
     if plot_path is not None:
-        plot_runs(names, docs, plot_path)
-    return comparison_table(names, docs)
+        plot_runs(groups if seeded else [Group((n,), (d,)) for n, d in zip(names, docs)], plot_path)
+    tables = [group_table(groups, run_label) if seeded else comparison_table(names, docs)]
+    base = _baseline_group(groups, [Path(b).stem for b in baseline or []])
+    if base is not None and any(g.docs[0]["script"] != "run_baseline" for g in groups):
+        tables.append(cost_table(groups, base, run_label))
+    return "\n\n".join(tables)
+
+
+def _baseline_group(groups: list[Group], named: list[str]) -> Group | None:
+    """The group of the ``--baseline`` runs, else the (first) group of baseline runs among the inputs."""
+    bases = [g for g in groups if g.docs[0]["script"] == "run_baseline"]
+    chosen = [g for g in bases if set(g.names) & set(named)] or bases
+    if len(chosen) > 1:
+        print(f"warning: several baselines; the cost of federation is against {chosen[0].name}", file=sys.stderr)
+    return chosen[0] if chosen else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,9 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also draw accuracy curves into this PNG file: the name must end in .png and the folder exist "
         "(else exit status 2, before drawing); written whole or not at all (a failed write: exit status 1)",
     )
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        metavar="FILE",
+        help="the centralized runs (one per seed) to measure the cost of federation against; default: the "
+        "run_baseline results among the inputs",
+    )
     args = parser.parse_args(argv)
     try:
-        print(compare(args.results, args.plot))
+        print(compare(args.results, args.plot, args.baseline))
     except FedlearnError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -5,8 +5,10 @@
 
 Flags after ``--`` go to every run. Each ``--vary FLAG=V1,V2,...`` adds a grid
 axis; a script gets only the axes it uses (the baseline, which trains on all
-the data, is run once rather than once per partition; ``--algorithm`` only
-varies ``run_async``).
+the data, is run once rather than once per partition, unless clients hold out
+test sets with ``--client_test_frac``; ``--algorithm`` only varies ``run_async``).
+``--seeds 0,1,2`` runs every grid point once per seed; the compare table then
+shows each group's mean and 95 % interval over the seeds.
 """
 
 from __future__ import annotations
@@ -51,26 +53,63 @@ def flags_accepted(script: str) -> set[str]:
     return {action.dest for action in build_parser(script)._actions if action.option_strings} - {"help"}
 
 
-def flags_used(script: str) -> set[str]:
-    """The flags ``script`` accepts and acts on (the baseline ignores the federated ones)."""
+PARTITION_FLAGS = frozenset({"num_clients", "partition", "dirichlet_alpha", "shards_per_client",
+                             "classes_per_client", "size_skew"})  # fmt: skip
+"""What decides the clients' data, which the baseline trains on when the clients hold out test sets."""
+
+
+def flags_used(script: str, clients_hold_out: bool = False) -> set[str]:
+    """The flags ``script`` acts on (the baseline ignores the federated ones, but for the partition's when the
+    clients hold out test sets: it trains on what they keep)."""
     accepted = flags_accepted(script)
-    return accepted - build_parser(script).federated_flags if script == "run_baseline" else accepted
+    if script != "run_baseline":
+        return accepted
+    return accepted - build_parser(script).federated_flags | (PARTITION_FLAGS if clients_hold_out else set())
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> ``[0, 1, 2]``; UsageError unless distinct non-negative integers."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise UsageError(f"--seeds {text!r}: expected distinct non-negative integers separated by commas, e.g. 0,1,2")
+    return seeds
+
+
+def _holds_out(axes: list[tuple[str, list[str]]], groups: list[tuple[str, list[str]]]) -> bool:
+    """Whether some run's clients hold out test sets (--client_test_frac other than 0)."""
+    values = [v for flag, vs in axes if flag == "client_test_frac" for v in vs]
+    values += [tokens[-1].split("=")[-1] for flag, tokens in groups if flag == "client_test_frac"]
+    return any(_nonzero(v) for v in values)
+
+
+def _nonzero(text: str) -> bool:
+    try:
+        return float(text) != 0
+    except ValueError:
+        return False  # not a number: the run's own parser says so
 
 
 def plan_runs(
-    scripts: list[str], axes: list[tuple[str, list[str]]], common: list[str]
+    scripts: list[str], axes: list[tuple[str, list[str]]], common: list[str], seeds: list[int] | None = None
 ) -> list[tuple[str, str, list[str]]]:
-    """Every ``(script, run name, argv)`` of the grid.
+    """Every ``(script, run name, argv)`` of the grid, once per seed of ``seeds`` (if given).
 
     A script gets the common flags it accepts and the axes it uses; a flag no
     script knows is a usage error.
     """
     accepted = {script: flags_accepted(script) for script in SCRIPTS}
-    used = {script: flags_used(script) for script in SCRIPTS}
     groups = split_flags(common)
+    used = {script: flags_used(script, _holds_out(axes, groups)) for script in SCRIPTS}
     for flag in [flag for flag, _ in axes] + [flag for flag, _ in groups]:
         if not any(flag in flags for flags in accepted.values()):
             raise UsageError(f"--{flag}: no script has this flag")
+    if seeds is not None:
+        if "seed" in [flag for flag, _ in axes] + [flag for flag, _ in groups]:
+            raise UsageError("--seeds and --seed (or --vary seed=...) cannot be combined: give the seeds to --seeds")
+        axes = [*axes, ("seed", [str(s) for s in seeds])]
     runs = []
     for script in scripts:
         shared = [token for flag, tokens in groups if flag in accepted[script] for token in tokens]
@@ -115,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scripts", nargs="+", default=list(SCRIPTS), choices=SCRIPTS, help="scripts to run")
     parser.add_argument("--vary", action="append", default=[], metavar="FLAG=V1,V2", help="a grid axis (repeatable)")
+    parser.add_argument("--seeds", metavar="S1,S2,...", help="run every grid point once per seed, e.g. 0,1,2")
     parser.add_argument("--plot", action="store_true", help="also draw OUT/curves.png")
     args = parser.parse_args(own)
     try:
         axes = [parse_axis(text) for text in args.vary]
-        runs = plan_runs(args.scripts, axes, common)
+        seeds = None if args.seeds is None else parse_seeds(args.seeds)
+        runs = plan_runs(args.scripts, axes, common, seeds)
         out = prepare_out(args.out)
         paths = []
         for i, (script, name, run_argv) in enumerate(runs, start=1):
