@@ -72,13 +72,21 @@ def show(summary: Summary, scale: float = 1.0, digits: int = 2, signed: bool = F
     """``mean ± std [low, high]`` (what the seeds give), plus ``never k/n`` when some run never got there."""
     if summary.mean is None:
         return f"never {summary.never}/{summary.n}" if summary.never else "-"
-    sign = "+" if signed else ""
-    text = f"{summary.mean * scale:{sign}.{digits}f}"
+    return _spread(summary, scale, digits, signed) + (f"; never {summary.never}/{summary.n}" if summary.never else "")
+
+
+def show_figure(summary: Summary, scale: float = 1.0, digits: int = 2) -> str:
+    """Like :func:`show` for a figure a run may not have at all (the baseline's simulated time): ``-`` then."""
+    return "-" if summary.mean is None else _spread(summary, scale, digits)
+
+
+def _spread(summary: Summary, scale: float, digits: int, signed: bool = False) -> str:
+    """``mean ± std [low, high]`` scaled, or the mean alone for one value."""
+    number = lambda value, plus="": f"{value * scale:{plus}.{digits}f}"  # noqa: E731
+    text = number(summary.mean, "+" if signed else "")
     if summary.std is not None:
-        text += (
-            f" ± {summary.std * scale:.{digits}f} [{summary.low * scale:.{digits}f}, {summary.high * scale:.{digits}f}]"
-        )
-    return text + (f"; never {summary.never}/{summary.n}" if summary.never else "")
+        text += f" ± {number(summary.std)} [{number(summary.low)}, {number(summary.high)}]"
+    return text
 
 
 def _reached(key: str) -> Callable[[dict[str, Any]], float | None]:
@@ -87,6 +95,11 @@ def _reached(key: str) -> Callable[[dict[str, Any]], float | None]:
         return None if reached is None else reached.get(key)
 
     return figure
+
+
+def _central(group: Group) -> bool:
+    """Whether the group is of baseline runs (no clients, no simulated clock)."""
+    return group.docs[0]["script"] == "run_baseline"
 
 
 def _clients(key: str) -> Callable[[dict[str, Any]], float | None]:
@@ -107,21 +120,24 @@ def group_table(groups: list[Group], label: Callable[[dict[str, Any]], str]) -> 
     rows: list[tuple[str, Callable[[Group], str]]] = [
         ("method", lambda g: label(g.docs[0])),
         ("seeds", lambda g: seeds_cell(g, every_seed)),
-        ("test accuracy (%)", lambda g: show(g.over_seeds(lambda d: d["final"]["test_accuracy"]), 100)),
-        ("test loss", lambda g: show(g.over_seeds(lambda d: d["final"]["test_loss"]), 1, 4)),
-        ("best accuracy (%)", lambda g: show(g.over_seeds(lambda d: d["final"].get("best_test_accuracy")), 100)),
-        ("wall-clock (s)", lambda g: show(g.over_seeds(lambda d: d["final"]["wall_time_s"]), 1, 1)),
-        ("simulated time (s)", lambda g: show(g.over_seeds(lambda d: d["final"].get("sim_time")), 1, 1)),
+        ("test accuracy (%)", lambda g: show_figure(g.over_seeds(lambda d: d["final"]["test_accuracy"]), 100)),
+        ("test loss", lambda g: show_figure(g.over_seeds(lambda d: d["final"]["test_loss"]), 1, 4)),
+        ("best accuracy (%)", lambda g: show_figure(g.over_seeds(lambda d: d["final"].get("best_test_accuracy")), 100)),
+        ("wall-clock (s)", lambda g: show_figure(g.over_seeds(lambda d: d["final"]["wall_time_s"]), 1, 1)),
+        ("simulated time (s)", lambda g: show_figure(g.over_seeds(lambda d: d["final"].get("sim_time")), 1, 1)),
     ]
     if targets:
         rows += [
-            ("time to target: simulated (s)", lambda g: show(g.over_seeds(_reached("sim_time")), 1, 1)),
+            (
+                "time to target: simulated (s)",
+                lambda g: "-" if _central(g) else show(g.over_seeds(_reached("sim_time")), 1, 1),
+            ),
             ("time to target: wall-clock (s)", lambda g: show(g.over_seeds(_reached("wall_time_s")), 1, 1)),
         ]
     if any(g.docs[0]["final"].get("client_accuracy") for g in groups):
         rows += [
-            ("client accuracy: mean (%)", lambda g: show(g.over_seeds(_clients("mean")), 100)),
-            ("client accuracy: worst 10 % (%)", lambda g: show(g.over_seeds(_clients("worst_10pct")), 100)),
+            ("client accuracy: mean (%)", lambda g: show_figure(g.over_seeds(_clients("mean")), 100)),
+            ("client accuracy: worst 10 % (%)", lambda g: show_figure(g.over_seeds(_clients("worst_10pct")), 100)),
         ]
     table = [[name, *[cell(g) for g in groups]] for name, cell in rows]
     title = "Over seeds: mean ± standard deviation [95 % interval, Student's t]"
@@ -158,22 +174,28 @@ def ratio_to(base: Group, figure: Callable[[dict[str, Any]], float | None]) -> C
 def cost_table(groups: list[Group], base: Group, label: Callable[[dict[str, Any]], str]) -> str:
     """What federation costs each federated group against the baseline ``base``: accuracy and worst-client gaps,
     samples and updates to reach the target, simulated time to it, and the partition's label skew."""
-    federated = [g for g in groups if g.docs[0]["script"] != "run_baseline"]
+    federated = [g for g in groups if not _central(g)]
     accuracy = lambda d: d["final"]["test_accuracy"]  # noqa: E731
     rows: list[tuple[str, Callable[[Group], str]]] = [
         ("method", lambda g: label(g.docs[0])),
         ("seeds", lambda g: ", ".join(map(str, g.seeds))),
-        ("accuracy gap (points)", lambda g: show(paired_gap(g, base, accuracy), 100, 2, signed=True)),
+        ("accuracy gap (points)", lambda g: _spread_or_dash(paired_gap(g, base, accuracy))),
         ("worst-10 % client accuracy gap (points)",
-         lambda g: show(paired_gap(g, base, _clients("worst_10pct")), 100, 2, signed=True)),
+         lambda g: _spread_or_dash(paired_gap(g, base, _clients("worst_10pct")))),
         ("samples to target (× baseline)", ratio_to(base, _reached("samples_trained"))),
         ("client updates to target", lambda g: show(g.over_seeds(_reached("client_updates")), 1, 0)),
         ("simulated time to target (s)", lambda g: show(g.over_seeds(_reached("sim_time")), 1, 1)),
         ("label skew (mean TV distance)",
-         lambda g: show(g.over_seeds(lambda d: (d.get("partition") or {}).get("label_skew_mean")), 1, 3)),
+         lambda g: show_figure(g.over_seeds(lambda d: (d.get("partition") or {}).get("label_skew_mean")), 1, 3)),
     ]  # fmt: skip
     table = [[name, *[cell(g) for g in federated]] for name, cell in rows]
-    title = f"Cost of federation against {base.name} ({label(base.docs[0])}, seeds {', '.join(map(str, base.seeds))})"
+    method = "" if base.name == label(base.docs[0]) else f"{label(base.docs[0])}, "
+    title = f"Cost of federation against {base.name} ({method}seeds {', '.join(map(str, base.seeds))})"
     note = "gaps: federated minus baseline, seed by seed over the seeds both ran; never: runs that missed the target"
     headers = ["", *[g.name for g in federated]]
     return f"{title}\n{tabulate(table, headers=headers, tablefmt='github', disable_numparse=True)}\n{note}"
+
+
+def _spread_or_dash(gap: Summary) -> str:
+    """A gap in points, signed."""
+    return "-" if gap.mean is None else _spread(gap, 100, 2, signed=True)
