@@ -68,11 +68,11 @@ def group_runs(names: list[str], docs: list[dict[str, Any]]) -> list[Group]:
     return [Group(tuple(names[i] for i in idx), tuple(docs[i] for i in idx)) for idx in grouped.values()]
 
 
-def show(summary: Summary, scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
+def show(summary: Summary, scale: float = 1.0, digits: int = 2) -> str:
     """``mean ± std [low, high]`` (what the seeds give), plus ``never k/n`` when some run never got there."""
     if summary.mean is None:
         return f"never {summary.never}/{summary.n}" if summary.never else "-"
-    return _spread(summary, scale, digits, signed) + (f"; never {summary.never}/{summary.n}" if summary.never else "")
+    return _spread(summary, scale, digits) + (f"; never {summary.never}/{summary.n}" if summary.never else "")
 
 
 def show_figure(summary: Summary, scale: float = 1.0, digits: int = 2) -> str:
