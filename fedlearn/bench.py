@@ -7,7 +7,9 @@ Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values)
 2. scaling: FedAvg with 8, 100 and 1,000 clients (IID and Dirichlet), 10 %
    picked per round, each round split into local training, aggregation,
    evaluation and the rest, with the peak memory of each (one process each);
-3. options of the hot path (``--variants``): memory layout, torch.compile,
+3. evaluation: the global test set against every client's held-out set
+   (``--client_test_frac``), evaluated in one pass and, for contrast, client by client;
+4. options of the hot path (``--variants``): memory layout, torch.compile,
    evaluation batch size, a vmap step over many small clients.
 
 fedlearn's runs use the scripts' defaults (channels-last layout); the plain loop
@@ -27,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +50,12 @@ from .loops.rounds import Rounds, local_rounds, run_fedavg, select_clients
 from .loops.skeleton import LoopOptions
 from .loops.virtual_clock import Updates, run_async
 from .models import build_model
-from .partition import PartitionSpec, make_partition
+from .partition import PartitionSpec, hold_out, make_partition
 from .runtime import make_deterministic, versions
 from .server.asynchronous import AsyncConfig, AsyncServer
 from .server.synchronous import SyncServer
-from .timing import interleaved_times
-from .training import count_batches
+from .timing import interleaved_medians, interleaved_times
+from .training import ClientTests, count_batches, evaluate
 
 BATCH_SIZE = 100
 LR = 1e-3
@@ -247,6 +250,37 @@ def throughput_section(data: Dataset, reps: int) -> dict[str, Any]:
     }
 
 
+def client_evaluation_section(
+    data: Dataset, reps: int, clients: tuple[int, ...] = (100, 1000), fraction: float = 0.2
+) -> dict[str, Any]:
+    """Seconds of one evaluation of the global test set and of every client's held-out set (``fraction`` of
+    each IID client's samples, for each number of ``clients``): in one pass, as the loops run it, and for
+    contrast in a loop over the clients."""
+    model = build_model("cnn", channels_last=True)
+    runners: dict[str, Callable[[], Any]] = {"global test set": lambda: evaluate(model, data.test_x, data.test_y)}
+    samples = {"global test set": int(data.test_y.numel())}
+    for n in clients:
+        parts = make_partition(PartitionSpec("iid"), data.train_y, n, seeding.numpy_rng(0, seeding.PARTITION))
+        _, held = hold_out(parts, data.train_y, fraction, seeding.numpy_rng(0, seeding.HOLD_OUT))
+        tests = ClientTests.gather(data.train_x, data.train_y, held)
+        per_client = [(data.train_x[h], data.train_y[h]) for h in held]
+        one_pass, looped = (
+            f"{n} clients' held-out sets, one pass (fedlearn)",
+            f"{n} clients' held-out sets, client by client",
+        )
+        runners[one_pass] = lambda tests=tests: tests.accuracies(model)
+        runners[looped] = lambda per_client=per_client: [evaluate(model, x, y) for x, y in per_client if len(y)]
+        samples[one_pass] = samples[looped] = int(tests.y.numel())
+    seconds = interleaved_medians(runners, reps)
+    return {
+        "client_test_frac": fraction,
+        "samples": samples,
+        "seconds": seconds,
+        "samples_per_s": {k: samples[k] / v for k, v in seconds.items()},
+        "vs_global_test_set": {k: v / seconds["global test set"] for k, v in seconds.items()},
+    }
+
+
 def scaling_child(config: dict[str, Any]) -> dict[str, Any]:
     """One scaling configuration, run in its own process so its peak memory is its own."""
     torch.set_num_threads(config["threads"])
@@ -337,6 +371,14 @@ def render(report: dict[str, Any]) -> str:
            "",
            tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()], headers=["time per trained sample", "ratio"],
                     tablefmt="github", disable_numparse=True)]  # fmt: skip
+    if report.get("client_evaluation"):
+        ce = report["client_evaluation"]
+        rows = [[name, f"{ce['samples'][name]:,}", f"{s:.3f}", f"{ce['samples_per_s'][name]:,.0f}",
+                 f"{ce['vs_global_test_set'][name]:.3f}"] for name, s in ce["seconds"].items()]  # fmt: skip
+        out += ["", "Evaluation: the global test set and every client's held-out set "
+                    f"(--client_test_frac {ce['client_test_frac']:g}, IID clients), one evaluation each",
+                tabulate(rows, headers=["evaluated", "samples", "seconds", "samples/s", "vs global test set"],
+                         tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("scaling"):
         rows = []
         for r in report["scaling"]:
@@ -397,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "versions": versions(),
         "throughput": throughput_section(synthetic_dataset(num_train, num_test), reps),
+        "client_evaluation": client_evaluation_section(
+            synthetic_dataset(num_train, num_test).to(torch.device("cpu"), channels_last=True),
+            reps,
+            clients=(10, 100) if args.quick else (100, 1000),
+        ),
     }
     if not args.no_scaling:
         report["scaling"] = scaling_section(num_train, num_test, rounds, args.threads, passes=1 if args.quick else 2)

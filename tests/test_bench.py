@@ -32,6 +32,17 @@ def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
         < 1e-9
     )
     assert "Training throughput" in capsys.readouterr().out
+    assert "100 clients' held-out sets, one pass (fedlearn)" in report["client_evaluation"]["seconds"]
+
+
+def test_client_evaluation_section_counts_every_held_out_sample():
+    data = bench.synthetic_dataset(1000, 300)
+    result = bench.client_evaluation_section(data, reps=1, clients=(10,), fraction=0.2)
+    held = result["samples"]["10 clients' held-out sets, one pass (fedlearn)"]
+    assert held == result["samples"]["10 clients' held-out sets, client by client"]
+    assert abs(held - 200) <= 10 * 10  # 20 % of each client's samples, rounded per label
+    assert result["samples"]["global test set"] == 300
+    assert all(s > 0 for s in result["seconds"].values())
 
 
 def test_scaling_child_splits_rounds_and_measures_memory():
