@@ -308,9 +308,9 @@ def _server_parts(cfg: RunConfig, dim: int, threat: Threat) -> tuple[RobustAggre
     checks, clipping and rule (the aggregator), then the server step."""
     aggregator = RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed)
     if cfg.asynchronous is None:
-        return aggregator, build_step("fedavg")
+        return aggregator, build_step(optimizer=cfg.server_opt)
     server = cfg.asynchronous.server
-    return aggregator, build_step(server.algorithm, alpha=server.alpha, server_lr=server.server_lr)
+    return aggregator, build_step(server.algorithm, cfg.server_opt, server.alpha)
 
 
 def _prepare_federated(
@@ -335,7 +335,7 @@ def _prepare_federated(
         finally:
             if rounds is not None:
                 rounds.finish()
-        final = server.summary()
+        final = {**server.summary(), "server_optimizer": cfg.server_opt.describe()}
         if rounds is not None:
             final["unexpected_updates"] = rounds.unexpected
         return Outcome(recorder, final=final, document={"clients": clients})
@@ -366,6 +366,8 @@ def _prepare_async(
         else:
             recorder, lost = run_async_distributed(server, links, trainer, model, budget, options)
             final = {**server.summary(), "lost_workers": lost}
+        if cfg.asynchronous.server.algorithm == "fedbuff":
+            final["server_optimizer"] = cfg.server_opt.describe()
         return Outcome(recorder, final=final, document={"clients": clients})
 
     return train_run

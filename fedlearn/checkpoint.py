@@ -19,6 +19,7 @@ from .errors import DataError
 from .files import write_atomically
 from .schema import SchemaError
 from .server.pipeline import RobustAggregator
+from .server.steps import STATE_KEYS
 
 FORMAT = 2  # 2: the server step's state (server_step) is saved
 # flags that may differ between a run and its resumption (they do not change the numbers)
@@ -80,7 +81,7 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
                                 "rejected": schema.dict_of(schema.integer())})  # fmt: skip
     record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
                             "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
-    step = schema.leaf("an object", lambda v: isinstance(v, dict))  # the step's restore checks its own fields
+    step = _optimizer_state(STATE_KEYS[args.get("server_opt", "sgd")], dim)
     if script == "run_federated":
         return schema.record({
             "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),
@@ -105,6 +106,21 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
     lost = schema.record({"rank": schema.integer(1), "reason": schema.text(), "after_updates": schema.integer()})
     return schema.record({**tally, "mode": schema.one_of(["distributed"]), "next_key": schema.integer(),
                           "rng": _rng_state, "lost": schema.list_of(lost)})  # fmt: skip
+
+
+def _optimizer_state(keys: tuple[str, ...], dim: int) -> schema.Check:
+    """The server optimizer's state: none of its tensors (before its first step) or all of them."""
+    vector, shape = schema.vector(dim), schema.record({})
+
+    def check(value: Any, where: str) -> None:
+        shape(value, where)
+        present = [key for key in keys if key in value]
+        if present and len(present) < len(keys):
+            schema.fail(where, f"holds {', '.join(present)} but not {', '.join(k for k in keys if k not in present)}")
+        for key in present:
+            vector(value[key], schema.field(where, key))
+
+    return check
 
 
 _HISTORY_ENTRY = schema.record({

@@ -18,9 +18,11 @@ from .server.asynchronous import ALGORITHMS, AsyncConfig
 from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
 from .server.rules import RULES, RuleConfig, check_condition, min_inputs
 from .server.staleness import DEFAULT_A, STALENESS_FUNCTIONS
+from .server.steps import SERVER_OPTIMIZERS, ServerOptConfig
 from .training import OPTIMIZERS
 
 ASYNC_DEFAULTS = AsyncConfig()
+SERVER_DEFAULTS = ServerOptConfig()
 PARTITION_DEFAULTS = PartitionSpec()
 
 
@@ -66,7 +68,14 @@ RANGES: dict[str, Range] = {
     "staleness_a": Range(0, 100),
     "staleness_b": Range(0, 1e9),
     "server_lr": Range(0, 100, low_open=True),
+    "server_momentum": Range(0, 1, high_open=True),
+    "server_b1": Range(0, 1, high_open=True),
+    "server_b2": Range(0, 1, high_open=True),
+    "server_tau": Range(0, 1e9, low_open=True),
 }
+# --server_lr's default per --server_opt: 1 keeps FedAvg / FedBuff as published (and FedAvgM as Hsu et al.
+# 2019 run it); Reddi et al. 2021 tune eta per task over a grid, 0.01 is in it (and is Flower's FedYogi default)
+DEFAULT_SERVER_LR = {"sgd": 1.0, "avgm": 1.0, "adam": 0.01, "yogi": 0.01, "adagrad": 0.01}
 # Flags that count something: positive integers, bounded so that every key and counter fits in int64.
 COUNTS = ("batch_size", "epoch", "global_epoch", "local_epoch", "num_clients", "num_select_clients",
           "shards_per_client", "classes_per_client", "checkpoint_every", "gm_iters", "buffer_size", "max_updates",
@@ -115,6 +124,7 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     _add_clock_flags(parser, track)
     if script == "run_async":
         _add_async_flags(parser)
+    _add_server_flags(parser, track)
     _add_byzantine_flags(parser, track)
     _add_multi_flags(parser, track)
     parser.federated_flags = frozenset(federated)
@@ -317,6 +327,21 @@ def _add_byzantine_flags(parser: argparse.ArgumentParser, track: Track) -> None:
     )
 
 
+def _add_server_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    d = SERVER_DEFAULTS
+    group = parser.add_argument_group("server optimizer (run_federated; run_async --algorithm fedbuff)")
+    track(group, "--server_opt", default=d.name, choices=list(SERVER_OPTIMIZERS),
+          help="step on the pseudo-gradient D (the combined update): sgd w+eta*D (FedAvg, FedBuff); avgm: FedAvgM "
+               "(Hsu et al. 2019); adam, yogi, adagrad: FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021)")  # fmt: skip
+    track(group, "--server_lr", type=float, default=None,
+          help="server learning rate eta (FedBuff's eta_g); default 1 for sgd and avgm, 0.01 for adam, yogi and "
+               "adagrad (Reddi et al. tune it per task)")  # fmt: skip
+    track(group, "--server_momentum", type=float, default=d.momentum, help="avgm's beta (Hsu et al. 2019: 0.9)")
+    track(group, "--server_b1", type=float, default=d.b1, help="adam/yogi/adagrad first moment decay (Reddi et al.)")
+    track(group, "--server_b2", type=float, default=d.b2, help="adam/yogi second moment decay (Reddi et al.)")
+    track(group, "--server_tau", type=float, default=d.tau, help="adaptivity tau (Reddi et al.'s experiments: 1e-3)")
+
+
 def _add_async_flags(parser: argparse.ArgumentParser) -> None:
     d = ASYNC_DEFAULTS
     group = parser.add_argument_group("asynchronous (run_async)")
@@ -349,7 +374,6 @@ def _add_async_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--buffer_size", type=int, default=d.buffer_size, help="FedBuff K: deltas per server step (Nguyen et al. 2022)"
     )
-    group.add_argument("--server_lr", type=float, default=d.server_lr, help="FedBuff server learning rate eta_g")
     group.add_argument(
         "--concurrency", type=int, default=None, help="clients training at once (default --num_select_clients)"
     )
@@ -393,10 +417,13 @@ class _Flags:
 
 def resolve_defaults(flags: Mapping[str, Any], script: str) -> dict[str, Any]:
     """A copy of ``flags`` with the defaults that depend on other flags filled in (``--gar_f`` from
-    ``--byzantine``; run_async's ``--staleness_a``, ``--concurrency``, ``--max_updates``, ``--eval_every``)."""
+    ``--byzantine``, ``--server_lr`` from ``--server_opt``; run_async's ``--staleness_a``, ``--concurrency``,
+    ``--max_updates``, ``--eval_every``)."""
     resolved = dict(flags)
     if resolved.get("gar_f") is None:
         resolved["gar_f"] = resolved["byzantine"]
+    if resolved.get("server_lr") is None:
+        resolved["server_lr"] = DEFAULT_SERVER_LR[resolved["server_opt"]]
     if script != "run_async":
         return resolved
     if resolved["staleness_a"] is None:
@@ -503,6 +530,11 @@ def _validate_async(args: _Flags) -> None:
     )
     if args.max_staleness is not None:
         _require(args.max_staleness >= 0, f"--max_staleness must be >= 0, got {args.max_staleness}")
+    _require(
+        args.algorithm == "fedbuff" or args.server_opt == "sgd",
+        f"--server_opt {args.server_opt}: FedAsync mixes each update in with --alpha and has no server optimizer; "
+        "use --algorithm fedbuff",
+    )
     if args.algorithm == "fedbuff":
         _require(
             args.buffer_size <= args.max_updates,

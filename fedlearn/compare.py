@@ -88,13 +88,17 @@ def load_result(path: str | Path) -> dict[str, Any]:
 
 
 def run_label(doc: dict[str, Any]) -> str:
-    """Short name of the method a run used: baseline, FedAvg, FedAsync, FedBuff (+ FedProx)."""
+    """Short name of the method a run used: baseline, FedAvg, FedAsync, FedBuff (+ FedProx, + server optimizer
+    and its learning rate unless plain SGD at 1)."""
     args = doc["args"]
     title = SCRIPT_TITLES.get(doc["script"]) or {"fedasync": "FedAsync", "fedbuff": "FedBuff"}.get(
         args.get("algorithm", ""), doc["script"]
     )
     if doc["script"] != "run_baseline" and args.get("prox_mu"):
         title += f" + FedProx {args['prox_mu']:g}"
+    stepped = doc["script"] == "run_federated" or args.get("algorithm") == "fedbuff"
+    if stepped and (args.get("server_opt", "sgd") != "sgd" or args.get("server_lr", 1.0) != 1.0):
+        title += f" + server {args.get('server_opt', 'sgd')} {args['server_lr']:g}"
     return title
 
 
@@ -151,6 +155,7 @@ def comparison_table(names: list[str], docs: list[dict[str, Any]]) -> str:
             lambda d: arg(d, "epoch", False) if d["script"] == "run_baseline" else arg(d, "local_epoch"),
         ),
         ("learning rate", lambda d: arg(d, "init_lr", False)),
+        ("server optimizer", lambda d: d["final"].get("server_optimizer", "-")),
         ("delay", lambda d: arg(d, "delay")),
         ("seed", lambda d: arg(d, "seed", False)),
         ("test accuracy (%)", lambda d: _pct(d["final"]["test_accuracy"])),

@@ -22,6 +22,7 @@ from .clock import ClockConfig
 from .partition import PartitionSpec
 from .server.asynchronous import AsyncConfig
 from .server.rules import RuleConfig
+from .server.steps import ServerOptConfig
 
 
 class Script(str, enum.Enum):
@@ -120,6 +121,7 @@ class RunConfig:
     federation: FederationConfig
     clock: ClockConfig
     threat: ThreatConfig
+    server_opt: ServerOptConfig
     asynchronous: AsyncRunConfig | None
     multi: MultiConfig
     output: OutputConfig
@@ -172,6 +174,9 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
             f["delay_spread"],
         ),  # fmt: skip
         threat=ThreatConfig(f["byzantine"], f["attack"], f["attack_scale"], f["clip_norm"], rule),
+        server_opt=ServerOptConfig(
+            f["server_opt"], f["server_lr"], f["server_momentum"], f["server_b1"], f["server_b2"], f["server_tau"]
+        ),
         asynchronous=_async(f) if script is Script.ASYNC else None,
         multi=MultiConfig(f["distributed"], f["timeout"], f["checkpoint"], f["checkpoint_every"], f["resume"]),
         output=OutputConfig(f["save"], not f["no_progress"]),
@@ -181,5 +186,5 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
 
 def _async(f: Mapping[str, Any]) -> AsyncRunConfig:
     server = AsyncConfig(f["algorithm"], f["alpha"], f["staleness"], f["staleness_a"], f["staleness_b"],
-                         f["buffer_size"], f["server_lr"], f["max_staleness"])  # fmt: skip
+                         f["buffer_size"], f["max_staleness"])  # fmt: skip
     return AsyncRunConfig(server, f["concurrency"], f["max_updates"], f["eval_every"])

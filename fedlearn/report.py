@@ -63,6 +63,8 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
             ["Client accuracy: worst 10 % / best 10 % (%)",
              f"{_fmt(clients['worst_10pct'], 100, 2)} / {_fmt(clients['best_10pct'], 100, 2)}"],
         ]  # fmt: skip
+    if "server_optimizer" in final:
+        rows.append(["Server optimizer", final["server_optimizer"]])
     if "mean_staleness" in final:
         rows += [
             ["Mean staleness", f"{final['mean_staleness']:.2f}"],

@@ -15,7 +15,7 @@ from fedlearn.models import build_model
 from fedlearn.partition import iid_partition
 from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.server.staleness import staleness_weight
-from fedlearn.server.steps import fedasync_mix
+from fedlearn.server.steps import ServerOptConfig, build_step, fedasync_mix
 
 
 @pytest.mark.parametrize(
@@ -66,9 +66,9 @@ def test_fedasync_server_scales_alpha_by_staleness():
 
 
 def test_fedbuff_server_buffers_k_deltas_then_steps():
-    cfg = AsyncConfig(algorithm="fedbuff", buffer_size=2, server_lr=0.5, staleness="polynomial", staleness_a=0.5)
+    cfg = AsyncConfig(algorithm="fedbuff", buffer_size=2, staleness="polynomial", staleness_a=0.5)
     w0 = torch.tensor([1.0, 1.0])
-    server = AsyncServer(w0, cfg)
+    server = AsyncServer(w0, cfg, step=build_step(optimizer=ServerOptConfig(lr=0.5)))
     server.receive(torch.tensor([3.0, 1.0]), w0, tau=0)
     assert torch.equal(server.weights, w0) and server.version == 0 and server.buffered == 1
     server.receive(torch.tensor([1.0, 5.0]), w0, tau=0)
@@ -198,7 +198,7 @@ def test_simulated_async_checkpoint_then_resume_equals_an_uninterrupted_run(tiny
     flags = ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--batch_size", "20", "--init_lr", "1e-3",
              "--local_epoch", "1", "--num_clients", "5", "--num_select_clients", "3", "--delay", "straggler",
              "--straggler_fraction", "0.4", "--eval_every", "2", "--no_progress", "--algorithm", "fedbuff",
-             "--buffer_size", "2"]  # fmt: skip
+             "--buffer_size", "2", "--server_opt", "yogi"]  # fmt: skip
     whole = run_script("run_async.py", *flags, "--max_updates", "11", "--save", str(tmp_path / "whole.json"))
     first = run_script("run_async.py", *flags, "--max_updates", "7", "--checkpoint", str(tmp_path / "c.pt"),
                        "--checkpoint_every", "5")  # fmt: skip

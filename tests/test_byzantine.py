@@ -93,7 +93,7 @@ def test_fedasync_rejects_a_nan_update_and_keeps_its_model():
 
 def test_fedbuff_buffer_goes_through_the_robust_rule():
     w0 = torch.zeros(D)
-    cfg = AsyncConfig(algorithm="fedbuff", buffer_size=3, staleness="constant", server_lr=1.0)
+    cfg = AsyncConfig(algorithm="fedbuff", buffer_size=3, staleness="constant")
     server = AsyncServer(w0, cfg, RobustAggregator(D, RuleConfig("median", f=1)))
     for client, row in enumerate(([1.0] * D, [2.0] * D, [1000.0] * D)):
         server.receive(torch.tensor(row), w0, tau=0, client=client, num_samples=1)

@@ -47,6 +47,13 @@ BAD_FLAGS = [
     (["--prox_mu", "-0.1"], "--prox_mu"),
     (["--target_acc", "0"], "--target_acc"),
     (["--num_clients", "500", "--num_select_clients", "4"], "--num_clients"),  # more clients than samples
+    (["--server_opt", "lamb"], "--server_opt"),
+    (["--server_lr", "0"], "--server_lr"),
+    (["--server_b1", "-0.1"], "--server_b1"),
+    (["--server_b2", "1"], "--server_b2"),
+    (["--server_tau", "0"], "--server_tau"),
+    (["--server_tau", "-1e-3"], "--server_tau"),
+    (["--server_momentum", "1.5"], "--server_momentum"),
 ]
 ASYNC_BAD_FLAGS = [
     (["--algorithm", "fedprox"], "--algorithm"),
@@ -56,7 +63,7 @@ ASYNC_BAD_FLAGS = [
     (["--staleness_a", "-1"], "--staleness_a"),
     (["--staleness_b", "-2"], "--staleness_b"),
     (["--buffer_size", "0"], "--buffer_size"),
-    (["--server_lr", "0"], "--server_lr"),
+    (["--server_opt", "adam"], "--server_opt"),  # FedAsync has no server optimizer
     (["--concurrency", "0"], "--concurrency"),
     (["--concurrency", "9"], "--concurrency"),
     (["--max_updates", "0"], "--max_updates"),

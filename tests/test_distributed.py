@@ -78,8 +78,9 @@ def history(doc):
     return [{k: v for k, v in e.items() if k not in VOLATILE} for e in doc["history"]]
 
 
-def test_torchrun_federated_equals_the_simulation(tiny_data_dir, tmp_path):
-    proc = torchrun("run_federated.py", tiny_data_dir, tmp_path / "d.json")
+@pytest.mark.parametrize("server_opt", ["sgd", "adam"])
+def test_torchrun_federated_equals_the_simulation(server_opt, tiny_data_dir, tmp_path):
+    proc = torchrun("run_federated.py", tiny_data_dir, tmp_path / "d.json", "--server_opt", server_opt)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "d.json").read_text())
     assert doc["run"]["processes"].startswith("3 (server + 2 workers)")
@@ -87,22 +88,24 @@ def test_torchrun_federated_equals_the_simulation(tiny_data_dir, tmp_path):
     assert proc.stdout.count("Results") == 1  # only the server prints
     # the simulation with the workers' thread count (torchrun sets OMP_NUM_THREADS=1) gives the same numbers
     sim = subprocess.run([sys.executable, "run_federated.py", "--data_dir", str(tiny_data_dir), "--save",
-                          str(tmp_path / "s.json"), *TINY], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
+                          str(tmp_path / "s.json"), *TINY, "--server_opt", server_opt], capture_output=True,
+                         text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert sim.returncode == 0, sim.stderr
     assert history(doc) == history(json.loads((tmp_path / "s.json").read_text()))  # bit-identical
 
 
 @pytest.mark.parametrize("algorithm", ["fedasync", "fedbuff"])
 def test_torchrun_async_takes_updates_as_they_come(algorithm, tiny_data_dir, tmp_path):
+    step = ["--server_opt", "adam"] if algorithm == "fedbuff" else []
     proc = torchrun("run_async.py", tiny_data_dir, tmp_path / "a.json", "--algorithm", algorithm,
-                    "--buffer_size", "2", "--max_updates", "8", "--eval_every", "4")  # fmt: skip
+                    "--buffer_size", "2", "--max_updates", "8", "--eval_every", "4", *step)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((tmp_path / "a.json").read_text())["final"]
     assert final["client_updates"] == 8 and final["lost_workers"] == []
     assert final["server_steps"] == (8 if algorithm == "fedasync" else 4)
     assert final["sim_time"] is None and 0 < final["test_accuracy"] <= 1
     assert "Lost workers" in proc.stdout
+    assert final.get("server_optimizer", "").startswith("adam") == (algorithm == "fedbuff")
 
 
 def test_a_killed_worker_does_not_stop_an_asynchronous_run(tiny_data_dir, tmp_path):
@@ -137,7 +140,7 @@ def test_a_malformed_update_is_rejected_and_counted(script, fault, reason, tiny_
 
 
 def test_checkpoint_then_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
-    flags = ["--data_dir", str(tiny_data_dir), *TINY]
+    flags = ["--data_dir", str(tiny_data_dir), *TINY, "--server_opt", "adam"]  # its moments go in the checkpoint
     whole = run_script("run_federated.py", *flags, "--global_epoch", "4", "--save", str(tmp_path / "whole.json"))
     first = run_script("run_federated.py", *flags, "--global_epoch", "2", "--checkpoint", str(tmp_path / "c.pt"))
     rest = run_script("run_federated.py", *flags, "--global_epoch", "4", "--resume", str(tmp_path / "c.pt"),
@@ -152,15 +155,16 @@ def test_checkpoint_then_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_p
 
 def test_distributed_checkpoint_resumes_with_torchrun(tiny_data_dir, tmp_path):
     ckpt = tmp_path / "d.pt"
+    avgm = ("--server_opt", "avgm", "--server_lr", "0.5")  # its momentum goes in the checkpoint
     first = torchrun("run_federated.py", tiny_data_dir, tmp_path / "1.json", "--global_epoch", "2",
-                     "--checkpoint", str(ckpt))  # fmt: skip
+                     "--checkpoint", str(ckpt), *avgm)  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     rest = torchrun("run_federated.py", tiny_data_dir, tmp_path / "2.json", "--global_epoch", "3",
-                    "--resume", str(ckpt))  # fmt: skip
+                    "--resume", str(ckpt), *avgm)  # fmt: skip
     assert rest.returncode == 0, rest.stderr[-3000:]
     # an uninterrupted run (simulated with the workers' thread count: bit-identical, see above)
     whole = subprocess.run([sys.executable, "run_federated.py", "--data_dir", str(tiny_data_dir), "--save",
-                            str(tmp_path / "3.json"), *TINY], capture_output=True, text=True, cwd=REPO,
+                            str(tmp_path / "3.json"), *TINY, *avgm], capture_output=True, text=True, cwd=REPO,
                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert whole.returncode == 0, whole.stderr
     assert history(json.loads((tmp_path / "2.json").read_text())) == history(

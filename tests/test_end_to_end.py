@@ -73,6 +73,12 @@ SHARED_FLAGS = {
     "checkpoint",
     "checkpoint_every",
     "resume",
+    "server_opt",
+    "server_lr",
+    "server_momentum",
+    "server_b1",
+    "server_b2",
+    "server_tau",
 }
 ASYNC_FLAGS = {
     "algorithm",
@@ -81,7 +87,6 @@ ASYNC_FLAGS = {
     "staleness_a",
     "staleness_b",
     "buffer_size",
-    "server_lr",
     "concurrency",
     "max_updates",
     "max_staleness",

@@ -31,7 +31,6 @@ class AsyncConfig:
     staleness_a: float = 0.5
     staleness_b: float = 4
     buffer_size: int = 10  # FedBuff K
-    server_lr: float = 1.0  # FedBuff eta_g
     max_staleness: int | None = None  # discard updates staler than this
 
 
@@ -40,7 +39,8 @@ class AsyncServer:
 
     FedAsync: ``w <- (1 - a_t) w + a_t w_new`` with ``a_t = alpha * S(s)``, version + 1.
     FedBuff: buffer ``S(s) * (w_new - w_tau)``; after K of them
-    ``w <- w + eta_g * mean(buffer)``, version + 1. ``s = version - tau``.
+    ``w <- w + eta_g * mean(buffer)`` (or another server optimizer's step on that mean), version + 1.
+    ``s = version - tau``.
     An update staler than ``max_staleness`` is discarded and counted.
     Every update goes through the server pipeline (attack simulation, checks,
     clipping, rule, then the algorithm's step from :mod:`fedlearn.server.steps`):
@@ -61,7 +61,7 @@ class AsyncServer:
             raise ValueError(f"unknown algorithm {config.algorithm!r}")
         self.config = config
         self.aggregator = aggregator or RobustAggregator(weights.numel())
-        step = step or build_step(config.algorithm, alpha=config.alpha, server_lr=config.server_lr)
+        step = step or build_step(config.algorithm, alpha=config.alpha)
         self.pipeline = ServerPipeline(self.aggregator, step)
         self.weights = weights.clone()
         self.version = 0

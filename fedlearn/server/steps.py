@@ -3,8 +3,10 @@
 The pipeline (:mod:`fedlearn.server.pipeline`) hands a step what the rule made
 of a batch: a *point* in weight space (the batch's origin plus the rule's
 update: a FedAvg round, a FedAsync update) or a *delta* (a FedBuff buffer).
-A step with state (a server optimizer's moments) keeps it in :meth:`state`, so
-checkpoints carry it.
+FedAsync mixes the point in; FedAvg and FedBuff hand the delta, the
+pseudo-gradient, to a server optimizer (``--server_opt``: SGD, FedAvgM,
+FedAdagrad, FedAdam, FedYogi). A step with state (momentum, moments) keeps it
+in :meth:`state`, so checkpoints carry it.
 """
 
 from __future__ import annotations
@@ -49,13 +51,6 @@ class Stateless:
         """Nothing to restore."""
 
 
-class Replace(Stateless):
-    """FedAvg (McMahan et al. 2017): the new model is the rule's point, ``w <- sum_k p_k w_k``."""
-
-    def apply(self, weights: torch.Tensor, combined: Combined, scale: float = 1.0) -> torch.Tensor:
-        return combined.vector if combined.is_point else weights + combined.vector
-
-
 @dataclass
 class Mix(Stateless):
     """FedAsync (Xie et al. 2019): ``w <- (1 - a) w + a w_new`` with ``a = alpha * scale`` (scale: S(staleness))."""
@@ -66,14 +61,99 @@ class Mix(Stateless):
         return fedasync_mix(weights, combined.vector, self.alpha * scale)
 
 
+@dataclass(frozen=True)
+class ServerOptConfig:
+    """The server optimizer (``--server_opt``) and its settings; the pseudo-gradient ``D`` it steps on is the
+    batch's combined update as a delta (after checks, clipping and the rule)."""
+
+    name: str = "sgd"
+    lr: float = 1.0  # eta
+    momentum: float = 0.9  # FedAvgM's beta
+    b1: float = 0.9
+    b2: float = 0.99
+    tau: float = 1e-3
+
+    def describe(self) -> str:
+        """The optimizer and the settings it uses, e.g. ``adam (eta 0.01, b1 0.9, b2 0.99, tau 0.001)``."""
+        used = {"sgd": ("eta",), "avgm": ("eta", "beta"), "adagrad": ("eta", "b1", "tau")}.get(
+            self.name, ("eta", "b1", "b2", "tau")
+        )
+        values = {"eta": self.lr, "beta": self.momentum, "b1": self.b1, "b2": self.b2, "tau": self.tau}
+        return f"{self.name} ({', '.join(f'{key} {values[key]:g}' for key in used)})"
+
+
 @dataclass
-class ScaledDelta(Stateless):
-    """FedBuff (Nguyen et al. 2022): ``w <- w + eta_g * delta``."""
+class ServerSGD(Stateless):
+    """``w <- w + eta D``: FedAvg's replacement (the point itself, when ``eta = 1``) and FedBuff's ``eta_g``."""
 
     lr: float
 
     def apply(self, weights: torch.Tensor, combined: Combined, scale: float = 1.0) -> torch.Tensor:
+        if combined.is_point and self.lr == 1.0:
+            return combined.vector
         return weights + self.lr * combined.delta(weights)
+
+
+@dataclass
+class ServerMomentum:
+    """FedAvgM (Hsu et al. 2019): ``u <- beta u + D; w <- w + eta u`` (``u`` starts at 0)."""
+
+    lr: float
+    momentum: float
+    u: torch.Tensor | None = None
+
+    def apply(self, weights: torch.Tensor, combined: Combined, scale: float = 1.0) -> torch.Tensor:
+        delta = combined.delta(weights)
+        self.u = delta.clone() if self.u is None else self.momentum * self.u + delta
+        return weights + self.lr * self.u
+
+    def state(self) -> dict[str, Any]:
+        """The momentum buffer (absent before the first step)."""
+        return {} if self.u is None else {"u": self.u}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        self.u = state.get("u")
+
+
+SECOND_MOMENTS: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "adagrad": lambda v, d2, b2: v + d2,
+    "adam": lambda v, d2, b2: b2 * v + (1 - b2) * d2,
+    "yogi": lambda v, d2, b2: v - (1 - b2) * d2 * torch.sign(v - d2),
+}
+"""Reddi et al. 2021's second-moment updates ``v <- f(v, D^2, b2)``."""
+
+
+@dataclass
+class Adaptive:
+    """FedAdagrad, FedAdam, FedYogi (Reddi et al. 2021, Algorithm 2, no bias correction):
+    ``m <- b1 m + (1 - b1) D``; ``v`` by :data:`SECOND_MOMENTS`; ``w <- w + eta m / (sqrt(v) + tau)``.
+    ``m`` and ``v`` start at 0, as Flower and FedML start them (Algorithm 2 asks ``v_{-1} >= tau^2``; only the
+    first steps differ), so that with a large ``tau`` FedAdam is SGD at ``eta / tau``."""
+
+    kind: str
+    lr: float
+    b1: float
+    b2: float
+    tau: float
+    m: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def apply(self, weights: torch.Tensor, combined: Combined, scale: float = 1.0) -> torch.Tensor:
+        delta = combined.delta(weights)
+        m = torch.zeros_like(delta) if self.m is None else self.m
+        v = torch.zeros_like(delta) if self.v is None else self.v
+        self.m = self.b1 * m + (1 - self.b1) * delta
+        self.v = SECOND_MOMENTS[self.kind](v, delta * delta, self.b2)
+        return weights + self.lr * self.m / (self.v.sqrt() + self.tau)
+
+    def state(self) -> dict[str, Any]:
+        """The moments (absent before the first step)."""
+        return {} if self.m is None else {"m": self.m, "v": self.v}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        self.m, self.v = state.get("m"), state.get("v")
 
 
 def fedasync_mix(weights: torch.Tensor, client_weights: torch.Tensor, alpha_t: float) -> torch.Tensor:
@@ -83,17 +163,23 @@ def fedasync_mix(weights: torch.Tensor, client_weights: torch.Tensor, alpha_t: f
     return (1.0 - alpha_t) * weights + alpha_t * client_weights
 
 
-STEPS: dict[str, Callable[..., ServerStep]] = {
-    "fedavg": lambda **_: Replace(),
-    "fedasync": lambda alpha, **_: Mix(alpha),
-    "fedbuff": lambda server_lr, **_: ScaledDelta(server_lr),
+SERVER_OPTIMIZERS: dict[str, Callable[[ServerOptConfig], ServerStep]] = {
+    "sgd": lambda c: ServerSGD(c.lr),
+    "avgm": lambda c: ServerMomentum(c.lr, c.momentum),
+    **{kind: (lambda c, kind=kind: Adaptive(kind, c.lr, c.b1, c.b2, c.tau)) for kind in SECOND_MOMENTS},
 }
-"""Every server step by name, built from keyword settings (``alpha``, ``server_lr``, ...); adding one
-(a server optimizer) is one class and one entry here."""
+"""Every server optimizer by name (``--server_opt``); adding one is one class and one entry here."""
+
+STATE_KEYS = {"sgd": (), "avgm": ("u",), **{kind: ("m", "v") for kind in SECOND_MOMENTS}}
+"""The tensors each optimizer's :meth:`state` holds once it has stepped (checked on ``--resume``)."""
 
 
-def build_step(name: str, **settings: Any) -> ServerStep:
-    """The step registered as ``name`` with ``settings``."""
-    if name not in STEPS:
-        raise ValueError(f"unknown server step {name!r}; choose from {', '.join(STEPS)}")
-    return STEPS[name](**settings)
+def build_step(
+    algorithm: str | None = None, optimizer: ServerOptConfig = ServerOptConfig(), alpha: float = 0.6
+) -> ServerStep:
+    """The server step: FedAsync's mix (``algorithm == "fedasync"``, with ``alpha``), else ``optimizer``."""
+    if algorithm == "fedasync":
+        return Mix(alpha)
+    if optimizer.name not in SERVER_OPTIMIZERS:
+        raise ValueError(f"unknown server optimizer {optimizer.name!r}; choose from {', '.join(SERVER_OPTIMIZERS)}")
+    return SERVER_OPTIMIZERS[optimizer.name](optimizer)

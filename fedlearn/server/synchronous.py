@@ -21,7 +21,7 @@ class SyncServer:
 
     def __init__(self, weights: torch.Tensor, pipeline: ServerPipeline | None = None) -> None:
         self.weights = weights.clone()
-        self.pipeline = pipeline or ServerPipeline(RobustAggregator(weights.numel()), build_step("fedavg"))
+        self.pipeline = pipeline or ServerPipeline(RobustAggregator(weights.numel()), build_step())
         self.aggregator = self.pipeline.aggregator
 
     def step(self, sent: Sequence[torch.Tensor], clients: Sequence[int], counts: Sequence[int], key: int) -> None:
