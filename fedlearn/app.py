@@ -44,10 +44,12 @@ from .results import RunRecorder
 from .runtime import make_deterministic, resolve_device, versions
 from .server.asynchronous import AsyncServer
 from .server.attacks import choose_byzantine
+from .server.fednova import FedNova
 from .server.pipeline import RobustAggregator, ServerPipeline, Threat
+from .server.scaffold import ServerControl
 from .server.steps import ServerStep, build_step
 from .server.synchronous import SyncServer
-from .training import ClientTests
+from .training import MOMENTUM, ClientTests
 
 
 def main(script: str, argv: list[str] | None = None) -> int:
@@ -191,7 +193,8 @@ def _server_links(cfg: RunConfig, data: Dataset, dim: int, cluster: Cluster) -> 
     """The server's side of a distributed run: check the workers set up alike, then listen to each."""
     agree_on_setup(0, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
     placement = Placement(cfg.federation.num_clients, cluster.world)
-    return Links(placement, Inbox(placement.workers, dim), cfg.multi.timeout)
+    payload = 2 * dim if cfg.federation.drift_correction == "scaffold" else dim  # weights, then delta c_i
+    return Links(placement, Inbox(placement.workers, payload), cfg.multi.timeout)
 
 
 def _loop_options(
@@ -284,6 +287,7 @@ def _setup_clients(
         epochs=cfg.federation.local_epochs,
         seed=cfg.training.seed,
         prox_mu=cfg.federation.prox_mu,
+        drift_correction=cfg.federation.drift_correction,
     )
     threat = Threat(
         choose_byzantine(cfg.training.seed, cfg.federation.num_clients, cfg.threat.byzantine),
@@ -324,7 +328,14 @@ def _prepare_federated(
     """Set up the clients (here, or on the workers) and the server; returns the FedAvg training call."""
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
-    server = SyncServer(initial, ServerPipeline(*_server_parts(cfg, initial.numel(), threat)))
+    fednova = cfg.federation.drift_correction == "fednova"
+    normalize = FedNova(trainer.num_batches, MOMENTUM[cfg.training.optimizer]) if fednova else None
+    control = ServerControl(initial.numel(), cfg.federation.num_clients) if trainer.sends_control else None
+    if control is not None:
+        n, dim = cfg.federation.num_clients, initial.numel()
+        context["SCAFFOLD control variates"] = (f"one per client that has trained, held where it trains: up to "
+                                                f"{n} x {dim:,} float32 ({n * dim * 4 / 2**20:.1f} MiB)")  # fmt: skip
+    server = SyncServer(initial, ServerPipeline(*_server_parts(cfg, initial.numel(), threat), normalize), control)
     options = _loop_options(cfg, data, partition, context, initial.numel())
     rounds = None if cluster is None else DistributedRounds(_server_links(cfg, data, initial.numel(), cluster), trainer)
     budget = Rounds(cfg.federation.rounds, cfg.federation.num_select)
@@ -335,7 +346,8 @@ def _prepare_federated(
         finally:
             if rounds is not None:
                 rounds.finish()
-        final = {**server.summary(), "server_optimizer": cfg.server_opt.describe()}
+        final = {**server.summary(), "server_optimizer": cfg.server_opt.describe(),
+                 "drift_correction": cfg.federation.drift_correction}  # fmt: skip
         if rounds is not None:
             final["unexpected_updates"] = rounds.unexpected
         return Outcome(recorder, final=final, document={"clients": clients})

@@ -159,7 +159,9 @@ def fedavg_run(
     paired: list[tuple[float, float, float]] = []
     shuffle = torch.Generator().manual_seed(seed + 1)
 
-    def with_reference(chosen: list[int], weights: torch.Tensor, round_index: int, progress: Any) -> Any:
+    def with_reference(
+        chosen: list[int], weights: torch.Tensor, round_index: int, progress: Any, control: Any = None
+    ) -> Any:
         parts = trainer.partitions
         jobs = [list(parts[c][torch.randperm(parts[c].numel(), generator=shuffle)].split(BATCH_SIZE)) for c in chosen]
 
@@ -171,7 +173,7 @@ def fedavg_run(
         if round_index % 2 == 0:
             plain, extra = reference()
         began = time.perf_counter()
-        results = local(chosen, weights, round_index, progress)
+        results = local(chosen, weights, round_index, progress, control)
         trained = time.perf_counter() - began
         if round_index % 2 == 1:
             plain, extra = reference()

@@ -87,6 +87,7 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
             "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),
             "sim_time": schema.number(0), "samples_trained": schema.integer(), "updates": schema.integer(),
             "record": record, "aggregator": aggregator, "server_step": step,
+            **(_scaffold_state(args["num_clients"], dim) if args.get("drift_correction") == "scaffold" else {}),
         })  # fmt: skip
     server = schema.record({
         "weights": schema.vector(dim), "version": schema.integer(), "received": schema.integer(),
@@ -106,6 +107,15 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
     lost = schema.record({"rank": schema.integer(1), "reason": schema.text(), "after_updates": schema.integer()})
     return schema.record({**tally, "mode": schema.one_of(["distributed"]), "next_key": schema.integer(),
                           "rng": _rng_state, "lost": schema.list_of(lost)})  # fmt: skip
+
+
+def _scaffold_state(clients: int, dim: int) -> dict[str, schema.Check]:
+    """SCAFFOLD's server control variate and the clients' own (a simulated run holds them all)."""
+    client = schema.integer(0, clients - 1)
+    controls = schema.record({"clients": schema.list_of(client, max_len=clients),
+                              "values": schema.list_of(schema.vector(dim), max_len=clients)},
+                             same_length=("clients", "values"))  # fmt: skip
+    return {"control": schema.vector(dim), "control_clients": schema.list_of(client), "client_controls": controls}
 
 
 def _optimizer_state(keys: tuple[str, ...], dim: int) -> schema.Check:

@@ -19,7 +19,9 @@ from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
 from .server.rules import RULES, RuleConfig, check_condition, min_inputs
 from .server.staleness import DEFAULT_A, STALENESS_FUNCTIONS
 from .server.steps import SERVER_OPTIMIZERS, ServerOptConfig
-from .training import OPTIMIZERS
+from .training import MOMENTUM, OPTIMIZERS
+
+DRIFT_CORRECTIONS = ("none", "scaffold", "fednova")
 
 ASYNC_DEFAULTS = AsyncConfig()
 SERVER_DEFAULTS = ServerOptConfig()
@@ -183,6 +185,10 @@ def _add_federation_flags(parser: argparse.ArgumentParser, track: Track) -> None
     track(fed, "--local_epoch", type=int, default=5, help="local epochs per client job")
     track(fed, "--num_clients", type=int, default=8, help="clients sharing the training set (split by --partition)")
     track(fed, "--num_select_clients", type=int, default=4, help="clients picked at random each round")
+    track(fed, "--drift_correction", default="none", choices=DRIFT_CORRECTIONS,
+          help="scaffold: SCAFFOLD's control variates (Karimireddy et al. 2020, option II); fednova: FedNova's "
+               "normalized averaging (Wang et al. 2020); both for --optimizer sgd or sgd-momentum, "
+               "run_federated only")  # fmt: skip
     track(
         fed,
         "--prox_mu",
@@ -458,6 +464,7 @@ def validate(flags: Mapping[str, Any], script: str) -> None:
             _require(value in valid, f"--{flag} must be in {valid}, got {value}")
     if script == "run_async":
         _validate_async(args)
+    _validate_drift(args, script)
     _validate_byzantine(args, script)
     _validate_multi(args, script)
     _validate_data_dir(Path(args.data_dir))
@@ -520,6 +527,31 @@ def _validate_byzantine(args: _Flags, script: str) -> None:
         need = min_inputs(rule)
         hint = f"; {where} must be at least {need}" if n < need else ""
         raise UsageError(f"--gar {args.gar}: {exc} (n is {where}){hint}") from None
+
+
+def _validate_drift(args: _Flags, script: str) -> None:
+    """SCAFFOLD and FedNova: synchronous, SGD local training, not with FedProx; SCAFFOLD with the mean only."""
+    name = args.drift_correction
+    if name == "none":
+        return
+    _require(script != "run_async", f"--drift_correction {name}: synchronous rounds only (run_federated.py)")
+    _require(
+        args.optimizer in MOMENTUM,
+        f"--drift_correction {name} is defined for SGD local training: use --optimizer sgd or sgd-momentum, "
+        f"not {args.optimizer}",
+    )
+    _require(args.prox_mu == 0, f"--drift_correction {name} with --prox_mu: two corrections of client drift; pick one")
+    if name == "scaffold":
+        _require(
+            not (args.distributed and (args.checkpoint or args.resume)),
+            "--drift_correction scaffold with --distributed keeps each client's control variate on its worker, "
+            "outside checkpoints: run without --checkpoint/--resume, or simulated",
+        )
+        _require(
+            args.byzantine == 0 and args.gar == "mean",
+            "--drift_correction scaffold averages the clients' control variates unguarded, so a robust --gar or "
+            "--byzantine clients would protect the model but not the correction every client applies; use --gar mean",
+        )
 
 
 def _validate_async(args: _Flags) -> None:

@@ -26,6 +26,7 @@ from . import schema
 from .errors import FedlearnError, OneLineParser, UsageError
 from .files import write_atomically
 from .groups import Group, cost_table, group_runs, group_table
+from .report import DRIFT_TITLES
 from .stats import summarize
 
 SCRIPT_TITLES = {"run_baseline": "baseline", "run_federated": "FedAvg", "run_async": None}
@@ -88,14 +89,16 @@ def load_result(path: str | Path) -> dict[str, Any]:
 
 
 def run_label(doc: dict[str, Any]) -> str:
-    """Short name of the method a run used: baseline, FedAvg, FedAsync, FedBuff (+ FedProx, + server optimizer
-    and its learning rate unless plain SGD at 1)."""
+    """Short name of the method a run used: baseline, FedAvg, FedAsync, FedBuff (+ FedProx, + SCAFFOLD or
+    FedNova, + server optimizer and its learning rate unless plain SGD at 1)."""
     args = doc["args"]
     title = SCRIPT_TITLES.get(doc["script"]) or {"fedasync": "FedAsync", "fedbuff": "FedBuff"}.get(
         args.get("algorithm", ""), doc["script"]
     )
     if doc["script"] != "run_baseline" and args.get("prox_mu"):
         title += f" + FedProx {args['prox_mu']:g}"
+    if doc["script"] == "run_federated" and args.get("drift_correction", "none") != "none":
+        title += " + " + DRIFT_TITLES.get(args["drift_correction"], args["drift_correction"])
     stepped = doc["script"] == "run_federated" or args.get("algorithm") == "fedbuff"
     if stepped and (args.get("server_opt", "sgd") != "sgd" or args.get("server_lr", 1.0) != 1.0):
         title += f" + server {args.get('server_opt', 'sgd')} {args['server_lr']:g}"
@@ -156,6 +159,7 @@ def comparison_table(names: list[str], docs: list[dict[str, Any]]) -> str:
         ),
         ("learning rate", lambda d: arg(d, "init_lr", False)),
         ("server optimizer", lambda d: d["final"].get("server_optimizer", "-")),
+        ("drift correction", lambda d: d["final"].get("drift_correction", "-")),
         ("delay", lambda d: arg(d, "delay")),
         ("seed", lambda d: arg(d, "seed", False)),
         ("test accuracy (%)", lambda d: _pct(d["final"]["test_accuracy"])),

@@ -69,6 +69,7 @@ class FederationConfig:
     partition: PartitionSpec
     show_partition: bool
     client_test_frac: float  # each client's held-out share (0: none)
+    drift_correction: str = "none"  # scaffold, fednova
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
             partition,
             f["show_partition"],
             f["client_test_frac"],
+            f["drift_correction"],
         ),  # fmt: skip
         clock=ClockConfig(
             f["delay"],

@@ -14,6 +14,7 @@ from .files import write_atomically
 
 TABLE_FORMAT = "github"
 NOT_APPLICABLE = "-"
+DRIFT_TITLES = {"scaffold": "SCAFFOLD", "fednova": "FedNova"}
 
 
 def hyperparameter_table(flags: Mapping[str, Any], context: dict[str, Any]) -> str:
@@ -65,6 +66,11 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
         ]  # fmt: skip
     if "server_optimizer" in final:
         rows.append(["Server optimizer", final["server_optimizer"]])
+    if final.get("drift_correction", "none") != "none":
+        rows.append(["Drift correction", DRIFT_TITLES.get(final["drift_correction"], final["drift_correction"])])
+    if "clients_with_control_variates" in final:
+        rows.append(["SCAFFOLD control variates", f"{final['clients_with_control_variates']} clients, "
+                                                  f"{final['client_control_variates_mib']:.2f} MiB"])  # fmt: skip
     if "mean_staleness" in final:
         rows += [
             ["Mean staleness", f"{final['mean_staleness']:.2f}"],

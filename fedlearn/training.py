@@ -11,12 +11,15 @@ from torch import nn
 
 EVAL_BATCH_SIZE = 500  # larger batches are slower on CPU (cache); measured with fedlearn.bench
 
+SGD_MOMENTUM = 0.9
 OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
     "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
-    "sgd-momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "sgd-momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM),
 }
+MOMENTUM = {"sgd": 0.0, "sgd-momentum": SGD_MOMENTUM}
+"""The heavy-ball momentum of each SGD optimizer (SCAFFOLD and FedNova are defined for these only)."""
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:

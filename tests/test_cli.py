@@ -54,6 +54,15 @@ BAD_FLAGS = [
     (["--server_tau", "0"], "--server_tau"),
     (["--server_tau", "-1e-3"], "--server_tau"),
     (["--server_momentum", "1.5"], "--server_momentum"),
+    (["--drift_correction", "fednova"], "--drift_correction"),  # with the default --optimizer adam
+    (["--drift_correction", "scaffold", "--optimizer", "adamw"], "--drift_correction"),
+    (["--drift_correction", "fednova", "--optimizer", "sgd", "--prox_mu", "0.1"], "--drift_correction"),
+    (["--drift_correction", "scaffold", "--optimizer", "sgd", "--gar", "median"], "--drift_correction"),
+    (["--drift_correction", "fedmagic"], "--drift_correction"),
+    (
+        ["--drift_correction", "scaffold", "--optimizer", "sgd", "--distributed", "--checkpoint", "c.pt"],
+        "--drift_correction",
+    ),
 ]
 ASYNC_BAD_FLAGS = [
     (["--algorithm", "fedprox"], "--algorithm"),
@@ -64,6 +73,7 @@ ASYNC_BAD_FLAGS = [
     (["--staleness_b", "-2"], "--staleness_b"),
     (["--buffer_size", "0"], "--buffer_size"),
     (["--server_opt", "adam"], "--server_opt"),  # FedAsync has no server optimizer
+    (["--drift_correction", "fednova", "--optimizer", "sgd"], "--drift_correction"),  # synchronous only
     (["--concurrency", "0"], "--concurrency"),
     (["--concurrency", "9"], "--concurrency"),
     (["--max_updates", "0"], "--max_updates"),

@@ -78,9 +78,19 @@ def history(doc):
     return [{k: v for k, v in e.items() if k not in VOLATILE} for e in doc["history"]]
 
 
-@pytest.mark.parametrize("server_opt", ["sgd", "adam"])
-def test_torchrun_federated_equals_the_simulation(server_opt, tiny_data_dir, tmp_path):
-    proc = torchrun("run_federated.py", tiny_data_dir, tmp_path / "d.json", "--server_opt", server_opt)
+VARIANTS = {
+    "fedavg": [],
+    "fedadam": ["--server_opt", "adam"],
+    "scaffold": ["--drift_correction", "scaffold", "--optimizer", "sgd-momentum", "--init_lr", "0.02", "--server_opt",
+                 "avgm", "--server_lr", "0.5"],
+    "fednova": ["--drift_correction", "fednova", "--optimizer", "sgd", "--init_lr", "0.05", "--size_skew", "1"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_torchrun_federated_equals_the_simulation(variant, tiny_data_dir, tmp_path):
+    flags = VARIANTS[variant]
+    proc = torchrun("run_federated.py", tiny_data_dir, tmp_path / "d.json", *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "d.json").read_text())
     assert doc["run"]["processes"].startswith("3 (server + 2 workers)")
@@ -88,7 +98,7 @@ def test_torchrun_federated_equals_the_simulation(server_opt, tiny_data_dir, tmp
     assert proc.stdout.count("Results") == 1  # only the server prints
     # the simulation with the workers' thread count (torchrun sets OMP_NUM_THREADS=1) gives the same numbers
     sim = subprocess.run([sys.executable, "run_federated.py", "--data_dir", str(tiny_data_dir), "--save",
-                          str(tmp_path / "s.json"), *TINY, "--server_opt", server_opt], capture_output=True,
+                          str(tmp_path / "s.json"), *TINY, *flags], capture_output=True,
                          text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert sim.returncode == 0, sim.stderr
     assert history(doc) == history(json.loads((tmp_path / "s.json").read_text()))  # bit-identical
@@ -139,8 +149,9 @@ def test_a_malformed_update_is_rejected_and_counted(script, fault, reason, tiny_
     assert final["test_loss"] == final["test_loss"]  # the NaN never reached the model
 
 
-def test_checkpoint_then_resume_equals_an_uninterrupted_run(tiny_data_dir, tmp_path):
-    flags = ["--data_dir", str(tiny_data_dir), *TINY, "--server_opt", "adam"]  # its moments go in the checkpoint
+@pytest.mark.parametrize("variant", ["fedadam", "scaffold"])  # moments; the control variates, the clients' too
+def test_checkpoint_then_resume_equals_an_uninterrupted_run(variant, tiny_data_dir, tmp_path):
+    flags = ["--data_dir", str(tiny_data_dir), *TINY, *VARIANTS[variant]]
     whole = run_script("run_federated.py", *flags, "--global_epoch", "4", "--save", str(tmp_path / "whole.json"))
     first = run_script("run_federated.py", *flags, "--global_epoch", "2", "--checkpoint", str(tmp_path / "c.pt"))
     rest = run_script("run_federated.py", *flags, "--global_epoch", "4", "--resume", str(tmp_path / "c.pt"),

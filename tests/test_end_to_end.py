@@ -74,6 +74,7 @@ SHARED_FLAGS = {
     "checkpoint_every",
     "resume",
     "server_opt",
+    "drift_correction",
     "server_lr",
     "server_momentum",
     "server_b1",

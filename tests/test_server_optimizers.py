@@ -105,3 +105,16 @@ def test_a_point_is_stepped_on_as_its_delta_from_the_weights():
     as_delta = build_step(optimizer=config).apply(w, Combined(torch.tensor(DELTAS[0], dtype=torch.float64), False))
     as_point = build_step(optimizer=config).apply(w, Combined(w + torch.tensor(DELTAS[0], dtype=torch.float64), True))
     assert torch.allclose(as_delta, as_point, rtol=0, atol=1e-15)
+
+
+def test_compare_names_the_server_optimizer_and_the_drift_correction():
+    from fedlearn.compare import run_label
+
+    doc = {"script": "run_federated", "args": {"server_opt": "adam", "server_lr": 0.01, "drift_correction": "scaffold"}}
+    assert run_label(doc) == "FedAvg + SCAFFOLD + server adam 0.01"
+    plain = {"script": "run_federated", "args": {"server_opt": "sgd", "server_lr": 1.0, "drift_correction": "none"}}
+    assert run_label(plain) == "FedAvg"
+    mixing = {"script": "run_async", "args": {"algorithm": "fedasync", "server_opt": "sgd", "server_lr": 0.5}}
+    assert run_label(mixing) == "FedAsync"  # FedAsync has no server step to name
+    buffered = {"script": "run_async", "args": {"algorithm": "fedbuff", "server_opt": "yogi", "server_lr": 0.01}}
+    assert run_label(buffered) == "FedBuff + server yogi 0.01"

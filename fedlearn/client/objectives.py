@@ -1,9 +1,12 @@
 """A client job's local objective, as a part the trainer is given (one registry entry each).
 
 Training minimizes cross-entropy; an objective may add a term through the
-gradients, after every backward pass and before the optimizer's step. Plain
-local training adds nothing; FedProx (Li et al. 2020) adds
-``mu/2 * ||w - w_global||^2``. SCAFFOLD's and FedNova's corrections come next.
+gradients, after every backward pass and before the optimizer's step, and may
+return something besides the weights when the job ends. Plain local training
+adds nothing; FedProx (Li et al. 2020) adds ``mu/2 * ||w - w_global||^2``;
+SCAFFOLD (Karimireddy et al. 2020) corrects every gradient by ``c - c_i`` and
+returns the change of the client's control variate. (FedNova changes only how
+the server averages: :mod:`fedlearn.server.fednova`.)
 """
 
 from __future__ import annotations
@@ -18,35 +21,52 @@ from torch import nn
 from ..flat import unflatten_like
 
 
-class Objective(Protocol):
-    """Hooks of one local job: ``start`` with the global weights, ``adjust_gradients`` after each backward."""
+@dataclass(frozen=True)
+class Job:
+    """One local job as an objective sees it: whose, from which weights, with the server's control variate
+    (SCAFFOLD's ``c``; None otherwise)."""
 
-    def start(self, model: nn.Module, global_weights: torch.Tensor) -> None: ...
+    client: int
+    start: torch.Tensor
+    control: torch.Tensor | None = None
+
+
+class Objective(Protocol):
+    """Hooks of one local job: ``start``, ``adjust_gradients`` after each backward pass, ``finish`` with the
+    trained weights and the optimizer steps taken (returns what the client sends besides its weights, or None)."""
+
+    def start(self, model: nn.Module, job: Job) -> None: ...
 
     def adjust_gradients(self, params: list[nn.Parameter]) -> None: ...
+
+    def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None: ...
 
 
 class Plain:
     """Cross-entropy alone."""
 
-    def start(self, model: nn.Module, global_weights: torch.Tensor) -> None:
+    def start(self, model: nn.Module, job: Job) -> None:
         """Nothing to remember."""
 
     def adjust_gradients(self, params: list[nn.Parameter]) -> None:
         """Nothing to add."""
 
+    def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """Nothing to send besides the weights."""
+        return None
+
 
 @dataclass
-class Proximal:
+class Proximal(Plain):
     """FedProx's term ``mu/2 * ||w - anchor||^2``, added through its gradient ``mu (w - anchor)``; the anchor
     is the global weights the job started from (set by :meth:`start`, or given)."""
 
     mu: float
     anchor: list[torch.Tensor] = field(default_factory=list)  # one tensor per model parameter
 
-    def start(self, model: nn.Module, global_weights: torch.Tensor) -> None:
+    def start(self, model: nn.Module, job: Job) -> None:
         """Anchor the term at the job's starting weights."""
-        self.anchor = unflatten_like(model, global_weights)
+        self.anchor = unflatten_like(model, job.start)
 
     def adjust_gradients(self, params: list[nn.Parameter]) -> None:
         """``grad += mu (w - anchor)``, parameter by parameter."""
@@ -55,14 +75,48 @@ class Proximal:
                 param.grad.add_(param - anchor, alpha=self.mu)
 
 
+@dataclass
+class Scaffold:
+    """SCAFFOLD's client (Karimireddy et al. 2020, option II): every gradient gets ``c - c_i``; after ``K``
+    steps at rate ``eta_l`` from ``x`` to ``y_i``, ``c_i+ = c_i - c + (x - y_i) / (K eta_l)``, and the job
+    returns ``c_i+ - c_i``. ``controls`` holds ``c_i`` of every client that has trained here (zero before):
+    its memory grows with the clients seen."""
+
+    lr: float
+    controls: dict[int, torch.Tensor] = field(default_factory=dict)
+    correction: list[torch.Tensor] = field(default_factory=list)
+
+    def start(self, model: nn.Module, job: Job) -> None:
+        """The job's correction ``c - c_i``, one tensor per parameter."""
+        if job.control is None:
+            raise ValueError("a SCAFFOLD job needs the server's control variate")
+        own = self.controls.get(job.client)
+        self.correction = unflatten_like(model, job.control if own is None else job.control - own)
+
+    def adjust_gradients(self, params: list[nn.Parameter]) -> None:
+        """``grad += c - c_i``, parameter by parameter."""
+        with torch.no_grad():
+            for param, correction in zip(params, self.correction):
+                param.grad.add_(correction)
+
+    def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """Update the client's ``c_i`` and return its change."""
+        assert job.control is not None
+        own = self.controls.get(job.client, torch.zeros_like(job.control))
+        updated = own - job.control + (job.start - trained) / (steps * self.lr)
+        self.controls[job.client] = updated
+        return updated - own
+
+
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "plain": lambda **_: Plain(),
     "fedprox": lambda prox_mu, **_: Proximal(prox_mu),
+    "scaffold": lambda lr, **_: Scaffold(lr),
 }
 """Every local objective by name, built from keyword settings; adding one is a class and one entry here."""
 
 
-def build_objective(prox_mu: float = 0.0, **settings: Any) -> Objective:
-    """The objective the settings ask for: FedProx when ``prox_mu > 0``, else plain."""
-    name = "fedprox" if prox_mu > 0 else "plain"
+def build_objective(prox_mu: float = 0.0, drift_correction: str = "none", **settings: Any) -> Objective:
+    """The objective the settings ask for: SCAFFOLD's, FedProx when ``prox_mu > 0``, else plain."""
+    name = "scaffold" if drift_correction == "scaffold" else "fedprox" if prox_mu > 0 else "plain"
     return OBJECTIVES[name](prox_mu=prox_mu, **settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from ..data import Dataset
 from ..flat import flat_parameters, get_flat, set_flat
 from ..server.attacks import flip_labels
 from ..training import Passes, TrainStats, count_batches, make_optimizer, train
-from .objectives import build_objective
+from .objectives import Job, build_objective
 from .replies import Reply, full_weights
 
 
@@ -27,6 +28,7 @@ class LocalJobConfig:
     epochs: int
     seed: int
     prox_mu: float = 0.0  # FedProx; 0 = plain local training
+    drift_correction: str = "none"  # scaffold: SCAFFOLD's control variates (fednova acts on the server only)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ClientUpdate:
     weights: torch.Tensor
     num_samples: int
     stats: TrainStats
+    control_delta: torch.Tensor | None = None  # SCAFFOLD's c_i+ - c_i
 
 
 class LocalTrainer:
@@ -67,7 +70,7 @@ class LocalTrainer:
         self.config = config
         self.label_flip = label_flip
         self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
-        self.objective = build_objective(prox_mu=config.prox_mu)  # the local objective: a part, not a branch
+        self.objective = build_objective(config.prox_mu, config.drift_correction, lr=config.lr)  # a part, not a branch
         self.reply = reply  # what the server receives of a trained job
 
     def num_samples(self, client: int) -> int:
@@ -84,11 +87,14 @@ class LocalTrainer:
         global_weights: torch.Tensor,
         job_key: int,
         on_batch: Callable[[], None] | None = None,
+        control: torch.Tensor | None = None,
     ) -> ClientUpdate:
-        """Train ``client`` from ``global_weights``; ``job_key`` (round or dispatch number) seeds its shuffles."""
+        """Train ``client`` from ``global_weights``; ``job_key`` (round or dispatch number) seeds its shuffles;
+        ``control`` is the server's control variate (SCAFFOLD)."""
         cfg = self.config
         set_flat(self.params, global_weights)
-        self.objective.start(self.model, global_weights)
+        job = Job(client, global_weights, control)
+        self.objective.start(self.model, job)
         optimizer = make_optimizer(cfg.optimizer, self.params, cfg.lr)
         passes = Passes(
             self.partitions[client],
@@ -100,5 +106,26 @@ class LocalTrainer:
         stats = train(
             self.model, optimizer, self.data.train_x, labels, passes, on_batch, self.objective.adjust_gradients
         )
-        weights = self.reply(global_weights, get_flat(self.params))
-        return ClientUpdate(client=client, weights=weights, num_samples=self.num_samples(client), stats=stats)
+        trained = get_flat(self.params)
+        extra = self.objective.finish(job, trained, stats.batches)
+        weights = self.reply(global_weights, trained)
+        return ClientUpdate(client, weights, self.num_samples(client), stats, control_delta=extra)
+
+    @property
+    def sends_control(self) -> bool:
+        """Whether jobs take the server's control variate and return its change (SCAFFOLD)."""
+        return self.config.drift_correction == "scaffold"
+
+    def state(self) -> dict[str, Any]:
+        """The clients' control variates, for a checkpoint (nothing without SCAFFOLD)."""
+        controls = getattr(self.objective, "controls", None)
+        if controls is None:
+            return {}
+        clients = sorted(controls)
+        return {"client_controls": {"clients": clients, "values": [controls[c] for c in clients]}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        saved = state.get("client_controls")
+        if saved is not None:
+            self.objective.controls = dict(zip(saved["clients"], saved["values"]))

@@ -150,10 +150,17 @@ def loss_reason(exc: BaseException) -> str:
     return "link closed (process gone?)"
 
 
-def to_client_update(update: wire.WireUpdate, num_samples: int) -> ClientUpdate:
-    """A received update in the simulation's form; the sample count is the server's own, never the worker's."""
+def to_client_update(
+    update: wire.WireUpdate, num_samples: int, dim: int = 0, with_control: bool = False
+) -> ClientUpdate:
+    """A received update in the simulation's form; the sample count is the server's own, never the worker's.
+    ``with_control`` (SCAFFOLD): the payload is ``dim`` weights, then ``delta c_i``; a payload of another size
+    is kept whole as the weights, for the checks to reject, with no ``delta c_i``."""
     stats = TrainStats(samples=update.samples_trained, batches=update.batches, mean_loss=update.mean_loss)
-    return ClientUpdate(client=update.client, weights=update.weights, num_samples=num_samples, stats=stats)
+    weights, delta = update.weights, None
+    if with_control and weights.numel() == 2 * dim:
+        weights, delta = weights[:dim], weights[dim:]
+    return ClientUpdate(update.client, weights, num_samples, stats, control_delta=delta)
 
 
 @dataclass(frozen=True)

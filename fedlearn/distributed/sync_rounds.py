@@ -35,11 +35,17 @@ class DistributedRounds:
         self.unexpected = 0  # protocol violations (the run stops at the first)
 
     def __call__(
-        self, picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[float], None]
+        self,
+        picked: list[int],
+        weights: torch.Tensor,
+        round_index: int,
+        progress: Callable[[float], None],
+        control: torch.Tensor | None = None,
     ) -> list[ClientUpdate]:
-        """The picked clients' updates of round ``round_index``, in ``picked`` order."""
+        """The picked clients' updates of round ``round_index``, in ``picked`` order; with SCAFFOLD's ``control``
+        the task carries it after the weights, and each update its ``delta c_i`` after the weights."""
         jobs = {c: Job(self.placement.worker_of(c), c, round_index, round_index - 1) for c in picked}
-        self._send(jobs, weights, round_index)
+        self._send(jobs, weights if control is None else torch.cat([weights, control.to(weights.dtype)]), round_index)
         got: dict[int, ClientUpdate] = {}
         while len(got) < len(jobs):
             event = self.inbox.get(self.timeout_s)
@@ -56,7 +62,8 @@ class DistributedRounds:
                 self.unexpected += 1
                 self.inbox.drop(event.source)
                 raise _stop(f"worker rank {event.source} broke the protocol: {reason}", round_index)
-            got[event.client] = to_client_update(event, self.trainer.num_samples(event.client))
+            got[event.client] = to_client_update(event, self.trainer.num_samples(event.client), weights.numel(),
+                                                 with_control=control is not None)  # fmt: skip
             progress(1.0)
         return [got[c] for c in picked]
 

@@ -26,15 +26,25 @@ def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.
     return np.sort(rng.choice(num_clients, size=k, replace=False))
 
 
-RoundExecutor = Callable[[list[int], torch.Tensor, int, Callable[[float], None]], list[ClientUpdate]]
-"""Trains a round's picked clients from the weights; reports progress in client updates (fractions per batch)."""
+RoundExecutor = Callable[
+    [list[int], torch.Tensor, int, Callable[[float], None], torch.Tensor | None], list[ClientUpdate]
+]
+"""Trains a round's picked clients from the weights (and SCAFFOLD's server control variate, or None);
+reports progress in client updates (fractions per batch)."""
 
 
 def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
     """Run a round's picked clients one after another in this process (the simulation)."""
 
-    def execute(picked: list[int], weights: torch.Tensor, round_index: int, progress: Callable[[float], None]):
-        return [trainer.run(c, weights, round_index, batch_ticks(progress, trainer.num_batches(c))) for c in picked]
+    def execute(
+        picked: list[int],
+        weights: torch.Tensor,
+        round_index: int,
+        progress: Callable[[float], None],
+        control: torch.Tensor | None = None,
+    ) -> list[ClientUpdate]:
+        ticks = {c: batch_ticks(progress, trainer.num_batches(c)) for c in picked}
+        return [trainer.run(c, weights, round_index, ticks[c], control) for c in picked]
 
     return execute
 
@@ -71,27 +81,33 @@ def run_fedavg(
     if state.resume is not None:
         sim_time, first = state.resume["sim_time"], state.resume["round"] + 1
         server.restore(state.resume)
+        trainer.restore(state.resume)
         state.restore(Tally(state.resume["updates"], state.resume["samples_trained"]))
     with state.progress("FedAvg", budget.rounds * budget.num_select, (first - 1) * budget.num_select) as bar:
         for round_index in range(first, budget.rounds + 1):
             picked = [int(c) for c in select_clients(options.seed, round_index, num_clients, budget.num_select)]
+            control = server.control.c if server.control is not None else None
             with state.watch.section("training"):
-                results = execute(picked, server.weights, round_index, bar.update)
+                results = execute(picked, server.weights, round_index, bar.update, control)
             with state.watch.section("aggregation"):
                 server.step([u.weights for u in results], [u.client for u in results],
-                            [u.num_samples for u in results], round_index)  # fmt: skip
+                            [u.num_samples for u in results], round_index,
+                            [u.control_delta for u in results])  # fmt: skip
             for update in results:
                 state.tally.count(update.stats.samples, update.stats.mean_loss)
             sim_time += speeds.round_duration(picked, [u.stats.samples for u in results])
             state.evaluate(server.weights, round_index, sim_time)
             state.show(f"round {round_index}/{budget.rounds}")
             state.checkpoint(
-                round_index, budget.rounds, partial(_checkpoint, round_index, server, sim_time, state.tally)
+                round_index, budget.rounds, partial(_checkpoint, round_index, server, trainer, sim_time, state.tally)
             )
     return state.finish(server.weights, budget.rounds, sim_time)
 
 
-def _checkpoint(round_index: int, server: SyncServer, sim_time: float, tally: Tally) -> dict[str, Any]:
-    """What a synchronous checkpoint holds besides the record (the tally starts over every round)."""
+def _checkpoint(
+    round_index: int, server: SyncServer, trainer: LocalTrainer, sim_time: float, tally: Tally
+) -> dict[str, Any]:
+    """What a synchronous checkpoint holds besides the record (the tally starts over every round); with
+    SCAFFOLD in the simulation, the clients' control variates too."""
     return {"round": round_index, "sim_time": sim_time, "samples_trained": tally.samples_trained,
-            "updates": tally.arrivals, **server.state()}  # fmt: skip
+            "updates": tally.arrivals, **server.state(), **trainer.state()}  # fmt: skip

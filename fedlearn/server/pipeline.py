@@ -7,6 +7,8 @@ FedBuff buffer, or a single FedAsync update. Updates arrive as points (the
 weights a client sends) with the origin they were trained from, or as deltas
 (origin ``None``). In order:
 
+0. FedAvg rounds with ``--drift_correction fednova``: FedNova's normalized
+   points in place of the clients' weights (:mod:`fedlearn.server.fednova`);
 1. the attack: Byzantine clients' rows are replaced by what the attack sends
    (the adversary sees the whole batch: "a little is enough" and
    inner-product manipulation use the honest rows of it);
@@ -15,7 +17,7 @@ weights a client sends) with the origin they were trained from, or as deltas
 3. ``--clip_norm``: each update's norm is bounded;
 4. the rule (``--gar``) over what is left, if enough is left for its
    condition on n and f; otherwise the batch is skipped and counted;
-5. the server step: FedAvg's replacement, FedAsync's mix, FedBuff's ``eta_g``.
+5. the server step: FedAsync's mix, or a server optimizer (FedAvg's replacement, FedBuff's ``eta_g``, FedAdam...).
 
 The rules are translation-equivariant, so applying one to points gives the
 origin plus the rule applied to deltas. With the mean rule, no attack and no
@@ -25,7 +27,7 @@ clipping the result is bit-identical to plain FedAvg / FedBuff.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,13 +225,18 @@ class Batch:
 class ServerPipeline:
     """A batch of updates through the defences (:class:`RobustAggregator`), then the server step."""
 
-    def __init__(self, aggregator: RobustAggregator, step: ServerStep) -> None:
+    def __init__(
+        self, aggregator: RobustAggregator, step: ServerStep, normalize: Callable[[Batch], Batch] | None = None
+    ) -> None:
         self.aggregator = aggregator
         self.step = step
+        self.normalize = normalize  # FedNova's normalized averaging (fedlearn.server.fednova), before the checks
 
     def apply(self, weights: torch.Tensor, batch: Batch, key: int, scale: float = 1.0) -> torch.Tensor | None:
         """The new global weights after ``batch``, or None when the defences left nothing to apply;
         ``key`` seeds the attack's noise, ``scale`` weighs the step (FedAsync's staleness)."""
+        if self.normalize is not None:
+            batch = self.normalize(batch)
         combined = self.aggregator.combine(
             batch.rows, batch.clients, batch.counts, key, origin=batch.origin, scales=batch.scales
         )

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .pipeline import Batch, RobustAggregator, ServerPipeline
+from .scaffold import ServerControl
 from .steps import build_step
 
 
@@ -19,16 +20,29 @@ class SyncServer:
     replaces ``weights`` on every step, never changes it in place.
     """
 
-    def __init__(self, weights: torch.Tensor, pipeline: ServerPipeline | None = None) -> None:
+    def __init__(
+        self, weights: torch.Tensor, pipeline: ServerPipeline | None = None, control: ServerControl | None = None
+    ) -> None:
         self.weights = weights.clone()
         self.pipeline = pipeline or ServerPipeline(RobustAggregator(weights.numel()), build_step())
         self.aggregator = self.pipeline.aggregator
+        self.control = control  # SCAFFOLD's server control variate
 
-    def step(self, sent: Sequence[torch.Tensor], clients: Sequence[int], counts: Sequence[int], key: int) -> None:
-        """Apply round ``key``'s updates (weights ``sent`` by ``clients`` holding ``counts`` samples)."""
+    def step(
+        self,
+        sent: Sequence[torch.Tensor],
+        clients: Sequence[int],
+        counts: Sequence[int],
+        key: int,
+        control_deltas: Sequence[torch.Tensor | None] = (),
+    ) -> None:
+        """Apply round ``key``'s updates (weights ``sent`` by ``clients`` holding ``counts`` samples; with
+        SCAFFOLD, their ``control_deltas``)."""
         stepped = self.pipeline.apply(self.weights, Batch(sent, clients, counts, origin=self.weights), key)
         if stepped is not None:  # else the defences left nothing: the model stays
             self.weights = stepped
+        if self.control is not None:
+            self.control.update(clients, sent, control_deltas or [None] * len(sent))
 
     def state(self) -> dict[str, Any]:
         """The model, the defences' counters and the server step's state, for a checkpoint."""
@@ -36,6 +50,7 @@ class SyncServer:
             "weights": self.weights.detach().cpu(),
             "aggregator": self.aggregator.state(),
             "server_step": self.pipeline.step.state(),
+            **(self.control.state() if self.control is not None else {}),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -43,7 +58,9 @@ class SyncServer:
         self.weights = state["weights"].to(self.weights.device, self.weights.dtype)
         self.aggregator.restore(state["aggregator"])
         self.pipeline.step.restore(state["server_step"])
+        if self.control is not None:
+            self.control.restore(state)
 
     def summary(self) -> dict[str, Any]:
-        """The defences' counts for the Results table and JSON."""
-        return self.aggregator.summary()
+        """The defences' counts (and SCAFFOLD's control variates) for the Results table and JSON."""
+        return {**self.aggregator.summary(), **(self.control.summary() if self.control is not None else {})}
