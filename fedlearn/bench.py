@@ -46,7 +46,7 @@ from .data import Dataset
 from .errors import OneLineParser
 from .flat import get_flat
 from .loops.centralized import Epochs, run_centralized
-from .loops.rounds import Rounds, local_rounds, run_fedavg, select_clients
+from .loops.rounds import Rounds, RoundTask, local_rounds, run_fedavg, select_clients
 from .loops.skeleton import LoopOptions
 from .loops.virtual_clock import Updates, run_async
 from .models import build_model
@@ -159,11 +159,10 @@ def fedavg_run(
     paired: list[tuple[float, float, float]] = []
     shuffle = torch.Generator().manual_seed(seed + 1)
 
-    def with_reference(
-        chosen: list[int], weights: torch.Tensor, round_index: int, progress: Any, control: Any = None
-    ) -> Any:
-        parts = trainer.partitions
-        jobs = [list(parts[c][torch.randperm(parts[c].numel(), generator=shuffle)].split(BATCH_SIZE)) for c in chosen]
+    def with_reference(task: RoundTask, progress: Any) -> Any:
+        parts, round_index = trainer.partitions, task.round_index
+        jobs = [list(parts[c][torch.randperm(parts[c].numel(), generator=shuffle)].split(BATCH_SIZE))
+                for c in task.picked]  # fmt: skip
 
         def reference() -> tuple[float, float]:
             began = time.perf_counter()
@@ -173,7 +172,7 @@ def fedavg_run(
         if round_index % 2 == 0:
             plain, extra = reference()
         began = time.perf_counter()
-        results = local(chosen, weights, round_index, progress, control)
+        results = local(task, progress)
         trained = time.perf_counter() - began
         if round_index % 2 == 1:
             plain, extra = reference()

@@ -287,7 +287,7 @@ def test_planning_a_huge_asynchronous_budget_takes_no_memory(async_parts):
 def test_a_huge_number_of_rounds_is_not_drawn_ahead(async_parts):
     trainer, model, speeds = async_parts
 
-    def stop(picked, weights, round_index, progress, control):
+    def stop(task, progress):
         raise _Stop()
 
     budget, options = Rounds(rounds=10**6, num_select=2), LoopOptions(show_progress=False)

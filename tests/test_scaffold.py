@@ -7,7 +7,7 @@ from torch import nn
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.data import Dataset
 from fedlearn.flat import get_flat
-from fedlearn.loops.rounds import local_rounds
+from fedlearn.loops.rounds import RoundTask, local_rounds
 from fedlearn.server.scaffold import ServerControl
 from fedlearn.server.synchronous import SyncServer
 
@@ -58,7 +58,7 @@ def federate(data, parts, drift_correction, rounds, picked=None):
     server, execute = SyncServer(start, control=control), local_rounds(trainer)
     for r in range(1, rounds + 1):
         chosen = picked(r) if picked else list(range(CLIENTS))
-        results = execute(chosen, server.weights, r, lambda _: None, control.c if control else None)
+        results = execute(RoundTask(chosen, server.weights, r, control.c if control else None), lambda _: None)
         server.step([u.weights for u in results], chosen, [u.num_samples for u in results], r,
                     [u.control_delta for u in results])  # fmt: skip
     return server, trainer
@@ -91,7 +91,7 @@ def test_clients_not_picked_keep_their_control_variates():
     server, trainer = federate(data, parts, "scaffold", rounds=2, picked=picked)
     snapshots = {k: v.clone() for k, v in trainer.objective.controls.items()}
     # round 3 picks 0 and 1 again: 2 and 3 must be untouched, 0 and 1 must change
-    results = local_rounds(trainer)([0, 1], server.weights, 3, lambda _: None, server.control.c)
+    results = local_rounds(trainer)(RoundTask([0, 1], server.weights, 3, server.control.c), lambda _: None)
     assert all(torch.equal(trainer.objective.controls[k], snapshots[k]) for k in (2, 3))
     assert not any(torch.equal(trainer.objective.controls[k], snapshots[k]) for k in (0, 1))
     assert all(torch.allclose(u.control_delta, trainer.objective.controls[u.client] - snapshots[u.client])

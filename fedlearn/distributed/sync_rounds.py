@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..client import ClientUpdate, LocalTrainer
+from ..loops.rounds import RoundTask
 from . import wire
 from .cluster import WorkerLost
 from .inbox import Job, Links, Lost, loss_reason, protocol_violation, to_client_update
@@ -34,16 +35,10 @@ class DistributedRounds:
         self.trainer = trainer
         self.unexpected = 0  # protocol violations (the run stops at the first)
 
-    def __call__(
-        self,
-        picked: list[int],
-        weights: torch.Tensor,
-        round_index: int,
-        progress: Callable[[float], None],
-        control: torch.Tensor | None = None,
-    ) -> list[ClientUpdate]:
-        """The picked clients' updates of round ``round_index``, in ``picked`` order; with SCAFFOLD's ``control``
-        the task carries it after the weights, and each update its ``delta c_i`` after the weights."""
+    def __call__(self, task: RoundTask, progress: Callable[[float], None]) -> list[ClientUpdate]:
+        """The picked clients' updates, in ``picked`` order; with SCAFFOLD's control variate the task carries
+        it after the weights, and each update its ``delta c_i`` after the weights."""
+        picked, weights, round_index, control = task.picked, task.weights, task.round_index, task.control
         jobs = {c: Job(self.placement.worker_of(c), c, round_index, round_index - 1) for c in picked}
         self._send(jobs, weights if control is None else torch.cat([weights, control.to(weights.dtype)]), round_index)
         got: dict[int, ClientUpdate] = {}

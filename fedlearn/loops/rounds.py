@@ -26,25 +26,28 @@ def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.
     return np.sort(rng.choice(num_clients, size=k, replace=False))
 
 
-RoundExecutor = Callable[
-    [list[int], torch.Tensor, int, Callable[[float], None], torch.Tensor | None], list[ClientUpdate]
-]
-"""Trains a round's picked clients from the weights (and SCAFFOLD's server control variate, or None);
-reports progress in client updates (fractions per batch)."""
+@dataclass(frozen=True)
+class RoundTask:
+    """What a round's picked clients train from: the global weights and, with SCAFFOLD, the server's
+    control variate; ``round_index`` keys their shuffles."""
+
+    picked: list[int]
+    weights: torch.Tensor
+    round_index: int
+    control: torch.Tensor | None = None
+
+
+RoundExecutor = Callable[[RoundTask, Callable[[float], None]], list[ClientUpdate]]
+"""Trains a round's picked clients, in ``picked`` order; reports progress in client updates (fractions per
+batch)."""
 
 
 def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
     """Run a round's picked clients one after another in this process (the simulation)."""
 
-    def execute(
-        picked: list[int],
-        weights: torch.Tensor,
-        round_index: int,
-        progress: Callable[[float], None],
-        control: torch.Tensor | None = None,
-    ) -> list[ClientUpdate]:
-        ticks = {c: batch_ticks(progress, trainer.num_batches(c)) for c in picked}
-        return [trainer.run(c, weights, round_index, ticks[c], control) for c in picked]
+    def execute(task: RoundTask, progress: Callable[[float], None]) -> list[ClientUpdate]:
+        ticks = {c: batch_ticks(progress, trainer.num_batches(c)) for c in task.picked}
+        return [trainer.run(c, task.weights, task.round_index, ticks[c], task.control) for c in task.picked]
 
     return execute
 
@@ -88,7 +91,7 @@ def run_fedavg(
             picked = [int(c) for c in select_clients(options.seed, round_index, num_clients, budget.num_select)]
             control = server.control.c if server.control is not None else None
             with state.watch.section("training"):
-                results = execute(picked, server.weights, round_index, bar.update, control)
+                results = execute(RoundTask(picked, server.weights, round_index, control), bar.update)
             with state.watch.section("aggregation"):
                 server.step([u.weights for u in results], [u.client for u in results],
                             [u.num_samples for u in results], round_index,
