@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,14 @@ class Passes:
     generator: torch.Generator  # CPU; fixes the shuffles
 
 
-GradientHook = Callable[[list[nn.Parameter]], None]
-"""Called with the model's parameters after each backward pass, before the optimizer's step."""
+class StepHooks(Protocol):
+    """A local objective's hooks around every optimizer step, each given the model's parameters."""
+
+    def adjust_gradients(self, params: list[nn.Parameter]) -> None:
+        """After the backward pass, before the step (FedProx's term)."""
+
+    def after_step(self, params: list[nn.Parameter]) -> None:
+        """After the step (SCAFFOLD's correction, outside any momentum)."""
 
 
 def train(
@@ -62,17 +69,17 @@ def train(
     y: torch.Tensor,
     passes: Passes,
     on_batch: Callable[[], None] | None = None,
-    adjust_gradients: GradientHook | None = None,
+    hooks: StepHooks | None = None,
 ) -> TrainStats:
     """Run ``passes`` of minibatch cross-entropy training over ``x[passes.indices]``.
 
     Batches are gathered by tensor indexing. ``on_batch`` is called after every
-    optimizer step (progress reporting). ``adjust_gradients`` (a local objective's
-    term, e.g. FedProx's, :mod:`fedlearn.client.objectives`) changes the gradients
-    after each backward pass; the reported loss is the cross-entropy alone.
+    optimizer step (progress reporting). ``hooks`` (a local objective,
+    :mod:`fedlearn.client.objectives`) may change the gradients before each step
+    and the weights after it; the reported loss is the cross-entropy alone.
     """
     model.train()
-    params = list(model.parameters()) if adjust_gradients is not None else []
+    params = list(model.parameters()) if hooks is not None else []
     indices, batch_size = passes.indices, passes.batch_size
     n = int(indices.numel())
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -84,9 +91,11 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
-            if adjust_gradients is not None:
-                adjust_gradients(params)
+            if hooks is not None:
+                hooks.adjust_gradients(params)
             optimizer.step()
+            if hooks is not None:
+                hooks.after_step(params)
             total_loss += loss.detach() * batch.numel()
             batches += 1
             if on_batch is not None:

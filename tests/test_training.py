@@ -77,7 +77,7 @@ def local_distance_from_anchor(tiny_data_dir, proximal_mu):
         data.train_x,
         data.train_y,
         Passes(torch.arange(400), epochs=2, batch_size=20, generator=torch.Generator().manual_seed(0)),
-        adjust_gradients=None if proximal is None else proximal.adjust_gradients,
+        hooks=proximal,
     )
     weights = get_flat(model)
     return weights, float((weights - start).norm())

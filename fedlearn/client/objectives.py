@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..flat import unflatten_like
+from ..training import StepHooks
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,12 @@ class Job:
     control: torch.Tensor | None = None
 
 
-class Objective(Protocol):
-    """Hooks of one local job: ``start``, ``adjust_gradients`` after each backward pass, ``finish`` with the
-    trained weights and the optimizer steps taken (returns what the client sends besides its weights, or None)."""
+class Objective(StepHooks, Protocol):
+    """Hooks of one local job: ``start``, around every optimizer step (:class:`fedlearn.training.StepHooks`),
+    ``finish`` with the trained weights and the optimizer steps taken (returns what the client sends besides
+    its weights, or None)."""
 
     def start(self, model: nn.Module, job: Job) -> None: ...
-
-    def adjust_gradients(self, params: list[nn.Parameter]) -> None: ...
 
     def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None: ...
 
@@ -50,6 +50,9 @@ class Plain:
 
     def adjust_gradients(self, params: list[nn.Parameter]) -> None:
         """Nothing to add."""
+
+    def after_step(self, params: list[nn.Parameter]) -> None:
+        """Nothing to correct."""
 
     def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None:
         """Nothing to send besides the weights."""
@@ -76,11 +79,13 @@ class Proximal(Plain):
 
 
 @dataclass
-class Scaffold:
-    """SCAFFOLD's client (Karimireddy et al. 2020, option II): every gradient gets ``c - c_i``; after ``K``
-    steps at rate ``eta_l`` from ``x`` to ``y_i``, ``c_i+ = c_i - c + (x - y_i) / (K eta_l)``, and the job
-    returns ``c_i+ - c_i``. ``controls`` holds ``c_i`` of every client that has trained here (zero before):
-    its memory grows with the clients seen."""
+class Scaffold(Plain):
+    """SCAFFOLD's client (Karimireddy et al. 2020, option II): every step is corrected by ``c - c_i``, as
+    ``w <- w - eta_l (c - c_i)`` after the optimizer's step (with plain SGD the same as adding ``c - c_i`` to
+    the gradient; with momentum the correction stays outside the momentum buffer, as NIID-Bench applies it,
+    since ``c_i`` already measures the momentum-amplified drift). After ``K`` steps from ``x`` to ``y_i``,
+    ``c_i+ = c_i - c + (x - y_i) / (K eta_l)``, and the job returns ``c_i+ - c_i``. ``controls`` holds
+    ``c_i`` of every client that has trained here (zero before): its memory grows with the clients seen."""
 
     lr: float
     controls: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -93,11 +98,11 @@ class Scaffold:
         own = self.controls.get(job.client)
         self.correction = unflatten_like(model, job.control if own is None else job.control - own)
 
-    def adjust_gradients(self, params: list[nn.Parameter]) -> None:
-        """``grad += c - c_i``, parameter by parameter."""
+    def after_step(self, params: list[nn.Parameter]) -> None:
+        """``w -= eta_l (c - c_i)``, parameter by parameter."""
         with torch.no_grad():
             for param, correction in zip(params, self.correction):
-                param.grad.add_(correction)
+                param.sub_(correction, alpha=self.lr)
 
     def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None:
         """Update the client's ``c_i`` and return its change."""

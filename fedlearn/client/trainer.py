@@ -103,9 +103,7 @@ class LocalTrainer:
             seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
         )
         labels = self._flipped_y if client in self.label_flip else self.data.train_y
-        stats = train(
-            self.model, optimizer, self.data.train_x, labels, passes, on_batch, self.objective.adjust_gradients
-        )
+        stats = train(self.model, optimizer, self.data.train_x, labels, passes, on_batch, self.objective)
         trained = get_flat(self.params)
         extra = self.objective.finish(job, trained, stats.batches)
         weights = self.reply(global_weights, trained)
