@@ -182,12 +182,15 @@ def cost_table(groups: list[Group], base: Group, label: Callable[[dict[str, Any]
         ("accuracy gap (points)", lambda g: _spread_or_dash(paired_gap(g, base, accuracy))),
         ("worst-10 % client accuracy gap (points)",
          lambda g: _spread_or_dash(paired_gap(g, base, _clients("worst_10pct")))),
-        ("samples to target (× baseline)", ratio_to(base, _reached("samples_trained"))),
-        ("client updates to target", lambda g: show(g.over_seeds(_reached("client_updates")), 1, 0)),
-        ("simulated time to target (s)", lambda g: show(g.over_seeds(_reached("sim_time")), 1, 1)),
-        ("label skew (mean TV distance)",
-         lambda g: show_figure(g.over_seeds(lambda d: (d.get("partition") or {}).get("label_skew_mean")), 1, 3)),
     ]  # fmt: skip
+    if any(g.docs[0]["final"].get("target_accuracy") is not None for g in groups):  # else nothing to reach
+        rows += [
+            ("samples to target (× baseline)", ratio_to(base, _reached("samples_trained"))),
+            ("client updates to target", lambda g: show(g.over_seeds(_reached("client_updates")), 1, 0)),
+            ("simulated time to target (s)", lambda g: show(g.over_seeds(_reached("sim_time")), 1, 1)),
+        ]
+    skew = lambda d: (d.get("partition") or {}).get("label_skew_mean")  # noqa: E731
+    rows.append(("label skew (mean TV distance)", lambda g: show_figure(g.over_seeds(skew), 1, 3)))
     table = [[name, *[cell(g) for g in federated]] for name, cell in rows]
     method = "" if base.name == label(base.docs[0]) else f"{label(base.docs[0])}, "
     title = f"Cost of federation against {base.name} ({method}seeds {', '.join(map(str, base.seeds))})"

@@ -97,3 +97,12 @@ def test_a_baseline_follows_the_partition_only_when_clients_hold_out_test_sets()
     axes = [("partition", ["iid", "dirichlet"])]
     assert len(sweep.plan_runs(["run_baseline"], axes, [])) == 1
     assert len(sweep.plan_runs(["run_baseline"], axes, ["--client_test_frac", "0.2"])) == 2
+
+
+def test_the_cost_table_has_no_target_rows_when_no_run_had_a_target():
+    docs = [doc("run_baseline", s, 0.9) for s in (0, 1)] + [doc(seed=s) for s in (0, 1)]
+    for d in docs:
+        d["final"]["target_accuracy"] = None
+    groups = group_runs(["b0", "b1", "f0", "f1"], docs)
+    table = cost_table(groups, groups[0], compare.run_label)
+    assert "to target" not in table and "-10.00" in table
