@@ -78,8 +78,7 @@ def history(doc):
     return [{k: v for k, v in e.items() if k not in VOLATILE} for e in doc["history"]]
 
 
-VARIANTS = {
-    "fedavg": [],
+VARIANTS = {  # plain FedAvg runs the same distributed code as FedAdam: only the server's step differs
     "fedadam": ["--server_opt", "adam"],
     "scaffold": ["--drift_correction", "scaffold", "--optimizer", "sgd-momentum", "--init_lr", "0.02", "--server_opt",
                  "avgm", "--server_lr", "0.5"],
