@@ -48,8 +48,11 @@ def test_momentum_changes_the_normalization():
 
 def test_equal_steps_are_fedavg_bit_for_bit():
     origin = torch.zeros(3)
-    rows = [torch.randn(3), torch.randn(3)]
-    assert all(a is b for a, b in zip(normalized_rows(origin, rows, [5, 7], [3.0, 3.0]), rows))
+    rows = [torch.randn(3) for _ in range(10)]
+    assert all(a is b for a, b in zip(normalized_rows(origin, rows, [5] * 5 + [7] * 5, [3.0] * 10), rows))
+    # with momentum, sum_i p_i ||a|| rounds away from ||a|| itself (850.0044981962249 vs ...225): still FedAvg
+    norm = momentum_norm(94, 0.9)
+    assert all(a is b for a, b in zip(normalized_rows(origin, rows, [6000] * 10, [norm] * 10), rows))
 
 
 def test_a_malformed_row_is_left_for_the_checks():

@@ -35,14 +35,14 @@ def momentum_norm(steps: int, momentum: float) -> float:
 def normalized_rows(
     origin: torch.Tensor, rows: Sequence[torch.Tensor], counts: Sequence[float], norms: Sequence[float]
 ) -> list[torch.Tensor]:
-    """FedNova's points ``x + (tau_eff / ||a_i||_1)(y_i - x)``; the rows themselves when every factor is 1
-    (every client took the same steps: FedAvg, bit for bit). A row of the wrong shape or dtype is left as it
-    is, for the checks to reject."""
+    """FedNova's points ``x + (tau_eff / ||a_i||_1)(y_i - x)``; the rows themselves when every client took the
+    same steps (every factor is then 1: FedAvg, bit for bit, with no rounding of ``tau_eff`` in the way). A row
+    of the wrong shape or dtype is left as it is, for the checks to reject."""
+    if len(set(norms)) == 1:
+        return list(rows)
     total = float(sum(counts))
     tau_eff = sum(n * a for n, a in zip(counts, norms)) / total
     factors = [tau_eff / a for a in norms]
-    if all(f == 1.0 for f in factors):
-        return list(rows)
     fits = [rejection_reason(row, origin.numel(), origin.dtype, check_values=False) is None for row in rows]
     return [origin + f * (row - origin) if ok else row for row, f, ok in zip(rows, factors, fits)]
 
