@@ -9,7 +9,9 @@ Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values)
    evaluation and the rest, with the peak memory of each (one process each);
 3. evaluation: the global test set against every client's held-out set
    (``--client_test_frac``), evaluated in one pass and, for contrast, client by client;
-4. options of the hot path (``--variants``): memory layout, torch.compile,
+4. client state: FedAvg against SCAFFOLD, whose control variates grow with the
+   clients seen (:mod:`fedlearn.bench_state`; skipped with ``--no_scaling``);
+5. options of the hot path (``--variants``): memory layout, torch.compile,
    evaluation batch size, a vmap step over many small clients.
 
 fedlearn's runs use the scripts' defaults (channels-last layout); the plain loop
@@ -40,6 +42,7 @@ from tabulate import tabulate
 from torch import nn
 
 from . import seeding
+from .bench_state import render_state, state_child, state_configs
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds
 from .data import Dataset
@@ -340,6 +343,17 @@ def summarize_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def run_child(config: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration in a fresh process (its peak memory is its own); returns its figures."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedlearn.bench", "--child", json.dumps(config)],
+        capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark run {config} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def scaling_section(num_train: int, num_test: int, rounds: int, threads: int, passes: int) -> list[dict[str, Any]]:
     """Every scaling configuration in fresh processes, ``passes`` times round-robin (drift hits all alike)."""
     configs = [
@@ -350,28 +364,25 @@ def scaling_section(num_train: int, num_test: int, rounds: int, threads: int, pa
     runs: list[list[dict[str, Any]]] = [[] for _ in configs]
     for _ in range(passes):
         for i, config in enumerate(configs):
-            proc = subprocess.run(
-                [sys.executable, "-m", "fedlearn.bench", "--child", json.dumps(config)],
-                capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1],
-            )  # fmt: skip
-            if proc.returncode != 0:
-                raise RuntimeError(f"scaling run {config} failed:\n{proc.stderr[-2000:]}")
-            runs[i].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            runs[i].append(run_child(config))
     return [summarize_scaling(r) for r in runs]
 
 
 def render(report: dict[str, Any]) -> str:
-    """The benchmark's tables."""
-    tp = report["throughput"]
-    rows = [[name, f"{tp['seconds'][name]:.2f}", f"{tp['samples_per_s'][name]:,.0f}", f"{tp['spread'][name]:.3f}"]
-            for name in tp["seconds"]]  # fmt: skip
-    out = [f"Training throughput: one epoch of {tp['samples']:,} samples, batch {BATCH_SIZE}, median of "
-           f"{report['reps']} interleaved repetitions after a warm-up (evaluation excluded)",
-           tabulate(rows, headers=["run", "seconds", "samples/s", "slowest / fastest repetition"], tablefmt="github",
-                    disable_numparse=True),
-           "",
-           tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()], headers=["time per trained sample", "ratio"],
-                    tablefmt="github", disable_numparse=True)]  # fmt: skip
+    """The benchmark's tables (those of the sections the report holds)."""
+    out: list[str] = []
+    if report.get("throughput"):
+        tp = report["throughput"]
+        rows = [[name, f"{tp['seconds'][name]:.2f}", f"{tp['samples_per_s'][name]:,.0f}", f"{tp['spread'][name]:.3f}"]
+                for name in tp["seconds"]]  # fmt: skip
+        out += [f"Training throughput: one epoch of {tp['samples']:,} samples, batch {BATCH_SIZE}, median of "
+                f"{report['reps']} interleaved repetitions after a warm-up (evaluation excluded)",
+                tabulate(rows, headers=["run", "seconds", "samples/s", "slowest / fastest repetition"],
+                         tablefmt="github", disable_numparse=True),
+                "",
+                tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()],
+                         headers=["time per trained sample", "ratio"], tablefmt="github",
+                         disable_numparse=True)]  # fmt: skip
     if report.get("client_evaluation"):
         ce = report["client_evaluation"]
         rows = [[name, f"{ce['samples'][name]:,}", f"{s:.3f}", f"{ce['samples_per_s'][name]:,.0f}",
@@ -399,6 +410,8 @@ def render(report: dict[str, Any]) -> str:
                                         "aggregation", "evaluation", "other", "us/sample (excl. eval)",
                                         "plain loop, same jobs (us/sample)", "local training / plain loop",
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
+    if report.get("client_state"):
+        out += render_state(report["client_state"])
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
         out += [
@@ -406,7 +419,36 @@ def render(report: dict[str, Any]) -> str:
             "Hot-path options, each against the default it would replace (interleaved repetitions)",
             tabulate(rows, headers=["option", "seconds", "vs default"], tablefmt="github", disable_numparse=True),
         ]
-    return "\n".join(out)
+    return "\n".join(out).lstrip("\n")
+
+
+SECTIONS = ("throughput", "client_evaluation", "scaling", "client_state", "variants")
+
+
+def chosen_sections(args: argparse.Namespace) -> list[str]:
+    """The sections to run: ``--only`` ones, else all but those ``--no_scaling``/``--variants`` leave out."""
+    if args.only:
+        return [s for s in SECTIONS if s in args.only]
+    skipped = {"scaling", "client_state"} if args.no_scaling else set()
+    return [s for s in SECTIONS if s not in skipped and (s != "variants" or args.variants)]
+
+
+def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
+    """One section's figures, at the sizes of the mode (quick or full)."""
+    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 9)
+    clients = (10, 100) if args.quick else (100, 1000)
+    if name == "throughput":
+        return throughput_section(synthetic_dataset(num_train, num_test), reps)
+    if name == "client_evaluation":
+        data = synthetic_dataset(num_train, num_test).to(torch.device("cpu"), channels_last=True)
+        return client_evaluation_section(data, reps, clients=clients)
+    if name == "scaling":
+        return scaling_section(num_train, num_test, rounds, args.threads, passes=1 if args.quick else 2)
+    if name == "client_state":
+        return [run_child(c) for c in state_configs(clients, num_train, num_test, args.threads)]
+    from .bench_variants import variants_section  # heavy (torch.compile): only when asked
+
+    return variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for CI: under a minute")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 5, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    parser.add_argument("--no_scaling", action="store_true", help="skip the 8/100/1,000-client scaling runs")
+    parser.add_argument(
+        "--no_scaling", action="store_true", help="skip the 8/100/1,000-client scaling and client-state runs"
+    )
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeat for several)")
     parser.add_argument(
         "--variants", action="store_true", help="also measure layouts, torch.compile (full mode), eval batch, vmap"
     )
@@ -423,14 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(scaling_child(json.loads(args.child))))
+        config = json.loads(args.child)
+        print(json.dumps(state_child(config) if config.get("section") == "state" else scaling_child(config)))
         return 0
     if args.threads < 1 or (args.reps is not None and args.reps < 1):
         parser.error("--threads and --reps must be positive")
     torch.set_num_threads(args.threads)
     make_deterministic()
     reps = args.reps or (2 if args.quick else 5)
-    num_train, num_test, rounds = (4000, 1000, 3) if args.quick else (60000, 10000, 9)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
@@ -439,21 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "versions": versions(),
-        "throughput": throughput_section(synthetic_dataset(num_train, num_test), reps),
-        "client_evaluation": client_evaluation_section(
-            synthetic_dataset(num_train, num_test).to(torch.device("cpu"), channels_last=True),
-            reps,
-            clients=(10, 100) if args.quick else (100, 1000),
-        ),
     }
-    if not args.no_scaling:
-        report["scaling"] = scaling_section(num_train, num_test, rounds, args.threads, passes=1 if args.quick else 2)
-    if args.variants:
-        from .bench_variants import variants_section  # heavy (torch.compile): only when asked
-
-        report["variants"] = variants_section(
-            synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick
-        )
+    for name in chosen_sections(args):
+        report[name] = run_section(name, args, reps)
     report["bench_seconds"] = time.perf_counter() - started
     print(render(report))
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

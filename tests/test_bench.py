@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fedlearn import bench
+from fedlearn import bench, bench_state
 from fedlearn.bench_variants import many_clients_step
 from fedlearn.timing import interleaved_medians
 
@@ -80,3 +80,26 @@ def test_vectorized_many_client_step_computes_what_the_sequential_one_does():
     assert not torch.allclose(a["0.weight"][0], a["0.weight"][1])  # clients differ: each trained its own data
     timings = interleaved_medians({"sequential": sequential, "vmap": vectorized}, reps=1)
     assert set(timings) == {"sequential", "vmap"} and all(t > 0 for t in timings.values())
+
+
+def test_scaffold_holds_one_control_variate_per_client_seen_and_fedavg_none():
+    config = {"clients": 20, "rounds": 2, "num_train": 600, "num_test": 50, "threads": torch.get_num_threads()}
+    scaffold = bench_state.state_child({**config, "drift_correction": "scaffold"})
+    fedavg = bench_state.state_child({**config, "drift_correction": "none"})
+    assert scaffold["parameters"] == fedavg["parameters"] == 28938
+    assert scaffold["clients_with_control_variates"] == 20  # every client picked in round 1
+    assert scaffold["client_control_variates_mib"] == 20 * 28938 * 4 / 2**20
+    assert fedavg["clients_with_control_variates"] == 0 and fedavg["client_control_variates_mib"] == 0
+    table = "\n".join(bench_state.render_state([fedavg, scaffold]))
+    assert "| SCAFFOLD | 20 " in table and "| 2.2 " in table  # 20 x 28,938 floats = 2.2 MiB
+
+
+def test_only_runs_the_sections_asked_for(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(bench, "run_section", lambda name, args, reps: ran.append(name) or None)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--only", "client_state", "--only", "throughput", "--out", str(out)]) == 0
+    assert ran == ["throughput", "client_state"]  # in the benchmark's order
+    ran.clear()
+    assert bench.main(["--quick", "--no_scaling", "--out", str(out)]) == 0
+    assert ran == ["throughput", "client_evaluation"]
