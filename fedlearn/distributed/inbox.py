@@ -90,6 +90,10 @@ class Inbox:
         """Stop listening to worker ``rank`` (what it sends from now on is never read)."""
         self._dropped.add(rank)
 
+    def listened_to(self) -> list[int]:
+        """The workers not dropped (their threads end when they say BYE)."""
+        return [rank for rank in self._threads if rank not in self._dropped]
+
     def close(self) -> None:
         """Stop reporting (call before telling the workers to stop)."""
         self._closed.set()

@@ -75,11 +75,13 @@ class DistributedRounds:
                 raise _stop(f"worker rank {rank} lost ({loss_reason(exc)})", round_index) from None
 
     def finish(self) -> None:
-        """Tell every worker to stop."""
+        """Tell every worker still listened to to stop (a dropped one may be blocked sending what is never read:
+        a stop would wait for it until --timeout)."""
         self.inbox.close()
-        for rank in self.placement.workers:
+        listened = self.inbox.listened_to()
+        for rank in listened:
             try:
                 wire.send_stop(rank)
             except Exception:  # noqa: BLE001 - gone already: nothing to stop
                 pass
-        self.inbox.join(self.timeout_s)
+        self.inbox.join(self.timeout_s, listened)
