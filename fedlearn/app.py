@@ -16,7 +16,9 @@ from . import seeding, signals
 from .checkpoint import Checkpointing, load_checkpoint
 from .cli import build_parser
 from .client import LocalJobConfig, LocalTrainer
-from .clock import ClientSpeeds, draw_speeds
+from .client.uplink import Uplink
+from .clock import ClientSpeeds, draw_links, draw_speeds
+from .codecs import Codec, build_codec, describe_upload, job_bytes
 from .config import RunConfig, Script, from_namespace
 from .data import Dataset, load_dataset, resolve_dataset
 from .distributed.async_server import run_async_distributed
@@ -46,6 +48,7 @@ from .server.asynchronous import AsyncServer
 from .server.attacks import choose_byzantine
 from .server.fednova import FedNova
 from .server.pipeline import RobustAggregator, ServerPipeline, Threat
+from .server.privacy import Accountant, GaussianSum, PrivacyConfig
 from .server.scaffold import ServerControl
 from .server.steps import ServerStep, build_step
 from .server.synchronous import SyncServer
@@ -180,7 +183,7 @@ def _serve(cfg: RunConfig, data: Dataset, partition: ClientPartition, cluster: C
     trainer, speeds, _, _ = _setup_clients(cfg, data, partition, {})
     dim = sum(p.numel() for p in trainer.params)
     agree_on_setup(cluster.rank, dim, cfg.federation.num_clients, data.train_y, cfg.training.seed)
-    emulate = cfg.clock.delay != "none" or cfg.clock.comm_delay > 0
+    emulate = cfg.clock.delay != "none" or cfg.clock.comm_delay > 0 or cfg.clock.limits_links
     try:
         serve_clients(trainer, speeds, emulate_delay=emulate)
     except RuntimeError as exc:  # gloo: the server's link broke or stayed silent past --timeout
@@ -298,7 +301,18 @@ def _setup_clients(
         context["Byzantine clients"] = ", ".join(map(str, threat.byzantine))
     worker_model = build_model(cfg.training.model, data.num_classes, cfg.training.channels_last).to(data.train_x.device)
     flipped = frozenset(threat.byzantine) if cfg.threat.attack == "labelflip" else frozenset()
-    trainer = LocalTrainer(worker_model, data, partition.parts, config, label_flip=flipped)
+    codec = _codec(cfg)
+    uplink = Uplink(codec, cfg.comm.error_feedback, cfg.training.seed)
+    trainer = LocalTrainer(worker_model, data, partition.parts, config, label_flip=flipped, uplink=uplink)
+    dim = count_parameters(worker_model)
+    context["client upload"] = describe_upload(codec, dim, cfg.comm.error_feedback)
+    sizes = job_bytes(dim, codec, trainer.sends_control)
+    links = draw_links(cfg.federation.num_clients, seeding.numpy_rng(cfg.training.seed, seeding.BANDWIDTH), cfg.clock,
+                       sizes)  # fmt: skip
+    if links is not None:
+        speeds = replace(speeds, links=links)
+        transfer = [links.transfer_seconds(c) for c in range(cfg.federation.num_clients)]
+        context["client transfer per job (min / max, simulated s)"] = f"{min(transfer):.3f} / {max(transfer):.3f}"
     clients = {
         "sizes": partition_sizes(partition.parts),
         "rates": [float(r) for r in speeds.rates],
@@ -307,10 +321,23 @@ def _setup_clients(
     return trainer, speeds, threat, clients
 
 
+def _codec(cfg: RunConfig) -> Codec | None:
+    """How clients encode their updates (None: they send their weights)."""
+    return build_codec(cfg.comm.compress, cfg.comm.ratio, cfg.comm.qsgd_levels)
+
+
+def _privacy(cfg: RunConfig) -> PrivacyConfig | None:
+    """DP-FedAvg's settings, when ``--dp_clip`` asks for it."""
+    p, fed = cfg.privacy, cfg.federation
+    return None if p.clip is None else PrivacyConfig(p.clip, p.noise, p.delta, fed.num_select, fed.num_clients)
+
+
 def _server_parts(cfg: RunConfig, dim: int, threat: Threat) -> tuple[RobustAggregator, ServerStep]:
     """The server's parts as the configuration asks (the one place they are built): attack simulation,
-    checks, clipping and rule (the aggregator), then the server step."""
-    aggregator = RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed)
+    checks, clipping and rule (the aggregator; DP's noisy sum in the rule's place), then the server step."""
+    privacy = _privacy(cfg)
+    noisy = GaussianSum(privacy, cfg.training.seed) if privacy is not None else None
+    aggregator = RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed, noisy)
     if cfg.asynchronous is None:
         return aggregator, build_step(optimizer=cfg.server_opt)
     server = cfg.asynchronous.server
@@ -335,7 +362,11 @@ def _prepare_federated(
         n, dim = cfg.federation.num_clients, initial.numel()
         context["SCAFFOLD control variates"] = (f"one per client that has trained, held where it trains: up to "
                                                 f"{n} x {dim:,} float32 ({n * dim * 4 / 2**20:.1f} MiB)")  # fmt: skip
-    server = SyncServer(initial, ServerPipeline(*_server_parts(cfg, initial.numel(), threat), normalize), control)
+    pipeline = ServerPipeline(*_server_parts(cfg, initial.numel(), threat), normalize)
+    server = SyncServer(initial, pipeline, control, _codec(cfg))
+    privacy = _privacy(cfg)
+    if privacy is not None:
+        context["client-level DP"] = privacy.describe()
     options = _loop_options(cfg, data, partition, context, initial.numel())
     rounds = None if cluster is None else DistributedRounds(_server_links(cfg, data, initial.numel(), cluster), trainer)
     budget = Rounds(cfg.federation.rounds, cfg.federation.num_select)
@@ -347,9 +378,11 @@ def _prepare_federated(
             if rounds is not None:
                 rounds.finish()
         final = {**server.summary(), "server_optimizer": cfg.server_opt.describe(),
-                 "drift_correction": cfg.federation.drift_correction}  # fmt: skip
+                 "drift_correction": cfg.federation.drift_correction, "upload": context["client upload"]}  # fmt: skip
         if rounds is not None:
             final["unexpected_updates"] = rounds.unexpected
+        if privacy is not None:
+            final.update(_account(privacy, recorder))
         return Outcome(recorder, final=final, document={"clients": clients})
 
     return train_run
@@ -367,7 +400,7 @@ def _prepare_async(
     initial = get_flat(model)
     trainer, speeds, threat, clients = _setup_clients(cfg, data, partition, context)
     aggregator, step = _server_parts(cfg, initial.numel(), threat)
-    server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step)
+    server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step, _codec(cfg))
     options = _loop_options(cfg, data, partition, context, initial.numel())
     budget = Updates(cfg.asynchronous.max_updates, cfg.asynchronous.eval_every, cfg.asynchronous.concurrency)
     links = None if cluster is None else _server_links(cfg, data, initial.numel(), cluster)
@@ -380,9 +413,19 @@ def _prepare_async(
             final = {**server.summary(), "lost_workers": lost}
         if cfg.asynchronous.server.algorithm == "fedbuff":
             final["server_optimizer"] = cfg.server_opt.describe()
+        final["upload"] = context["client upload"]
         return Outcome(recorder, final=final, document={"clients": clients})
 
     return train_run
+
+
+def _account(privacy: PrivacyConfig, recorder: RunRecorder) -> dict[str, Any]:
+    """The privacy loss after each evaluated round (into the history) and at the end (returned for ``final``)."""
+    accountant = Accountant(privacy)
+    for entry in recorder.history:
+        entry["dp_epsilon"] = accountant.epsilon(entry["step"])
+    return {"dp_epsilon": recorder.history[-1]["dp_epsilon"], "dp_delta": privacy.delta,
+            "privacy": privacy.describe()}  # fmt: skip
 
 
 RUNNERS: dict[Script, tuple[Callable[..., TrainRun], str | None]] = {

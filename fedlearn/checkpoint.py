@@ -77,8 +77,9 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
     """What a checkpoint of ``script`` (``mode``: simulated or distributed for run_async) must hold to be
     resumed by a run with settings ``args`` and a model of ``dim`` weights."""
     clients = args["num_clients"]
+    privacy = {"dp_clipped": schema.integer()} if args.get("dp_clip") is not None else {}
     aggregator = schema.record({**{name: schema.integer() for name in RobustAggregator.COUNTERS},
-                                "rejected": schema.dict_of(schema.integer())})  # fmt: skip
+                                "rejected": schema.dict_of(schema.integer()), **privacy})  # fmt: skip
     record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
                             "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
     step = _optimizer_state(STATE_KEYS[args.get("server_opt", "sgd")], dim)
@@ -86,6 +87,7 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
         return schema.record({
             "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),
             "sim_time": schema.number(0), "samples_trained": schema.integer(), "updates": schema.integer(),
+            "bytes_up": schema.integer(), "bytes_down": schema.integer(),
             "record": record, "aggregator": aggregator, "server_step": step,
             **(_scaffold_state(args["num_clients"], dim) if args.get("drift_correction") == "scaffold" else {}),
         })  # fmt: skip
@@ -99,7 +101,8 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
     tally = {"mode": schema.one_of([mode]), "server": server, "record": record,
              "arrivals": schema.integer(0, args["max_updates"]), "samples_trained": schema.integer(),
              "accepted_since_eval": schema.integer(), "loss_sum": schema.number(nan=True),
-             "loss_samples": schema.integer()}  # fmt: skip
+             "loss_samples": schema.integer(), "bytes_up": schema.integer(),
+             "bytes_down": schema.integer()}  # fmt: skip
     if mode == "simulated":
         sent = {"sent_keys": schema.list_of(schema.integer()), "sent_weights": schema.list_of(schema.vector(dim)),
                 "sent_versions": schema.list_of(schema.integer())}  # fmt: skip

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .clock import DELAY_MODELS
+from .clock import BANDWIDTH_MODELS, DELAY_MODELS
+from .codecs import COMPRESSORS
 from .errors import OneLineParser, UsageError
 from .models import MODELS
 from .partition import PARTITIONS, PartitionSpec
@@ -74,6 +75,15 @@ RANGES: dict[str, Range] = {
     "server_b1": Range(0, 1, high_open=True),
     "server_b2": Range(0, 1, high_open=True),
     "server_tau": Range(0, 1e9, low_open=True),
+    "compress_ratio": Range(0, 1, low_open=True),
+    "qsgd_levels": Range(1, 2**16 - 1),
+    "uplink_mbps": Range(0, 1e6),
+    "downlink_mbps": Range(0, 1e6),
+    "latency": Range(0, 1e6),
+    "bandwidth_spread": Range(0, 10),
+    "dp_clip": Range(0, 1e12, low_open=True),
+    "dp_noise": Range(0, 1e6),
+    "dp_delta": Range(0, 1, low_open=True, high_open=True),
 }
 # --server_lr's default per --server_opt: 1 keeps FedAvg / FedBuff as published (and FedAvgM as Hsu et al.
 # 2019 run it); Reddi et al. 2021 tune eta per task over a grid, 0.01 is in it (and is Flower's FedYogi default)
@@ -127,6 +137,8 @@ def build_parser(script: str) -> argparse.ArgumentParser:
     if script == "run_async":
         _add_async_flags(parser)
     _add_server_flags(parser, track)
+    _add_comm_flags(parser, track)
+    _add_privacy_flags(parser, track)
     _add_byzantine_flags(parser, track)
     _add_multi_flags(parser, track)
     parser.federated_flags = frozenset(federated)
@@ -252,6 +264,36 @@ def _add_clock_flags(parser: argparse.ArgumentParser, track: Track) -> None:
     track(
         clock, "--delay_spread", type=float, default=1.0, help="lognormal sigma, or uniform slowdown in [1, 1+spread]"
     )
+
+
+def _add_comm_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    """What an update costs to send: its encoding, and the clients' links on the simulated clock."""
+    comm = parser.add_argument_group("communication: compressed updates, bandwidth on the clock (federated scripts)")
+    track(comm, "--compress", default="none", choices=COMPRESSORS,
+          help="encode each client's delta: topk (Stich et al. 2018) or qsgd (Alistarh et al. 2017); none: send "
+               "the weights as float32")  # fmt: skip
+    track(comm, "--compress_ratio", type=float, default=0.01, help="share of the delta's entries topk sends")
+    track(comm, "--error_feedback", action="store_true",
+          help="topk: keep what each client's encoding dropped and add it to its next delta")  # fmt: skip
+    track(comm, "--qsgd_levels", type=int, default=16, help="qsgd's quantization levels s per bucket of 512")
+    track(comm, "--uplink_mbps", type=float, default=0.0, help="client upload rate in Mbit/s (0: no limit)")
+    track(comm, "--downlink_mbps", type=float, default=0.0, help="client download rate in Mbit/s (0: no limit)")
+    track(comm, "--latency", type=float, default=0.0, help="one-way simulated seconds per message (2 per job)")
+    track(comm, "--bandwidth", default="fixed", choices=BANDWIDTH_MODELS,
+          help="fixed: every client at the rates above; lognormal: each client's rates times "
+               "exp(-spread Z)")  # fmt: skip
+    track(comm, "--bandwidth_spread", type=float, default=1.0, help="lognormal sigma of --bandwidth lognormal")
+
+
+def _add_privacy_flags(parser: argparse.ArgumentParser, track: Track) -> None:
+    """Client-level differential privacy (DP-FedAvg)."""
+    dp = parser.add_argument_group("client-level differential privacy, DP-FedAvg (run_federated)")
+    track(dp, "--dp_clip", type=float, default=None,
+          help="bound each client's update norm by S and add Gaussian noise to the sum "
+               "(McMahan et al. 2018)")  # fmt: skip
+    track(dp, "--dp_noise", type=float, default=1.0, help="noise multiplier z: the noise std on the sum is z S")
+    track(dp, "--dp_delta", type=float, default=1e-5,
+          help="delta of the (epsilon, delta) reported by dp-accounting's RDP accountant")  # fmt: skip
 
 
 def _add_multi_flags(parser: argparse.ArgumentParser, track: Track) -> None:
@@ -465,6 +507,8 @@ def validate(flags: Mapping[str, Any], script: str) -> None:
     if script == "run_async":
         _validate_async(args)
     _validate_drift(args, script)
+    _validate_comm(args)
+    _validate_privacy(args, script)
     _validate_byzantine(args, script)
     _validate_multi(args, script)
     _validate_data_dir(Path(args.data_dir))
@@ -552,6 +596,45 @@ def _validate_drift(args: _Flags, script: str) -> None:
             "--drift_correction scaffold averages the clients' control variates unguarded, so a robust --gar or "
             "--byzantine clients would protect the model but not the correction every client applies; use --gar mean",
         )
+
+
+def _validate_comm(args: _Flags) -> None:
+    """Compression: error feedback with topk only; what --distributed cannot carry."""
+    _require(
+        not args.error_feedback or args.compress == "topk",
+        f"--error_feedback carries what top-k sparsification drops: use it with --compress topk, not {args.compress}",
+    )
+    if args.compress == "none":
+        return
+    _require(
+        args.drift_correction != "scaffold",
+        f"--compress {args.compress} with --drift_correction scaffold: the control variates' changes would go "
+        "uncompressed beside the delta; run SCAFFOLD without --compress",
+    )
+    _require(
+        not (args.error_feedback and args.distributed and (args.checkpoint or args.resume)),
+        "--error_feedback with --distributed keeps each client's residual on its worker, outside checkpoints: "
+        "run without --checkpoint/--resume, or simulated",
+    )
+
+
+def _validate_privacy(args: _Flags, script: str) -> None:
+    """DP-FedAvg: synchronous, the plain mean, no other clipping or drift correction."""
+    if args.dp_clip is None:
+        return
+    _require(script != "run_async", "--dp_clip: client-level DP is accounted for synchronous rounds "
+             "(K of N clients sampled without replacement); use run_federated.py")  # fmt: skip
+    _require(
+        args.gar == "mean",
+        f"--dp_clip with --gar {args.gar}: the privacy accounting bounds one client's effect on a sum of clipped "
+        "updates; a robust rule's output has another sensitivity. Use --gar mean",
+    )
+    _require(args.clip_norm is None, "--dp_clip with --clip_norm: DP clips each update itself; drop --clip_norm")
+    _require(
+        args.drift_correction == "none",
+        f"--dp_clip with --drift_correction {args.drift_correction}: its extra state (control variates, step "
+        "counts) would reach the server without noise; run DP without it",
+    )
 
 
 def _validate_async(args: _Flags) -> None:

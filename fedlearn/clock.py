@@ -1,7 +1,10 @@
 """Simulated client speeds and job durations on a virtual clock (no sleeping).
 
 Each client gets a training rate (samples per simulated second) drawn once from
-the seed; a local job lasts ``samples / rate + comm_delay`` simulated seconds.
+the seed; a local job lasts ``samples / rate + comm_delay`` simulated seconds,
+plus, when the clients' links are limited (``--uplink_mbps``, ``--downlink_mbps``,
+``--latency``), ``2 latency + 8 down / downlink + 8 up / uplink`` for the
+bytes it downloads and uploads (links drawn once from the seed too).
 Synchronous rounds last as long as their slowest picked client; the
 asynchronous timeline (who trains when, from which model) is planned here too.
 """
@@ -15,18 +18,37 @@ from dataclasses import dataclass
 import numpy as np
 
 DELAY_MODELS = ("none", "straggler", "lognormal", "uniform")
+BANDWIDTH_MODELS = ("fixed", "lognormal")
+
+
+@dataclass(frozen=True)
+class ClientLinks:
+    """Every client's link: download and upload rates (bits per simulated second; inf: no limit), the one-way
+    latency of a message, and the bytes one job downloads and uploads."""
+
+    down_bps: np.ndarray
+    up_bps: np.ndarray
+    latency: float
+    job_bytes: tuple[int, int]  # (download, upload)
+
+    def transfer_seconds(self, client: int) -> float:
+        """Two messages' latency, the model down and the update up."""
+        down, up = self.job_bytes
+        return 2 * self.latency + 8 * down / float(self.down_bps[client]) + 8 * up / float(self.up_bps[client])
 
 
 @dataclass(frozen=True)
 class ClientSpeeds:
-    """Per-client training rates and the communication delay of one job (download + upload)."""
+    """Per-client training rates, the communication delay of one job (download + upload), and the links."""
 
     rates: np.ndarray  # samples per simulated second, one per client
     comm_delay: float = 0.0
+    links: ClientLinks | None = None  # None: sending costs no time beyond comm_delay
 
     def job_duration(self, client: int, samples: int) -> float:
         """Simulated seconds for ``client`` to receive the model, train ``samples`` samples and reply."""
-        return samples / float(self.rates[client]) + self.comm_delay
+        seconds = samples / float(self.rates[client]) + self.comm_delay
+        return seconds if self.links is None else seconds + self.links.transfer_seconds(client)
 
     def round_duration(self, clients: list[int] | np.ndarray, samples: list[int] | np.ndarray) -> float:
         """A synchronous round: the slowest of the picked clients' jobs."""
@@ -43,6 +65,16 @@ class ClockConfig:
     straggler_fraction: float = 0.25
     straggler_slowdown: float = 10.0
     delay_spread: float = 1.0
+    uplink_mbps: float = 0.0  # 0: no limit
+    downlink_mbps: float = 0.0
+    latency: float = 0.0
+    bandwidth: str = "fixed"
+    bandwidth_spread: float = 1.0
+
+    @property
+    def limits_links(self) -> bool:
+        """Whether sending takes time on the clock (a rate limit or a latency)."""
+        return self.uplink_mbps > 0 or self.downlink_mbps > 0 or self.latency > 0
 
 
 def draw_speeds(num_clients: int, rng: np.random.Generator, config: ClockConfig = ClockConfig()) -> ClientSpeeds:
@@ -67,6 +99,30 @@ def draw_speeds(num_clients: int, rng: np.random.Generator, config: ClockConfig 
     elif c.delay != "none":
         raise ValueError(f"unknown delay model {c.delay!r}; choose from {', '.join(DELAY_MODELS)}")
     return ClientSpeeds(rates=c.client_rate / slowdown, comm_delay=c.comm_delay)
+
+
+def draw_links(
+    num_clients: int, rng: np.random.Generator, config: ClockConfig, job_bytes: tuple[int, int]
+) -> ClientLinks | None:
+    """Every client's link, by ``config.bandwidth`` (None when nothing is limited):
+
+    - ``fixed``: every client at ``downlink_mbps`` / ``uplink_mbps`` (0: no limit);
+    - ``lognormal``: each client's two rates times one factor ``exp(-sigma Z)``, ``sigma = bandwidth_spread``
+      (median: the rates given; a client slow one way is slow the other way).
+    """
+    c = config
+    if not c.limits_links:
+        return None
+    factor = np.ones(num_clients)
+    if c.bandwidth == "lognormal":
+        factor = np.exp(-c.bandwidth_spread * rng.standard_normal(num_clients))
+    elif c.bandwidth != "fixed":
+        raise ValueError(f"unknown bandwidth model {c.bandwidth!r}; choose from {', '.join(BANDWIDTH_MODELS)}")
+
+    def rates(mbps: float) -> np.ndarray:
+        return np.full(num_clients, np.inf) if mbps == 0 else mbps * 1e6 * factor
+
+    return ClientLinks(rates(c.downlink_mbps), rates(c.uplink_mbps), c.latency, job_bytes)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,25 @@ class ThreatConfig:
 
 
 @dataclass(frozen=True)
+class CommConfig:
+    """How clients encode their updates (``--compress``)."""
+
+    compress: str = "none"
+    ratio: float = 0.01
+    error_feedback: bool = False
+    qsgd_levels: int = 16
+
+
+@dataclass(frozen=True)
+class PrivacyFlags:
+    """Client-level DP (``--dp_clip``; None: off)."""
+
+    clip: float | None = None
+    noise: float = 1.0
+    delta: float = 1e-5
+
+
+@dataclass(frozen=True)
 class AsyncRunConfig:
     """The asynchronous server's rule and the loop's budget (run_async only)."""
 
@@ -123,6 +142,8 @@ class RunConfig:
     clock: ClockConfig
     threat: ThreatConfig
     server_opt: ServerOptConfig
+    comm: CommConfig
+    privacy: PrivacyFlags
     asynchronous: AsyncRunConfig | None
     multi: MultiConfig
     output: OutputConfig
@@ -174,11 +195,18 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
             f["straggler_fraction"],
             f["straggler_slowdown"],
             f["delay_spread"],
+            f["uplink_mbps"],
+            f["downlink_mbps"],
+            f["latency"],
+            f["bandwidth"],
+            f["bandwidth_spread"],
         ),  # fmt: skip
         threat=ThreatConfig(f["byzantine"], f["attack"], f["attack_scale"], f["clip_norm"], rule),
         server_opt=ServerOptConfig(
             f["server_opt"], f["server_lr"], f["server_momentum"], f["server_b1"], f["server_b2"], f["server_tau"]
         ),
+        comm=CommConfig(f["compress"], f["compress_ratio"], f["error_feedback"], f["qsgd_levels"]),
+        privacy=PrivacyFlags(f["dp_clip"], f["dp_noise"], f["dp_delta"]),
         asynchronous=_async(f) if script is Script.ASYNC else None,
         multi=MultiConfig(f["distributed"], f["timeout"], f["checkpoint"], f["checkpoint_every"], f["resume"]),
         output=OutputConfig(f["save"], not f["no_progress"]),

@@ -54,6 +54,8 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
         ["Samples trained", _show(final["samples_trained"])],
         ["Client updates", _show(final["client_updates"])],
     ]
+    if "bytes_up" in final:
+        rows += _traffic_rows(final, step_name)
     if final.get("target_accuracy") is not None:
         rows += _target_rows(final["target_accuracy"], final["time_to_target"])
     if "client_accuracy" in final:
@@ -93,6 +95,25 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
     return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
 
 
+def _traffic_rows(final: dict[str, Any], step_name: str | None) -> list[list[str]]:
+    """Megabytes uploaded and downloaded: in all, per client update, per round; the privacy loss with DP."""
+    updates, rounds = final["client_updates"] or 0, final["steps"] if step_name == "Rounds" else 0
+
+    def mb(total: int) -> str:
+        parts = [f"{total / 1e6:.3f}"] + [f"{total / n / 1e6:.4f}" for n in (updates, rounds) if n]
+        return " / ".join(parts)
+
+    label = "in all / per update" + (" / per round" if rounds else "")
+    rows = [[f"Uploaded (MB, {label})", mb(final["bytes_up"])],
+            [f"Downloaded (MB, {label})", mb(final["bytes_down"])]]  # fmt: skip
+    if "upload" in final:
+        rows.append(["Upload encoding", final["upload"]])
+    if "dp_epsilon" in final:
+        epsilon = "inf (no noise)" if final["dp_epsilon"] is None else f"{final['dp_epsilon']:.3f}"
+        rows.append([f"Privacy loss epsilon (delta {final['dp_delta']:g})", epsilon])
+    return rows
+
+
 def _defence_rows(final: dict[str, Any]) -> list[list[str]]:
     """Rule, threat and what the server's checks and rule did with the updates."""
     byzantine = final["byzantine_clients"]
@@ -108,6 +129,8 @@ def _defence_rows(final: dict[str, Any]) -> list[list[str]]:
         rows.append(["Aggregations skipped (too few valid updates)", _show(final["skipped_aggregations"])])
     if "clipped_updates" in final:
         rows.append(["Clipped updates", _show(final["clipped_updates"])])
+    if "dp_clipped_updates" in final:
+        rows.append(["Updates clipped by DP", _show(final["dp_clipped_updates"])])
     if "byzantine_selected" in final:
         rows.append(["Byzantine updates selected / updates selected",
                      f"{final['byzantine_selected']} / {final['selected_updates']}"])  # fmt: skip

@@ -93,6 +93,7 @@ class RunRecorder:
             "sim_time": last["sim_time"],
             "samples_trained": last["samples_trained"],
             "client_updates": last["client_updates"],
+            **{key: last[key] for key in ("bytes_up", "bytes_down") if key in last},
             "best_test_accuracy": max(e["test_accuracy"] for e in self.history),
             "steps": last["step"],
             "time_breakdown_s": self._breakdown(wall),
@@ -102,7 +103,16 @@ class RunRecorder:
             if self.reached is None
             else {
                 key: self.reached[key]
-                for key in ("step", "sim_time", "wall_time_s", "client_updates", "samples_trained")
+                for key in (
+                    "step",
+                    "sim_time",
+                    "wall_time_s",
+                    "client_updates",
+                    "samples_trained",
+                    "bytes_up",
+                    "bytes_down",
+                )
+                if key in self.reached
             },
         }
 

@@ -39,3 +39,8 @@ def torch_generator(seed: int, *keys: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(derive_seed(seed, *keys))
     return generator
+
+
+COMPRESSION = 10  # QSGD's random rounding, per job
+DP_NOISE = 11  # the Gaussian noise of client-level DP, per round
+BANDWIDTH = 12  # clients' link speeds

@@ -43,8 +43,8 @@ def inject(fault: str) -> None:
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if kind in ("nan", "short"):
-            weights = frame.weights * float("nan") if kind == "nan" else frame.weights[:-1]
-            frame = replace(frame, weights=weights)
+            weights = frame.payload * float("nan") if kind == "nan" else frame.payload[:-1]
+            frame = replace(frame, payload=weights)
         if kind == "claim":
             frame = replace(frame, samples_trained=int(value))
         real_send(frame, dst)

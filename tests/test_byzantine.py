@@ -110,9 +110,9 @@ def test_label_flip_clients_train_on_flipped_labels(tiny_data_dir):
     flipping = LocalTrainer(build_model("mlp"), data, parts, config, label_flip=frozenset({1}))
     flipped_data = type(data)(**{**data.__dict__, "train_y": 9 - data.train_y})
     by_hand = LocalTrainer(build_model("mlp"), flipped_data, parts, config)
-    assert torch.equal(flipping.run(0, start, 1).weights, honest.run(0, start, 1).weights)  # honest client untouched
-    assert torch.equal(flipping.run(1, start, 1).weights, by_hand.run(1, start, 1).weights)
-    assert not torch.equal(flipping.run(1, start, 1).weights, honest.run(1, start, 1).weights)
+    assert torch.equal(flipping.run(0, start, 1).payload, honest.run(0, start, 1).payload)  # honest client untouched
+    assert torch.equal(flipping.run(1, start, 1).payload, by_hand.run(1, start, 1).payload)
+    assert not torch.equal(flipping.run(1, start, 1).payload, honest.run(1, start, 1).payload)
 
 
 BYZ_BAD_FLAGS = [

@@ -80,6 +80,18 @@ SHARED_FLAGS = {
     "server_b1",
     "server_b2",
     "server_tau",
+    "compress",
+    "compress_ratio",
+    "error_feedback",
+    "qsgd_levels",
+    "uplink_mbps",
+    "downlink_mbps",
+    "latency",
+    "bandwidth",
+    "bandwidth_spread",
+    "dp_clip",
+    "dp_noise",
+    "dp_delta",
 }
 ASYNC_FLAGS = {
     "algorithm",

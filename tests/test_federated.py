@@ -4,7 +4,9 @@ import torch
 
 from fedlearn import seeding
 from fedlearn.client import LocalJobConfig, LocalTrainer
+from fedlearn.client.uplink import Uplink
 from fedlearn.clock import ClientSpeeds
+from fedlearn.codecs import TopK
 from fedlearn.data import load_dataset
 from fedlearn.flat import get_flat
 from fedlearn.loops.rounds import Rounds, run_fedavg, select_clients
@@ -44,11 +46,11 @@ def test_a_local_job_has_fresh_optimizer_state_and_depends_only_on_its_inputs(se
     _, _, global_model, trainer = setup
     w0 = get_flat(global_model)
     first = trainer.run(3, w0, job_key=1)
-    trainer.run(5, first.weights, job_key=9)  # other work in between must not leak into the next job
+    trainer.run(5, first.payload, job_key=9)  # other work in between must not leak into the next job
     again = trainer.run(3, w0, job_key=1)
-    assert torch.equal(first.weights, again.weights)
-    assert not torch.equal(first.weights, w0)
-    assert not torch.equal(trainer.run(3, w0, job_key=2).weights, first.weights)  # new round, new shuffles
+    assert torch.equal(first.payload, again.payload)
+    assert not torch.equal(first.payload, w0)
+    assert not torch.equal(trainer.run(3, w0, job_key=2).payload, first.payload)  # new round, new shuffles
 
 
 def test_fedavg_round_is_the_sample_weighted_average_of_clients_trained_from_the_global_model(setup):
@@ -65,7 +67,7 @@ def test_fedavg_round_is_the_sample_weighted_average_of_clients_trained_from_the
         picked = select_clients(0, r, 7, 3)
         updates = [trainer.run(int(c), w, job_key=r) for c in picked]
         n = torch.tensor([float(parts[int(c)].numel()) for c in picked])
-        w = sum(u.weights * (nk / n.sum()) for u, nk in zip(updates, n))
+        w = sum(u.payload * (nk / n.sum()) for u, nk in zip(updates, n))
     assert torch.allclose(final, w, atol=1e-6)
     assert len(recorder.history) == 2
     last = recorder.history[-1]
@@ -89,15 +91,18 @@ def test_fedavg_rounds_improve_the_global_model(setup):
 def test_prox_mu_reaches_the_local_jobs(setup):
     data, parts, global_model, trainer = setup
     w0 = get_flat(global_model)
-    plain = trainer.run(2, w0, job_key=1).weights
+    plain = trainer.run(2, w0, job_key=1).payload
     proximal = LocalTrainer(trainer.model, data, parts, LocalJobConfig("adam", 1e-3, 16, 1, 0, prox_mu=5.0))
-    pulled = proximal.run(2, w0, job_key=1).weights
+    pulled = proximal.run(2, w0, job_key=1).payload
     assert (pulled - w0).norm() < (plain - w0).norm()
 
 
-def test_the_reply_part_decides_what_the_server_receives(setup):
+def test_the_uplink_part_decides_what_the_server_receives(setup):
     data, parts, global_model, trainer = setup
     w0 = get_flat(global_model)
-    trained = trainer.run(2, w0, job_key=1).weights
-    halfway = LocalTrainer(trainer.model, data, parts, trainer.config, reply=lambda start, end: (start + end) / 2)
-    assert torch.allclose(halfway.run(2, w0, job_key=1).weights, (w0 + trained) / 2)
+    trained = trainer.run(2, w0, job_key=1).payload
+    topk = LocalTrainer(trainer.model, data, parts, trainer.config, uplink=Uplink(TopK(0.1)))
+    update = topk.run(2, w0, job_key=1)
+    assert update.payload.dtype == torch.uint8 and update.upload_bytes == 8 * (w0.numel() // 10)
+    assert torch.equal(TopK(0.1).decode(update.payload, w0.numel()), TopK(0.1).decode(
+        TopK(0.1).encode(trained - w0), w0.numel()))  # fmt: skip

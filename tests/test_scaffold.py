@@ -59,7 +59,7 @@ def federate(data, parts, drift_correction, rounds, picked=None):
     for r in range(1, rounds + 1):
         chosen = picked(r) if picked else list(range(CLIENTS))
         results = execute(RoundTask(chosen, server.weights, r, control.c if control else None), lambda _: None)
-        server.step([u.weights for u in results], chosen, [u.num_samples for u in results], r,
+        server.step([u.payload for u in results], chosen, [u.num_samples for u in results], r,
                     [u.control_delta for u in results])  # fmt: skip
     return server, trainer
 
@@ -128,4 +128,4 @@ def test_one_local_step_moves_by_minus_eta_times_the_correction():
                                                                           drift_correction="scaffold"))  # fmt: skip
     c = torch.linspace(-1, 1, start.numel())
     corrected = corrected_trainer.run(0, start, 1, control=c)  # c_i = 0: the correction is c
-    assert torch.allclose(corrected.weights - plain.weights, -0.5 * c, atol=1e-6)
+    assert torch.allclose(corrected.payload - plain.payload, -0.5 * c, atol=1e-6)

@@ -1,5 +1,5 @@
-"""The client side: a local job (:mod:`.trainer`) given its objective (:mod:`.objectives`) and its reply
-(:mod:`.replies`) as parts."""
+"""The client side: a local job (:mod:`.trainer`) given its objective (:mod:`.objectives`) and what it sends
+back (:mod:`.uplink`: weights, or an encoded delta) as parts."""
 
 from .trainer import ClientUpdate, LocalJobConfig, LocalTrainer
 

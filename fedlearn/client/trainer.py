@@ -15,7 +15,7 @@ from ..flat import flat_parameters, get_flat, set_flat
 from ..server.attacks import flip_labels
 from ..training import Passes, TrainStats, count_batches, make_optimizer, train
 from .objectives import Job, build_objective
-from .replies import Reply, full_weights
+from .uplink import Uplink
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,20 @@ class LocalJobConfig:
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """What a client returns to the server."""
+    """What a client returns to the server: ``payload`` is its trained weights, or with ``--compress`` its
+    encoded delta (``uint8``)."""
 
     client: int
-    weights: torch.Tensor
+    payload: torch.Tensor
     num_samples: int
     stats: TrainStats
     control_delta: torch.Tensor | None = None  # SCAFFOLD's c_i+ - c_i
+
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes the client sent: the payload, and SCAFFOLD's ``delta c_i`` (float32)."""
+        sent = [self.payload] + ([] if self.control_delta is None else [self.control_delta])
+        return sum(t.numel() * t.element_size() for t in sent)
 
 
 class LocalTrainer:
@@ -51,7 +58,7 @@ class LocalTrainer:
     ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``. The local
     objective is a part (:mod:`fedlearn.client.objectives`: plain or FedProx) built once
     from the job configuration; what the client sends back is another
-    (:mod:`fedlearn.client.replies`, its full weights by default).
+    (:mod:`fedlearn.client.uplink`: its trained weights, or its delta encoded by ``--compress``).
     """
 
     def __init__(
@@ -61,7 +68,7 @@ class LocalTrainer:
         partitions: list[torch.Tensor],
         config: LocalJobConfig,
         label_flip: frozenset[int] = frozenset(),
-        reply: Reply = full_weights,
+        uplink: Uplink | None = None,
     ):
         self.model = model
         self.params = flat_parameters(model)  # walked once, used by every job
@@ -71,7 +78,7 @@ class LocalTrainer:
         self.label_flip = label_flip
         self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
         self.objective = build_objective(config.prox_mu, config.drift_correction, lr=config.lr)  # a part, not a branch
-        self.reply = reply  # what the server receives of a trained job
+        self.uplink = uplink or Uplink()  # what the server receives of a trained job
 
     def num_samples(self, client: int) -> int:
         """Samples the client holds."""
@@ -106,8 +113,8 @@ class LocalTrainer:
         stats = train(self.model, optimizer, self.data.train_x, labels, passes, on_batch, self.objective)
         trained = get_flat(self.params)
         extra = self.objective.finish(job, trained, stats.batches)
-        weights = self.reply(global_weights, trained)
-        return ClientUpdate(client, weights, self.num_samples(client), stats, control_delta=extra)
+        payload = self.uplink.send(client, job_key, global_weights, trained)
+        return ClientUpdate(client, payload, self.num_samples(client), stats, control_delta=extra)
 
     @property
     def sends_control(self) -> bool:
@@ -115,15 +122,17 @@ class LocalTrainer:
         return self.config.drift_correction == "scaffold"
 
     def state(self) -> dict[str, Any]:
-        """The clients' control variates, for a checkpoint (nothing without SCAFFOLD)."""
+        """The clients' control variates (SCAFFOLD) and error-feedback residuals, for a checkpoint."""
         controls = getattr(self.objective, "controls", None)
-        if controls is None:
-            return {}
-        clients = sorted(controls)
-        return {"client_controls": {"clients": clients, "values": [controls[c] for c in clients]}}
+        saved = self.uplink.state()
+        if controls is not None:
+            clients = sorted(controls)
+            saved["client_controls"] = {"clients": clients, "values": [controls[c] for c in clients]}
+        return saved
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`."""
         saved = state.get("client_controls")
         if saved is not None:
             self.objective.controls = dict(zip(saved["clients"], saved["values"]))
+        self.uplink.restore(state)

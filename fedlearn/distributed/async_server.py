@@ -72,9 +72,10 @@ def run_async_distributed(
                 continue
             with state.watch.section("aggregation"):
                 num_samples = trainer.num_samples(flight.job.client)
-                accepted = server.receive(event.weights, flight.start, flight.job.version, flight.job.client,
+                accepted = server.receive(event.payload, flight.start, flight.job.version, flight.job.client,
                                           num_samples)  # fmt: skip
-            tally.count(event.samples_trained, event.mean_loss, accepted)
+            up, down = (t.numel() * t.element_size() for t in (event.payload, flight.start))
+            tally.count(event.samples_trained, event.mean_loss, accepted, up=up, down=down)
             bar.update(1)
             if tally.arrivals + len(workers.in_flight) < max_updates:
                 workers.dispatch(event.source)

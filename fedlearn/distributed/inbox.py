@@ -161,7 +161,7 @@ def to_client_update(
     ``with_control`` (SCAFFOLD): the payload is ``dim`` weights, then ``delta c_i``; a payload of another size
     is kept whole as the weights, for the checks to reject, with no ``delta c_i``."""
     stats = TrainStats(samples=update.samples_trained, batches=update.batches, mean_loss=update.mean_loss)
-    weights, delta = update.weights, None
+    weights, delta = update.payload, None
     if with_control and weights.numel() == 2 * dim:
         weights, delta = weights[:dim], weights[dim:]
     return ClientUpdate(update.client, weights, num_samples, stats, control_delta=delta)

@@ -6,8 +6,9 @@ and the float32 flat model. ``kind`` STOP ends the worker (nothing follows).
 
 An update (worker -> server) is three messages: an int64 header
 ``[client, job_key, version, num_samples, samples_trained, batches, numel, dtype]``,
-a float64 ``[mean training loss]`` and the flat weights (``numel`` values of
-``dtype``). A worker answers STOP with a lone header whose client is BYE (-1),
+a float64 ``[mean training loss]`` and the payload (``numel`` values of
+``dtype``: the flat weights, or with ``--compress`` the encoded delta as bytes).
+A worker answers STOP with a lone header whose client is BYE (-1),
 so the server's receive on that link ends cleanly. The receiver sizes its buffers from the header, within bounds it
 checks first; what the values are (shape, dtype, finite) is checked by the
 server's :mod:`fedlearn.server.checks` before use.
@@ -29,7 +30,7 @@ BYE = -1
 TASK_HEADER = 5
 UPDATE_HEADER = 8
 # dtype codes a worker may declare for its weights; anything else is a protocol error
-DTYPES = {0: torch.float32, 1: torch.float64, 2: torch.float16, 3: torch.bfloat16}
+DTYPES = {0: torch.float32, 1: torch.float64, 2: torch.float16, 3: torch.bfloat16, 4: torch.uint8}
 DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 MAX_CLIENTS_PER_TASK = 1_000_000
 
@@ -62,7 +63,7 @@ class WireUpdate:
     samples_trained: int
     batches: int
     mean_loss: float
-    weights: torch.Tensor
+    payload: torch.Tensor  # the weights, or an encoded delta (uint8)
 
 
 def send_task(dst: int, job_key: int, version: int, clients: list[int], weights: torch.Tensor) -> Sending:
@@ -115,7 +116,7 @@ def recv_task(dim: int, src: int = 0) -> Task:
 
 def send_update(update: WireUpdate, dst: int = 0) -> None:
     """Send one client's trained weights, with the job they answer and what training them took, to ``dst``."""
-    flat = update.weights.detach().to("cpu").contiguous()
+    flat = update.payload.detach().to("cpu").contiguous()
     fields = [update.client, update.job_key, update.version, update.num_samples, update.samples_trained,
               update.batches, flat.numel(), DTYPE_CODES[flat.dtype]]  # fmt: skip
     dist.send(torch.tensor(fields, dtype=torch.int64), dst, tag=UPDATE_TAG)
@@ -125,13 +126,14 @@ def send_update(update: WireUpdate, dst: int = 0) -> None:
 
 def recv_update(src: int, dim: int) -> WireUpdate | None:
     """The next update from worker ``src`` (None: it said BYE); the payload may be up to twice the model's
-    size (then rejected by the checks); a larger or negative size, or an unknown dtype, is a :class:`ProtocolError`."""
+    size, or 8 bytes per weight encoded (``uint8``: then the codec decodes it, or rejects it); a larger or
+    negative size, or an unknown dtype, is a :class:`ProtocolError`."""
     header = torch.empty(UPDATE_HEADER, dtype=torch.int64)
     dist.recv(header, src, tag=UPDATE_TAG)
     client, job_key, version, num_samples, samples, batches, numel, code = (int(v) for v in header)
     if client == BYE:
         return None
-    if code not in DTYPES or not 0 <= numel <= 2 * dim:
+    if code not in DTYPES or not 0 <= numel <= (8 * dim + 8 if DTYPES[code] == torch.uint8 else 2 * dim):
         raise ProtocolError(f"rank {src} sent an update that cannot be framed: header {header.tolist()}")
     loss = torch.empty(1, dtype=torch.float64)
     dist.recv(loss, src, tag=UPDATE_TAG)

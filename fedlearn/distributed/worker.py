@@ -16,7 +16,8 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
     """A worker's loop: train the clients each task names, reply with their updates, until told to stop.
 
     With ``emulate_delay`` a client ``k`` times slower than the fastest (``--delay``) sleeps
-    ``(k - 1)`` times its real training time, plus ``--comm_delay`` seconds, before replying.
+    ``(k - 1)`` times its real training time, plus ``--comm_delay`` seconds and its link's transfer time
+    (``--uplink_mbps``, ...), before replying.
     Returns the number of jobs done. With SCAFFOLD a task carries the weights and the server's control
     variate ``c`` end to end, and an update the weights and ``delta c_i``; the clients' own ``c_i`` stay here.
     """
@@ -34,10 +35,11 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
             update = trainer.run(client, weights, task.job_key, control=control)
             if emulate_delay:
                 slowdown = fastest / float(speeds.rates[client])
-                time.sleep((slowdown - 1.0) * (time.perf_counter() - began) + speeds.comm_delay)
+                transfer = speeds.links.transfer_seconds(client) if speeds.links is not None else 0.0
+                time.sleep((slowdown - 1.0) * (time.perf_counter() - began) + speeds.comm_delay + transfer)
             stats = update.stats
             payload = (
-                update.weights if update.control_delta is None else torch.cat([update.weights, update.control_delta])
+                update.payload if update.control_delta is None else torch.cat([update.payload, update.control_delta])
             )
             frame = wire.WireUpdate(rank, client, task.job_key, task.version, update.num_samples, stats.samples,
                                     stats.batches, stats.mean_loss, payload)  # fmt: skip

@@ -85,7 +85,9 @@ def run_fedavg(
         sim_time, first = state.resume["sim_time"], state.resume["round"] + 1
         server.restore(state.resume)
         trainer.restore(state.resume)
-        state.restore(Tally(state.resume["updates"], state.resume["samples_trained"]))
+        resume = state.resume
+        state.restore(Tally(resume["updates"], resume["samples_trained"], bytes_up=resume["bytes_up"],
+                            bytes_down=resume["bytes_down"]))  # fmt: skip
     with state.progress("FedAvg", budget.rounds * budget.num_select, (first - 1) * budget.num_select) as bar:
         for round_index in range(first, budget.rounds + 1):
             picked = [int(c) for c in select_clients(options.seed, round_index, num_clients, budget.num_select)]
@@ -93,11 +95,12 @@ def run_fedavg(
             with state.watch.section("training"):
                 results = execute(RoundTask(picked, server.weights, round_index, control), bar.update)
             with state.watch.section("aggregation"):
-                server.step([u.weights for u in results], [u.client for u in results],
+                server.step([u.payload for u in results], [u.client for u in results],
                             [u.num_samples for u in results], round_index,
                             [u.control_delta for u in results])  # fmt: skip
+            down = sum(t.numel() * t.element_size() for t in (server.weights, control) if t is not None)
             for update in results:
-                state.tally.count(update.stats.samples, update.stats.mean_loss)
+                state.tally.count(update.stats.samples, update.stats.mean_loss, up=update.upload_bytes, down=down)
             sim_time += speeds.round_duration(picked, [u.stats.samples for u in results])
             state.evaluate(server.weights, round_index, sim_time)
             state.show(f"round {round_index}/{budget.rounds}")
@@ -113,4 +116,5 @@ def _checkpoint(
     """What a synchronous checkpoint holds besides the record (the tally starts over every round); with
     SCAFFOLD in the simulation, the clients' control variates too."""
     return {"round": round_index, "sim_time": sim_time, "samples_trained": tally.samples_trained,
-            "updates": tally.arrivals, **server.state(), **trainer.state()}  # fmt: skip
+            "updates": tally.arrivals, "bytes_up": tally.bytes_up, "bytes_down": tally.bytes_down,
+            **server.state(), **trainer.state()}  # fmt: skip

@@ -42,21 +42,28 @@ class LoopOptions:
 
 @dataclass
 class Tally:
-    """A loop's running figures: updates received, samples trained, and the training loss since the last evaluation."""
+    """A loop's running figures: updates received, samples trained, bytes moved, and the training loss since the
+    last evaluation."""
 
     arrivals: int = 0
     samples_trained: int = 0
     accepted_since_eval: int = 0
     loss_sum: float = 0.0  # sum of jobs' mean training loss times their samples, since the last evaluation
     loss_samples: int = 0
+    bytes_up: int = 0  # what the clients of the updates received sent (as encoded)
+    bytes_down: int = 0  # what they were sent (the model, float32; SCAFFOLD's control variate too)
 
-    FIELDS = ("arrivals", "samples_trained", "accepted_since_eval", "loss_sum", "loss_samples")
+    FIELDS = ("arrivals", "samples_trained", "accepted_since_eval", "loss_sum", "loss_samples", "bytes_up",
+              "bytes_down")  # fmt: skip
 
-    def count(self, samples: int, mean_loss: float, accepted: bool = True) -> None:
+    def count(self, samples: int, mean_loss: float, accepted: bool = True, up: int = 0, down: int = 0) -> None:
         """One more update received (``accepted`` by the server or not) from a job that trained ``samples``
-        samples at a mean loss of ``mean_loss`` (left out of the loss when not finite: unknown, or diverged)."""
+        samples at a mean loss of ``mean_loss`` (left out of the loss when not finite: unknown, or diverged),
+        was sent ``down`` bytes and uploaded ``up``."""
         self.arrivals += 1
         self.samples_trained += samples
+        self.bytes_up += up
+        self.bytes_down += down
         self.accepted_since_eval += accepted
         if samples and math.isfinite(mean_loss):
             self.loss_sum += mean_loss * samples
@@ -126,6 +133,8 @@ class RunState:
             samples_trained=self.tally.samples_trained,
             client_updates=self.tally.arrivals,
             train_loss=self.tally.train_loss(),
+            bytes_up=self.tally.bytes_up,
+            bytes_down=self.tally.bytes_down,
             **extra,
         )
         self.tally.evaluated()

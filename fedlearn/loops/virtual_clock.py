@@ -70,8 +70,9 @@ def run_async(
                     job.client, start, job.index + 1, batch_ticks(bar.update, trainer.num_batches(job.client))
                 )
             with state.watch.section("aggregation"):
-                accepted = server.receive(update.weights, start, tau, update.client, update.num_samples)
-            tally.count(update.stats.samples, update.stats.mean_loss, accepted)
+                accepted = server.receive(update.payload, start, tau, update.client, update.num_samples)
+            down = start.numel() * start.element_size()
+            tally.count(update.stats.samples, update.stats.mean_loss, accepted, up=update.upload_bytes, down=down)
             sent[tally.arrivals] = (server.weights, server.version)  # the job dispatched now starts from it
             _forget_unused(sent, timeline)
             if tally.accepted_since_eval >= budget.eval_every:

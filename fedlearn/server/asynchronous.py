@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from ..codecs import Codec
 from .checks import rejection_reason
-from .pipeline import Batch, RobustAggregator, ServerPipeline
+from .pipeline import Batch, RobustAggregator, ServerPipeline, decode_delta
 from .staleness import staleness_weight
 from .steps import ServerStep, build_step
 
@@ -47,7 +48,8 @@ class AsyncServer:
     alone for FedAsync, as the whole buffer for FedBuff, whose mean the rule
     replaces; a rejected update is counted and not applied.
     The server replaces ``weights`` on every step, never changes it in place,
-    so a reference taken at dispatch stays the model that was sent.
+    so a reference taken at dispatch stays the model that was sent. With a ``codec`` (``--compress``) clients
+    send encoded deltas, decoded before anything else looks at them.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class AsyncServer:
         config: AsyncConfig,
         aggregator: RobustAggregator | None = None,
         step: ServerStep | None = None,
+        codec: Codec | None = None,
     ):
         if config.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {config.algorithm!r}")
@@ -64,6 +67,7 @@ class AsyncServer:
         step = step or build_step(config.algorithm, alpha=config.alpha)
         self.pipeline = ServerPipeline(self.aggregator, step)
         self.weights = weights.clone()
+        self.codec = codec
         self.version = 0
         self.received = 0
         self.discarded = 0
@@ -76,9 +80,16 @@ class AsyncServer:
     def receive(
         self, client_weights: torch.Tensor, start_weights: torch.Tensor, tau: int, client: int = 0, num_samples: int = 1
     ) -> bool:
-        """Take ``client``'s new weights, trained from ``start_weights`` (version ``tau``); True unless
-        discarded as too stale or (FedAsync) rejected by the checks."""
+        """Take ``client``'s new weights (with a codec: its encoded delta), trained from ``start_weights``
+        (version ``tau``); True unless undecodable, discarded as too stale or (FedAsync) rejected by the checks."""
         cfg = self.config
+        delta = None
+        if self.codec is not None:  # an encoded delta: decoded, or rejected as undecodable
+            delta = decode_delta(self.codec, client_weights, self.aggregator)
+            if delta is None:
+                return False
+            delta = delta.to(start_weights)
+            client_weights = start_weights + delta
         reason = rejection_reason(client_weights, self.weights.numel())
         if reason is not None:  # malformed: counted, never applied (nor differenced with the model)
             self.aggregator.note_rejected(reason)
@@ -98,7 +109,7 @@ class AsyncServer:
             self.weights = mixed
             self.version += 1
             return True
-        self._deltas.append(client_weights - start_weights)
+        self._deltas.append(client_weights - start_weights if delta is None else delta)
         self._scales.append(weight)
         self._clients.append(client)
         self._counts.append(num_samples)

@@ -5,7 +5,8 @@ aggregate to a :class:`ServerPipeline`, whose :class:`RobustAggregator` does the
 first four parts and whose server step (:mod:`fedlearn.server.steps`) the last: a FedAvg round's picked clients, a
 FedBuff buffer, or a single FedAsync update. Updates arrive as points (the
 weights a client sends) with the origin they were trained from, or as deltas
-(origin ``None``). In order:
+(origin ``None``); with ``--compress`` the servers have decoded them first
+(:func:`decode_delta`: an undecodable upload is rejected and counted there). In order:
 
 0. FedAvg rounds with ``--drift_correction fednova``: FedNova's normalized
    points in place of the clients' weights (:mod:`fedlearn.server.fednova`);
@@ -16,7 +17,9 @@ weights a client sends) with the origin they were trained from, or as deltas
    counted, never applied;
 3. ``--clip_norm``: each update's norm is bounded;
 4. the rule (``--gar``) over what is left, if enough is left for its
-   condition on n and f; otherwise the batch is skipped and counted;
+   condition on n and f; otherwise the batch is skipped and counted; with
+   ``--dp_clip``, DP-FedAvg's clipped and noised sum in its place
+   (:mod:`fedlearn.server.privacy`);
 5. the server step: FedAsync's mix, or a server optimizer (FedAvg's replacement, FedBuff's ``eta_g``, FedAdam...).
 
 The rules are translation-equivariant, so applying one to points gives the
@@ -34,8 +37,10 @@ from typing import Any
 import torch
 
 from .. import seeding
+from ..codecs import Codec, DecodeError
 from .attacks import NEEDS_HONEST, corrupt
 from .checks import clip_norm, rejection_reason
+from .privacy import GaussianSum
 from .rules import SELECTION_RULES, Aggregate, RuleConfig, aggregate, min_inputs, weighted_average
 from .steps import Combined, ServerStep
 
@@ -69,8 +74,10 @@ class RobustAggregator:
         threat: Threat = Threat(),
         clip: float | None = None,
         seed: int = 0,
+        privacy: GaussianSum | None = None,
     ) -> None:
         self.dim = dim
+        self.privacy = privacy  # DP-FedAvg's clipped, noised sum in place of the rule
         self.rule = rule
         self.threat = threat
         self.clip = clip
@@ -127,6 +134,8 @@ class RobustAggregator:
         if len(keep) < max(1, min_inputs(self.rule)):
             self.skipped_batches += 1
             return None
+        if self.privacy is not None:
+            return self.privacy.combine(stack, origin, key)
         if self.clip is not None:
             stack = self._clip(stack, origin)
         counts = torch.tensor([float(weights[i]) for i in keep], dtype=torch.float64)
@@ -182,13 +191,16 @@ class RobustAggregator:
 
     def state(self) -> dict[str, Any]:
         """The counters, for a checkpoint."""
-        return {**{name: getattr(self, name) for name in self.COUNTERS}, "rejected": dict(self.rejected)}
+        privacy = self.privacy.state() if self.privacy is not None else {}
+        return {**{name: getattr(self, name) for name in self.COUNTERS}, "rejected": dict(self.rejected), **privacy}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue counting from :meth:`state`."""
         for name in self.COUNTERS:
             setattr(self, name, int(state[name]))
         self.rejected = Counter(state["rejected"])
+        if self.privacy is not None:
+            self.privacy.restore(state)
 
     def summary(self) -> dict[str, Any]:
         """Counts for the Results table and JSON."""
@@ -204,10 +216,21 @@ class RobustAggregator:
         }
         if self.clip is not None:
             out["clipped_updates"] = self.clipped
+        if self.privacy is not None:
+            out["dp_clipped_updates"] = self.privacy.clipped
         if self.rule.name in SELECTION_RULES:
             out["selected_updates"] = self.selected
             out["byzantine_selected"] = self.byzantine_selected
         return out
+
+
+def decode_delta(codec: Codec, payload: torch.Tensor, aggregator: RobustAggregator) -> torch.Tensor | None:
+    """The delta an encoded upload stands for, or None (counted as rejected: ``undecodable``)."""
+    try:
+        return codec.decode(payload, aggregator.dim)
+    except DecodeError:
+        aggregator.note_rejected("undecodable")
+        return None
 
 
 @dataclass(frozen=True)

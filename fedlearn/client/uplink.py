@@ -1,0 +1,55 @@
+"""What a trained job sends the server, as a part the trainer is given.
+
+Without a codec a client sends its trained weights (float32). With one
+(``--compress``, :mod:`fedlearn.codecs`) it sends its delta ``trained - start``
+encoded; with error feedback (``--error_feedback``, Stich et al. 2018) the part
+of each client's delta its encoding dropped is kept on the client and added to
+its next delta, so over many jobs the sum of what was sent follows the sum of
+the true deltas. Residuals persist for the clients that have trained here (like
+SCAFFOLD's control variates); QSGD's random rounding draws from a stream keyed
+by (seed, job key, client), so a job's payload depends on nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import seeding
+from ..codecs import Codec
+
+
+class Uplink:
+    """Turns a job's trained weights into what the server receives (weights, or an encoded delta)."""
+
+    def __init__(self, codec: Codec | None = None, error_feedback: bool = False, seed: int = 0) -> None:
+        if error_feedback and codec is None:
+            raise ValueError("error feedback needs a codec that drops something")
+        self.codec, self.error_feedback, self.seed = codec, error_feedback, seed
+        self.residuals: dict[int, torch.Tensor] = {}
+
+    def send(self, client: int, job_key: int, start: torch.Tensor, trained: torch.Tensor) -> torch.Tensor:
+        """The payload of ``client``'s job ``job_key``, which trained ``start`` into ``trained``."""
+        if self.codec is None:
+            return trained
+        delta = (trained - start).float().cpu()
+        if self.error_feedback and client in self.residuals:
+            delta = delta + self.residuals[client]
+        payload = self.codec.encode(delta, seeding.torch_generator(self.seed, seeding.COMPRESSION, job_key, client))
+        if self.error_feedback:
+            self.residuals[client] = delta - self.codec.decode(payload, delta.numel())
+        return payload
+
+    def state(self) -> dict[str, Any]:
+        """The clients' residuals, for a checkpoint (nothing without error feedback)."""
+        if not self.error_feedback:
+            return {}
+        clients = sorted(self.residuals)
+        return {"client_residuals": {"clients": clients, "values": [self.residuals[c] for c in clients]}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        saved = state.get("client_residuals")
+        if saved is not None:
+            self.residuals = dict(zip(saved["clients"], saved["values"]))
