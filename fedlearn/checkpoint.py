@@ -90,6 +90,7 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
             "bytes_up": schema.integer(), "bytes_down": schema.integer(),
             "record": record, "aggregator": aggregator, "server_step": step,
             **(_scaffold_state(args["num_clients"], dim) if args.get("drift_correction") == "scaffold" else {}),
+            **_residuals(args, dim),
         })  # fmt: skip
     server = schema.record({
         "weights": schema.vector(dim), "version": schema.integer(), "received": schema.integer(),
@@ -106,7 +107,7 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
     if mode == "simulated":
         sent = {"sent_keys": schema.list_of(schema.integer()), "sent_weights": schema.list_of(schema.vector(dim)),
                 "sent_versions": schema.list_of(schema.integer())}  # fmt: skip
-        return schema.record({**tally, **sent}, same_length=tuple(sent))
+        return schema.record({**tally, **sent, **_residuals(args, dim)}, same_length=tuple(sent))
     lost = schema.record({"rank": schema.integer(1), "reason": schema.text(), "after_updates": schema.integer()})
     return schema.record({**tally, "mode": schema.one_of(["distributed"]), "next_key": schema.integer(),
                           "rng": _rng_state, "lost": schema.list_of(lost)})  # fmt: skip
@@ -115,10 +116,20 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
 def _scaffold_state(clients: int, dim: int) -> dict[str, schema.Check]:
     """SCAFFOLD's server control variate and the clients' own (a simulated run holds them all)."""
     client = schema.integer(0, clients - 1)
-    controls = schema.record({"clients": schema.list_of(client, max_len=clients),
-                              "values": schema.list_of(schema.vector(dim), max_len=clients)},
-                             same_length=("clients", "values"))  # fmt: skip
-    return {"control": schema.vector(dim), "control_clients": schema.list_of(client), "client_controls": controls}
+    return {"control": schema.vector(dim), "control_clients": schema.list_of(client),
+            "client_controls": _per_client(clients, dim)}  # fmt: skip
+
+
+def _per_client(clients: int, dim: int) -> schema.Check:
+    """One vector per client listed (clients' control variates, or their error-feedback residuals)."""
+    return schema.record({"clients": schema.list_of(schema.integer(0, clients - 1), max_len=clients),
+                          "values": schema.list_of(schema.vector(dim), max_len=clients)},
+                         same_length=("clients", "values"))  # fmt: skip
+
+
+def _residuals(args: dict[str, Any], dim: int) -> dict[str, schema.Check]:
+    """With ``--error_feedback``, what each client's top-k encodings have dropped so far."""
+    return {"client_residuals": _per_client(args["num_clients"], dim)} if args.get("error_feedback") else {}
 
 
 def _optimizer_state(keys: tuple[str, ...], dim: int) -> schema.Check:

@@ -6,6 +6,7 @@
 - ``claim``: its N-th update claims VALUE samples trained;
 - ``replay``: it sends its N-th update twice;
 - ``flood``: after its N-th update it sends VALUE well-framed updates for jobs it was never given;
+- ``count``: every sent update's payload size in bytes is appended to the file ``VALUE.RANK`` (then sent);
 - ``forge``: on its N-th task, before training, it sends updates for the clients VALUE (comma-separated,
   hosted by another worker) under that task's key and version, as if it were their worker.
 Usage: python3 tests/dist_entry.py run_federated|run_async [flags...]
@@ -40,6 +41,9 @@ def inject(fault: str) -> None:
         sent += 1
         if not hits(nth, sent):
             return real_send(frame, dst)
+        if kind == "count":
+            with open(f"{value}.{os.environ['RANK']}", "a") as log:
+                log.write(f"{frame.payload.numel() * frame.payload.element_size()}\n")
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if kind in ("nan", "short"):

@@ -198,7 +198,8 @@ def test_simulated_async_checkpoint_then_resume_equals_an_uninterrupted_run(tiny
     flags = ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--batch_size", "20", "--init_lr", "1e-3",
              "--local_epoch", "1", "--num_clients", "5", "--num_select_clients", "3", "--delay", "straggler",
              "--straggler_fraction", "0.4", "--eval_every", "2", "--no_progress", "--algorithm", "fedbuff",
-             "--buffer_size", "2", "--server_opt", "yogi"]  # fmt: skip
+             "--buffer_size", "2", "--server_opt", "yogi", "--compress", "topk", "--compress_ratio", "0.2",
+             "--error_feedback"]  # fmt: skip
     whole = run_script("run_async.py", *flags, "--max_updates", "11", "--save", str(tmp_path / "whole.json"))
     first = run_script("run_async.py", *flags, "--max_updates", "7", "--checkpoint", str(tmp_path / "c.pt"),
                        "--checkpoint_every", "5")  # fmt: skip
@@ -212,3 +213,4 @@ def test_simulated_async_checkpoint_then_resume_equals_an_uninterrupted_run(tiny
     a, b = (json.loads((tmp_path / name).read_text()) for name in ("whole.json", "resumed.json"))
     assert strip(a) == strip(b) and a["final"]["test_loss"] == b["final"]["test_loss"]
     assert a["final"]["mean_staleness"] == b["final"]["mean_staleness"]
+    assert a["final"]["bytes_up"] == b["final"]["bytes_up"] == 11 * 8 * int(0.2 * a["run"]["model parameters"])

@@ -63,6 +63,29 @@ BAD_FLAGS = [
         ["--drift_correction", "scaffold", "--optimizer", "sgd", "--distributed", "--checkpoint", "c.pt"],
         "--drift_correction",
     ),
+    (["--compress", "powersgd"], "--compress"),
+    (["--compress_ratio", "0"], "--compress_ratio"),
+    (["--compress_ratio", "1.5"], "--compress_ratio"),
+    (["--qsgd_levels", "0"], "--qsgd_levels"),
+    (["--error_feedback"], "--error_feedback"),  # needs --compress topk
+    (["--error_feedback", "--compress", "qsgd"], "--error_feedback"),
+    (["--compress", "topk", "--error_feedback", "--distributed", "--checkpoint", "c.pt"], "--error_feedback"),
+    (["--uplink_mbps", "-1"], "--uplink_mbps"),
+    (["--downlink_mbps", "nan"], "--downlink_mbps"),
+    (["--latency", "-0.1"], "--latency"),
+    (["--bandwidth", "tiers"], "--bandwidth"),
+    (["--bandwidth_spread", "-1"], "--bandwidth_spread"),
+    (["--dp_clip", "0"], "--dp_clip"),
+    (["--dp_clip", "-1"], "--dp_clip"),
+    (["--dp_clip", "1", "--dp_noise", "-1"], "--dp_noise"),
+    (["--dp_clip", "1", "--dp_delta", "0"], "--dp_delta"),
+    (["--dp_clip", "1", "--dp_delta", "1"], "--dp_delta"),
+]
+FEDERATED_BAD_FLAGS = [
+    (["--compress", "topk", "--drift_correction", "scaffold", "--optimizer", "sgd"], "--compress"),
+    (["--dp_clip", "1", "--gar", "median"], "--dp_clip"),
+    (["--dp_clip", "1", "--clip_norm", "5"], "--dp_clip"),
+    (["--dp_clip", "1", "--drift_correction", "fednova", "--optimizer", "sgd"], "--dp_clip"),
 ]
 ASYNC_BAD_FLAGS = [
     (["--algorithm", "fedprox"], "--algorithm"),
@@ -80,6 +103,7 @@ ASYNC_BAD_FLAGS = [
     (["--max_staleness", "-1"], "--max_staleness"),
     (["--eval_every", "0"], "--eval_every"),
     (["--algorithm", "fedbuff", "--buffer_size", "30", "--max_updates", "20"], "--buffer_size"),
+    (["--dp_clip", "1"], "--dp_clip"),  # accounted for synchronous rounds only
 ]
 CASES = [
     (script, argv, flag)
@@ -88,6 +112,7 @@ CASES = [
     if not (script == "run_baseline" and "500" in argv)
 ]  # the baseline does not partition the data
 CASES += [("run_async", argv, flag) for argv, flag in ASYNC_BAD_FLAGS]
+CASES += [("run_federated", argv, flag) for argv, flag in FEDERATED_BAD_FLAGS]
 CASES += [
     (script, ["--partition", "classes", "--classes_per_client", "1"], "--classes_per_client")
     for script in ("run_federated", "run_async")

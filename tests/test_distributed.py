@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import REPO, run_script
+from fedlearn.codecs import QSGD, TopK
 
 TINY = [
     "--dataset",
@@ -83,6 +84,9 @@ VARIANTS = {  # plain FedAvg runs the same distributed code as FedAdam: only the
     "scaffold": ["--drift_correction", "scaffold", "--optimizer", "sgd-momentum", "--init_lr", "0.02", "--server_opt",
                  "avgm", "--server_lr", "0.5"],
     "fednova": ["--drift_correction", "fednova", "--optimizer", "sgd", "--init_lr", "0.05", "--size_skew", "1"],
+    "topk-feedback-dp": ["--compress", "topk", "--compress_ratio", "0.1", "--error_feedback", "--dp_clip", "0.5",
+                         "--dp_noise", "0.3"],
+    "qsgd": ["--compress", "qsgd", "--qsgd_levels", "4"],
 }  # fmt: skip
 
 
@@ -101,6 +105,21 @@ def test_torchrun_federated_equals_the_simulation(variant, tiny_data_dir, tmp_pa
                          text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert sim.returncode == 0, sim.stderr
     assert history(doc) == history(json.loads((tmp_path / "s.json").read_text()))  # bit-identical
+
+
+@pytest.mark.parametrize("script, extra", [("run_federated", ["--compress", "topk", "--compress_ratio", "0.05"]),
+                                           ("run_async", ["--compress", "qsgd", "--algorithm", "fedbuff",
+                                                          "--buffer_size", "2", "--max_updates", "6"])])  # fmt: skip
+def test_the_bytes_reported_are_the_bytes_the_workers_sent(script, extra, tiny_data_dir, tmp_path):
+    log = tmp_path / "sent"
+    code, (out, err), _ = processes(script, tiny_data_dir, tmp_path / "b.json", *extra, fault=f"count:*:*:{log}")
+    assert code == 0, err[-3000:]
+    final = json.loads((tmp_path / "b.json").read_text())["final"]
+    sent = [int(n) for path in tmp_path.glob("sent.*") for n in path.read_text().split()]
+    assert len(sent) == final["client_updates"] and sum(sent) == final["bytes_up"]
+    dim = json.loads((tmp_path / "b.json").read_text())["run"]["model parameters"]
+    codec = TopK(0.05) if "topk" in extra else QSGD(16)
+    assert set(sent) == {codec.payload_bytes(dim)} and final["bytes_down"] == final["client_updates"] * 4 * dim
 
 
 @pytest.mark.parametrize("algorithm", ["fedasync", "fedbuff"])
@@ -148,7 +167,8 @@ def test_a_malformed_update_is_rejected_and_counted(script, fault, reason, tiny_
     assert final["test_loss"] == final["test_loss"]  # the NaN never reached the model
 
 
-@pytest.mark.parametrize("variant", ["fedadam", "scaffold"])  # moments; the control variates, the clients' too
+@pytest.mark.parametrize("variant", ["fedadam", "scaffold", "topk-feedback-dp"])  # moments; control variates;
+# the clients' residuals, DP's counters and the bytes
 def test_checkpoint_then_resume_equals_an_uninterrupted_run(variant, tiny_data_dir, tmp_path):
     flags = ["--data_dir", str(tiny_data_dir), *TINY, *VARIANTS[variant]]
     whole = run_script("run_federated.py", *flags, "--global_epoch", "4", "--save", str(tmp_path / "whole.json"))

@@ -59,6 +59,7 @@ def run_async(
     clock = 0.0
     if state.resume is not None:
         sent, clock = _restore(state, server, timeline)
+        trainer.restore(state.resume)
     tally, title = state.tally, TITLES[server.config.algorithm]
     with state.progress(title, budget.max_updates, tally.arrivals) as bar:
         while tally.arrivals < budget.max_updates:
@@ -77,7 +78,7 @@ def run_async(
             _forget_unused(sent, timeline)
             if tally.accepted_since_eval >= budget.eval_every:
                 state.evaluate(server.weights, tally.arrivals, clock, version=server.version)
-            state.checkpoint(tally.arrivals, budget.max_updates, partial(_checkpoint, server, tally, sent))
+            state.checkpoint(tally.arrivals, budget.max_updates, partial(_checkpoint, server, tally, sent, trainer))
             state.show(f"update {tally.arrivals}/{budget.max_updates} v{server.version}")
     return state.finish(server.weights, tally.arrivals, clock, version=server.version)
 
@@ -94,9 +95,10 @@ def async_fields(mode: str, server: AsyncServer, tally: Tally) -> dict[str, Any]
     return {"mode": mode, "server": server.state(), **tally.state()}
 
 
-def _checkpoint(server: AsyncServer, tally: Tally, sent: Sent) -> dict[str, Any]:
+def _checkpoint(server: AsyncServer, tally: Tally, sent: Sent, trainer: LocalTrainer) -> dict[str, Any]:
     return {
         **async_fields("simulated", server, tally),
+        **trainer.state(),  # the clients' error-feedback residuals
         "sent_keys": list(sent),
         "sent_weights": [w.detach().cpu() for w, _ in sent.values()],
         "sent_versions": [v for _, v in sent.values()],

@@ -80,15 +80,18 @@ class Accountant:
         from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
         self.config, self._compute_epsilon = config, rdp.compute_epsilon
-        self.event = one_round_event(config)
-        accountant = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
-        accountant.compose(self.event)
-        self.orders, self.one_round = accountant.orders, accountant.rdp
+        self.orders = self.one_round = None
+        if config.noise > 0:  # without noise there is no privacy to account for (epsilon is infinite)
+            accountant = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+            accountant.compose(one_round_event(config))
+            self.orders, self.one_round = accountant.orders, accountant.rdp
 
     def epsilon(self, rounds: int) -> float:
         """The privacy loss after ``rounds`` rounds at the configured delta (inf without noise)."""
         if rounds == 0:
             return 0.0
+        if self.one_round is None:
+            return float("inf")
         return float(self._compute_epsilon(self.orders, rounds * self.one_round, self.config.delta)[0])
 
 

@@ -1,0 +1,84 @@
+"""Client-level DP: the clipped, noised sum by hand, and epsilon from dp-accounting itself."""
+
+import dp_accounting
+import pytest
+import torch
+from dp_accounting.rdp import RdpAccountant
+
+from fedlearn.server.pipeline import RobustAggregator
+from fedlearn.server.privacy import Accountant, GaussianSum, PrivacyConfig
+
+
+def config(clip=1.0, noise=0.0, per_round=2, num_clients=10, delta=1e-5):
+    return PrivacyConfig(clip, noise, delta, per_round, num_clients)
+
+
+def test_each_update_is_clipped_to_s_then_summed_over_the_fixed_denominator():
+    origin = torch.tensor([1.0, 1.0])
+    rows = torch.stack([origin + torch.tensor([3.0, 4.0]), origin + torch.tensor([0.3, 0.4])])  # norms 5 and 0.5
+    part = GaussianSum(config(clip=1.0, per_round=4))  # K = 4 though 2 arrived: the fixed denominator
+    point = part.combine(rows, origin, key=1)
+    assert torch.allclose(point, origin + (torch.tensor([0.6, 0.8]) + torch.tensor([0.3, 0.4])) / 4)
+    assert part.clipped == 1
+
+
+def test_clipped_norms_never_exceed_s():
+    deltas = torch.randn(50, 30, generator=torch.Generator().manual_seed(0)) * torch.logspace(-2, 2, 50).unsqueeze(1)
+    part = GaussianSum(config(clip=0.7, per_round=1))
+    for row in deltas:
+        assert float(part.combine(row.unsqueeze(0), None, key=0).norm()) <= 0.7 * (1 + 1e-6)
+
+
+def test_the_noise_has_standard_deviation_z_s_on_the_sum():
+    part = GaussianSum(config(clip=0.5, noise=2.0, per_round=3), seed=4)
+    noise = part.combine(torch.zeros(1, 200_000), None, key=7) * 3  # times K: the noise on the sum
+    assert float(noise.std()) == pytest.approx(1.0, rel=0.01) and abs(float(noise.mean())) < 0.01
+    again = GaussianSum(config(clip=0.5, noise=2.0, per_round=3), seed=4).combine(torch.zeros(1, 200_000), None, 7)
+    assert torch.equal(again * 3, noise)  # seeded by (seed, round)
+    assert not torch.equal(part.combine(torch.zeros(1, 200_000), None, key=8) * 3, noise)
+
+
+def test_the_aggregator_hands_checked_rows_to_the_dp_sum():
+    aggregator = RobustAggregator(2, privacy=GaussianSum(config(clip=1.0, per_round=2)))
+    sent = [torch.tensor([3.0, 4.0]), torch.tensor([float("nan"), 0.0])]
+    assert torch.allclose(aggregator.combine(sent, [0, 1], [5, 5], key=1), torch.tensor([0.3, 0.4]))
+    assert aggregator.summary()["rejected_by_reason"] == {"non-finite": 1}
+    assert aggregator.summary()["dp_clipped_updates"] == 1
+
+
+@pytest.mark.parametrize("rounds", [1, 10, 100])
+def test_epsilon_is_dp_accountings_answer_for_the_same_event(rounds):
+    c = config(noise=1.1, per_round=10, num_clients=100)
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(100, 10, dp_accounting.GaussianDpEvent(1.1 / 2)), rounds
+    )
+    reference = RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    reference.compose(event)
+    assert Accountant(c).epsilon(rounds) == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+
+
+def test_epsilon_falls_as_the_noise_grows_and_grows_with_the_rounds():
+    by_noise = [Accountant(config(noise=z, per_round=10, num_clients=100)).epsilon(20) for z in (0.8, 1.6, 3.2)]
+    assert by_noise[0] > by_noise[1] > by_noise[2] > 0
+    accountant = Accountant(config(noise=1.0, per_round=10, num_clients=100))
+    by_rounds = [accountant.epsilon(r) for r in (1, 10, 100)]
+    assert 0 < by_rounds[0] < by_rounds[1] < by_rounds[2] and accountant.epsilon(0) == 0
+    assert Accountant(config(noise=0.0)).epsilon(1) == float("inf")  # clipping alone gives no privacy
+
+
+def test_run_federated_reports_epsilon_after_every_round(tiny_data_dir, tmp_path, capsys):
+    import json
+
+    from test_end_to_end import TINY
+
+    from fedlearn.app import main
+
+    out = tmp_path / "dp.json"
+    argv = ["--data_dir", str(tiny_data_dir), "--save", str(out), "--no_progress", *TINY, "--dp_clip", "0.5",
+            "--dp_noise", "0.8", "--dp_delta", "1e-4"]  # fmt: skip
+    assert main("run_federated", argv) == 0
+    doc = json.loads(out.read_text())
+    accountant = Accountant(config(clip=0.5, noise=0.8, per_round=2, num_clients=5, delta=1e-4))
+    assert [e["dp_epsilon"] for e in doc["history"]] == [accountant.epsilon(r) for r in (1, 2, 3)]
+    assert doc["final"]["dp_epsilon"] == doc["history"][-1]["dp_epsilon"] and doc["final"]["dp_delta"] == 1e-4
+    assert "Privacy loss epsilon (delta 0.0001)" in capsys.readouterr().out
