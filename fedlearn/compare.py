@@ -55,9 +55,11 @@ RESULTS = schema.record(
              "test_loss": schema.number(null=True)},  # null: the loss was NaN or infinite (a diverged run)
             {"best_test_accuracy": ACCURACY_OR_NULL, "sim_time": SECONDS_OR_NULL, "client_updates": COUNT_OR_NULL,
              "samples_trained": COUNT_OR_NULL, "target_accuracy": ACCURACY_OR_NULL,
+             "bytes_up": COUNT_OR_NULL, "bytes_down": COUNT_OR_NULL, "dp_epsilon": schema.number(0, null=True),
              "time_to_target": schema.record({"step": COUNT, "wall_time_s": SECONDS},
                                              {"sim_time": SECONDS_OR_NULL, "samples_trained": COUNT_OR_NULL,
-                                              "client_updates": COUNT_OR_NULL}, null=True),
+                                              "client_updates": COUNT_OR_NULL, "bytes_up": COUNT_OR_NULL},
+                                             null=True),
              "client_accuracy": schema.record({}, {key: ACCURACY for key in ("mean", "std", "worst_10pct",
                                                                                  "best_10pct")}, null=True)},
         ),
@@ -102,7 +104,21 @@ def run_label(doc: dict[str, Any]) -> str:
     stepped = doc["script"] == "run_federated" or args.get("algorithm") == "fedbuff"
     if stepped and (args.get("server_opt", "sgd") != "sgd" or args.get("server_lr", 1.0) != 1.0):
         title += f" + server {args.get('server_opt', 'sgd')} {args['server_lr']:g}"
-    return title
+    return title + _cost_label(doc)
+
+
+def _cost_label(doc: dict[str, Any]) -> str:
+    """`` + top-k 1 % EF``, `` + QSGD 16``, `` + DP z 1``: what a run paid for its traffic and privacy."""
+    args, text = doc["args"], ""
+    if doc["script"] == "run_baseline":
+        return text
+    if args.get("compress") == "topk":
+        text += f" + top-k {args['compress_ratio'] * 100:g} %" + (" EF" if args.get("error_feedback") else "")
+    elif args.get("compress") == "qsgd":
+        text += f" + QSGD {args['qsgd_levels']}"
+    if args.get("dp_clip") is not None:
+        text += f" + DP z {args['dp_noise']:g}"
+    return text
 
 
 def _partition(doc: dict[str, Any]) -> str:
@@ -117,6 +133,20 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _traffic(doc: dict[str, Any]) -> str:
+    final = doc["final"]
+    if final.get("bytes_up") is None:
+        return "-"
+    return f"{final['bytes_up'] / 1e6:.3f} / {final['bytes_down'] / 1e6:.3f}"
+
+
+def _epsilon(doc: dict[str, Any]) -> str:
+    if doc["args"].get("dp_clip") is None or doc["script"] == "run_baseline":
+        return "-"
+    epsilon = doc["final"].get("dp_epsilon")
+    return "inf" if epsilon is None else f"{epsilon:.2f} (delta {doc['final'].get('dp_delta', 0):g})"
 
 
 def comparison_table(names: list[str], docs: list[dict[str, Any]]) -> str:
@@ -169,6 +199,8 @@ def comparison_table(names: list[str], docs: list[dict[str, Any]]) -> str:
         ("simulated time (s)", lambda d: _num(d["final"].get("sim_time"))),
         ("client updates", lambda d: str(d["final"].get("client_updates") or "-")),
         ("samples trained", lambda d: _num(d["final"].get("samples_trained"), 0)),
+        ("uploaded / downloaded (MB)", _traffic),
+        ("privacy loss epsilon", _epsilon),
         ("time to target", target),
     ]
     table = [[label, *[fn(doc) for doc in docs]] for label, fn in rows]

@@ -97,6 +97,20 @@ def _reached(key: str) -> Callable[[dict[str, Any]], float | None]:
     return figure
 
 
+def _megabytes(key: str) -> Callable[[dict[str, Any]], float | None]:
+    def figure(doc: dict[str, Any]) -> float | None:
+        value = doc["final"].get(key)
+        return None if value is None else value / 1e6
+
+    return figure
+
+
+def _reached_mb(doc: dict[str, Any]) -> float | None:
+    """Megabytes uploaded by the time the target was first reached (None: never)."""
+    value = _reached("bytes_up")(doc)
+    return None if value is None else value / 1e6
+
+
 def _central(group: Group) -> bool:
     """Whether the group is of baseline runs (no clients, no simulated clock)."""
     return group.docs[0]["script"] == "run_baseline"
@@ -126,6 +140,12 @@ def group_table(groups: list[Group], label: Callable[[dict[str, Any]], str]) -> 
         ("wall-clock (s)", lambda g: show_figure(g.over_seeds(lambda d: d["final"]["wall_time_s"]), 1, 1)),
         ("simulated time (s)", lambda g: show_figure(g.over_seeds(lambda d: d["final"].get("sim_time")), 1, 1)),
     ]
+    if any(g.docs[0]["final"].get("bytes_up") is not None for g in groups):
+        rows += [("uploaded (MB)", lambda g: show_figure(g.over_seeds(_megabytes("bytes_up")), 1, 3)),
+                 ("downloaded (MB)", lambda g: show_figure(g.over_seeds(_megabytes("bytes_down")), 1, 3))]  # fmt: skip
+    if any(g.docs[0]["final"].get("dp_epsilon") is not None for g in groups):
+        rows.append(("privacy loss epsilon", lambda g: show_figure(g.over_seeds(lambda d: d["final"].get(
+            "dp_epsilon")), 1, 2)))  # fmt: skip
     if targets:
         rows += [
             (
@@ -133,6 +153,7 @@ def group_table(groups: list[Group], label: Callable[[dict[str, Any]], str]) -> 
                 lambda g: "-" if _central(g) else show(g.over_seeds(_reached("sim_time")), 1, 1),
             ),
             ("time to target: wall-clock (s)", lambda g: show(g.over_seeds(_reached("wall_time_s")), 1, 1)),
+            ("uploaded to target (MB)", lambda g: "-" if _central(g) else show(g.over_seeds(_reached_mb), 1, 3)),
         ]
     if any(g.docs[0]["final"].get("client_accuracy") for g in groups):
         rows += [
@@ -188,6 +209,7 @@ def cost_table(groups: list[Group], base: Group, label: Callable[[dict[str, Any]
             ("samples to target (× baseline)", ratio_to(base, _reached("samples_trained"))),
             ("client updates to target", lambda g: show(g.over_seeds(_reached("client_updates")), 1, 0)),
             ("simulated time to target (s)", lambda g: show(g.over_seeds(_reached("sim_time")), 1, 1)),
+            ("uploaded to target (MB)", lambda g: show(g.over_seeds(_reached_mb), 1, 3)),
         ]
     skew = lambda d: (d.get("partition") or {}).get("label_skew_mean")  # noqa: E731
     rows.append(("label skew (mean TV distance)", lambda g: show_figure(g.over_seeds(skew), 1, 3)))
