@@ -279,10 +279,8 @@ def _prepare_baseline(
 def _setup_clients(
     cfg: RunConfig, data: Dataset, partition: ClientPartition, context: dict[str, Any]
 ) -> tuple[LocalTrainer, ClientSpeeds, Threat, dict[str, Any]]:
-    """Draw client speeds and the Byzantine clients and build the local trainer over ``partition``;
-    notes both in ``context``."""
-    speeds = draw_speeds(cfg.federation.num_clients, seeding.numpy_rng(cfg.training.seed, seeding.CLOCK), cfg.clock)
-    context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
+    """Draw the Byzantine clients, build the local trainer over ``partition``, draw client speeds and links;
+    notes them in ``context``."""
     config = LocalJobConfig(
         optimizer=cfg.training.optimizer,
         lr=cfg.training.lr,
@@ -301,24 +299,34 @@ def _setup_clients(
         context["Byzantine clients"] = ", ".join(map(str, threat.byzantine))
     worker_model = build_model(cfg.training.model, data.num_classes, cfg.training.channels_last).to(data.train_x.device)
     flipped = frozenset(threat.byzantine) if cfg.threat.attack == "labelflip" else frozenset()
-    codec = _codec(cfg)
+    codec, dim = _codec(cfg), count_parameters(worker_model)
     uplink = Uplink(codec, cfg.comm.error_feedback, cfg.training.seed)
     trainer = LocalTrainer(worker_model, data, partition.parts, config, label_flip=flipped, uplink=uplink)
-    dim = count_parameters(worker_model)
     context["client upload"] = describe_upload(codec, dim, cfg.comm.error_feedback)
-    sizes = job_bytes(dim, codec, trainer.sends_control)
-    links = draw_links(cfg.federation.num_clients, seeding.numpy_rng(cfg.training.seed, seeding.BANDWIDTH), cfg.clock,
-                       sizes)  # fmt: skip
-    if links is not None:
-        speeds = replace(speeds, links=links)
-        transfer = [links.transfer_seconds(c) for c in range(cfg.federation.num_clients)]
-        context["client transfer per job (min / max, simulated s)"] = f"{min(transfer):.3f} / {max(transfer):.3f}"
+    speeds = _client_speeds(cfg, job_bytes(dim, codec, trainer.sends_control), context)
     clients = {
         "sizes": partition_sizes(partition.parts),
         "rates": [float(r) for r in speeds.rates],
         "byzantine": list(threat.byzantine),
     }
+    if speeds.links is not None:
+        clients["downlink_mbps"] = [float(r) / 1e6 for r in speeds.links.down_bps]  # inf (null): no limit
+        clients["uplink_mbps"] = [float(r) / 1e6 for r in speeds.links.up_bps]
     return trainer, speeds, threat, clients
+
+
+def _client_speeds(cfg: RunConfig, sizes: tuple[int, int], context: dict[str, Any]) -> ClientSpeeds:
+    """Every client's training rate and, when sending takes time, its link (each drawn once from the seed; a
+    job moves ``sizes`` bytes down and up)."""
+    n, seed = cfg.federation.num_clients, cfg.training.seed
+    speeds = draw_speeds(n, seeding.numpy_rng(seed, seeding.CLOCK), cfg.clock)
+    context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
+    links = draw_links(n, seeding.numpy_rng(seed, seeding.BANDWIDTH), cfg.clock, sizes)
+    if links is None:
+        return speeds
+    transfer = [links.transfer_seconds(c) for c in range(n)]
+    context["client transfer per job (min / max, simulated s)"] = f"{min(transfer):.3f} / {max(transfer):.3f}"
+    return replace(speeds, links=links)
 
 
 def _codec(cfg: RunConfig) -> Codec | None:

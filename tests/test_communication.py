@@ -133,3 +133,31 @@ def test_servers_decode_before_anything_else_and_count_what_they_cannot():
     buffered = AsyncServer(weights, AsyncConfig("fedbuff", buffer_size=1), codec=codec)
     assert buffered.receive(good, weights, 0) and buffered.weights.tolist() == [0.0] * 8 + [8.0, 9.0]
     assert not buffered.receive(good[:-1], weights, 1)
+
+
+@pytest.mark.parametrize(
+    "script, extra, codec",
+    [
+        ("run_federated", ["--compress", "topk", "--compress_ratio", "0.05", "--byzantine", "1", "--attack",
+                           "signflip", "--gar", "median", "--num_select_clients", "3"], TopK(0.05)),
+        ("run_async", ["--compress", "qsgd", "--qsgd_levels", "8"], QSGD(8)),
+        ("run_async", ["--compress", "topk", "--error_feedback", "--algorithm", "fedbuff", "--buffer_size", "3",
+                       "--gar", "trimmed-mean", "--byzantine", "1", "--attack", "gaussian"], TopK(0.01)),
+    ],
+    ids=["fedavg-topk-median", "fedasync-qsgd", "fedbuff-topk-trimmed-mean"],
+)  # fmt: skip
+def test_compressed_runs_count_every_encoded_byte(script, extra, codec, tiny_data_dir, tmp_path):
+    import json
+
+    from test_end_to_end import TINY
+
+    from fedlearn.app import main
+
+    out = tmp_path / "c.json"
+    assert main(script, ["--data_dir", str(tiny_data_dir), "--save", str(out), "--no_progress", *TINY, *extra]) == 0
+    doc = json.loads(out.read_text())
+    final, dim = doc["final"], doc["run"]["model parameters"]
+    assert final["bytes_up"] == final["client_updates"] * codec.payload_bytes(dim)
+    assert final["bytes_down"] == final["client_updates"] * 4 * dim
+    assert final["rejected_updates"] == 0 and 0 < final["test_accuracy"] <= 1
+    assert [e["bytes_up"] for e in doc["history"]] == sorted(e["bytes_up"] for e in doc["history"])
