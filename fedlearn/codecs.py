@@ -52,6 +52,9 @@ class Codec(Protocol):
     def decode(self, payload: torch.Tensor, dim: int) -> torch.Tensor:
         """The float32 delta a payload stands for; :class:`DecodeError` if it is not a valid encoding."""
 
+    def describe(self, dim: int) -> str:
+        """What is sent, in words (for the tables)."""
+
 
 def _as_bytes(*parts: torch.Tensor) -> torch.Tensor:
     return torch.cat([p.detach().cpu().contiguous().view(torch.uint8) for p in parts])
@@ -95,9 +98,9 @@ class TopK:
         out[index] = values
         return out
 
-    def dropped(self, delta: torch.Tensor) -> torch.Tensor:
-        """What the encoding leaves out of ``delta`` (error feedback carries it to the next job)."""
-        return delta - self.decode(self.encode(delta), delta.numel())
+    def describe(self, dim: int) -> str:
+        """What is sent, in words."""
+        return f"top-k delta, {self.kept(dim):,} of {dim:,} entries"
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,10 @@ class QSGD:
         scale = norms.repeat_interleave(QSGD_BUCKET)[:dim] / self.levels
         return sign * level.float() * scale
 
+    def describe(self, dim: int) -> str:
+        """What is sent, in words."""
+        return f"QSGD delta, {self.levels} levels, {1 + self.level_bits} bits per entry"
+
 
 def build_codec(name: str, ratio: float = 0.01, levels: int = 16) -> Codec | None:
     """The codec ``--compress`` names (None for ``none``: clients send their weights)."""
@@ -174,9 +181,4 @@ def describe_upload(codec: Codec | None, dim: int, error_feedback: bool = False)
     size = f"{(4 * dim if codec is None else codec.payload_bytes(dim)):,} bytes per update"
     if codec is None:
         return f"weights, float32 ({size})"
-    if isinstance(codec, TopK):
-        feedback = ", error feedback" if error_feedback else ""
-        return f"top-k delta, {codec.kept(dim):,} of {dim:,} entries ({size}{feedback})"
-    if isinstance(codec, QSGD):
-        return f"QSGD delta, {codec.levels} levels, {1 + codec.level_bits} bits per entry ({size})"
-    return f"{codec.name} ({size})"
+    return f"{codec.describe(dim)} ({size}{', error feedback' if error_feedback else ''})"
