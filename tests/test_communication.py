@@ -161,3 +161,12 @@ def test_compressed_runs_count_every_encoded_byte(script, extra, codec, tiny_dat
     assert final["bytes_down"] == final["client_updates"] * 4 * dim
     assert final["rejected_updates"] == 0 and 0 < final["test_accuracy"] <= 1
     assert [e["bytes_up"] for e in doc["history"]] == sorted(e["bytes_up"] for e in doc["history"])
+
+
+def test_a_diverged_job_clears_the_residual_instead_of_poisoning_later_jobs():
+    uplink, codec, start = Uplink(TopK(0.2), error_feedback=True), TopK(0.2), torch.zeros(10)
+    uplink.send(0, 1, start, torch.arange(10.0))
+    assert 0 in uplink.residuals
+    uplink.send(0, 2, start, torch.full((10,), float("nan")))  # this update is rejected by the server's checks
+    assert 0 not in uplink.residuals
+    assert bool(torch.isfinite(codec.decode(uplink.send(0, 3, start, torch.arange(10.0)), 10)).all())

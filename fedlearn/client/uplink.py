@@ -7,7 +7,8 @@ of each client's delta its encoding dropped is kept on the client and added to
 its next delta, so over many jobs the sum of what was sent follows the sum of
 the true deltas. Residuals persist for the clients that have trained here (like
 SCAFFOLD's control variates); QSGD's random rounding draws from a stream keyed
-by (seed, job key, client), so a job's payload depends on nothing else.
+by (seed, job key, client), so a job's payload depends on nothing else. A job whose delta is not finite (it
+diverged) clears its client's residual instead of carrying NaN into every later job.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class Uplink:
         """The payload of ``client``'s job ``job_key``, which trained ``start`` into ``trained``."""
         if self.codec is None:
             return trained
-        delta = (trained - start).float().cpu()
+        delta = (trained - start.to(trained)).float().cpu()
         if self.error_feedback and client in self.residuals:
             delta = delta + self.residuals[client]
         payload = self.codec.encode(delta, seeding.torch_generator(self.seed, seeding.COMPRESSION, job_key, client))
         if self.error_feedback:
-            self.residuals[client] = delta - self.codec.decode(payload, delta.numel())
+            if bool(torch.isfinite(delta).all()):
+                self.residuals[client] = delta - self.codec.decode(payload, delta.numel())
+            else:  # a diverged job: its update is rejected by the server; carrying NaN on would lock the client out
+                self.residuals.pop(client, None)
         return payload
 
     def state(self) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def serve_clients(trainer: LocalTrainer, speeds: ClientSpeeds, emulate_delay: bo
         if task.kind == wire.STOP:
             wire.send_bye()
             return jobs
-        weights, control = (task.weights[:dim], task.weights[dim:]) if trainer.sends_control else (task.weights, None)
+        received = task.weights.to(trainer.params[0].device)  # the wire is CPU; the model may be on CUDA
+        weights, control = (received[:dim], received[dim:]) if trainer.sends_control else (received, None)
         for client in task.clients:
             began = time.perf_counter()
             update = trainer.run(client, weights, task.job_key, control=control)
