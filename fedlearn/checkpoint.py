@@ -120,6 +120,17 @@ def _scaffold_state(clients: int, dim: int) -> dict[str, schema.Check]:
             "client_controls": _per_client(clients, dim)}  # fmt: skip
 
 
+def per_client(values: dict[int, torch.Tensor]) -> dict[str, list[Any]]:
+    """One vector per client (control variates, error-feedback residuals) as a checkpoint holds them."""
+    clients = sorted(values)
+    return {"clients": clients, "values": [values[c] for c in clients]}
+
+
+def from_per_client(saved: dict[str, list[Any]]) -> dict[int, torch.Tensor]:
+    """The vectors :func:`per_client` saved, by client."""
+    return dict(zip(saved["clients"], saved["values"]))
+
+
 def _per_client(clients: int, dim: int) -> schema.Check:
     """One vector per client listed (clients' control variates, or their error-feedback residuals)."""
     return schema.record({"clients": schema.list_of(schema.integer(0, clients - 1), max_len=clients),

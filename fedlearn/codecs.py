@@ -168,17 +168,21 @@ def build_codec(name: str, ratio: float = 0.01, levels: int = 16) -> Codec | Non
     raise ValueError(f"unknown compressor {name!r}; choose from {', '.join(COMPRESSORS)}")
 
 
+def upload_bytes(dim: int, codec: Codec | None) -> int:
+    """Bytes of one update: the float32 weights, or the encoded delta."""
+    return 4 * dim if codec is None else codec.payload_bytes(dim)
+
+
 def job_bytes(dim: int, codec: Codec | None, with_control: bool = False) -> tuple[int, int]:
     """Bytes one job downloads (the float32 model; SCAFFOLD's control variate too) and uploads (the weights or
     the encoded delta; SCAFFOLD's ``delta c_i`` too)."""
     control = 4 * dim if with_control else 0
-    up = 4 * dim if codec is None else codec.payload_bytes(dim)
-    return 4 * dim + control, up + control
+    return 4 * dim + control, upload_bytes(dim, codec) + control
 
 
 def describe_upload(codec: Codec | None, dim: int, error_feedback: bool = False) -> str:
     """One line for the tables: what a client uploads, and its size."""
-    size = f"{(4 * dim if codec is None else codec.payload_bytes(dim)):,} bytes per update"
+    size = f"{upload_bytes(dim, codec):,} bytes per update"
     if codec is None:
         return f"weights, float32 ({size})"
     return f"{codec.describe(dim)} ({size}{', error feedback' if error_feedback else ''})"

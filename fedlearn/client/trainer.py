@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import seeding
+from ..checkpoint import from_per_client, per_client
 from ..data import Dataset
 from ..flat import flat_parameters, get_flat, set_flat
 from ..server.attacks import flip_labels
@@ -126,13 +127,12 @@ class LocalTrainer:
         controls = getattr(self.objective, "controls", None)
         saved = self.uplink.state()
         if controls is not None:
-            clients = sorted(controls)
-            saved["client_controls"] = {"clients": clients, "values": [controls[c] for c in clients]}
+            saved["client_controls"] = per_client(controls)
         return saved
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`."""
         saved = state.get("client_controls")
         if saved is not None:
-            self.objective.controls = dict(zip(saved["clients"], saved["values"]))
+            self.objective.controls = from_per_client(saved)
         self.uplink.restore(state)

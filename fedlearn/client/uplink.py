@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .. import seeding
+from ..checkpoint import from_per_client, per_client
 from ..codecs import Codec
 
 
@@ -47,13 +48,10 @@ class Uplink:
 
     def state(self) -> dict[str, Any]:
         """The clients' residuals, for a checkpoint (nothing without error feedback)."""
-        if not self.error_feedback:
-            return {}
-        clients = sorted(self.residuals)
-        return {"client_residuals": {"clients": clients, "values": [self.residuals[c] for c in clients]}}
+        return {"client_residuals": per_client(self.residuals)} if self.error_feedback else {}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`."""
         saved = state.get("client_residuals")
         if saved is not None:
-            self.residuals = dict(zip(saved["clients"], saved["values"]))
+            self.residuals = from_per_client(saved)
