@@ -15,6 +15,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import math
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -307,6 +309,18 @@ def _read_split(name: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, t
     return images, labels
 
 
+def pixel_statistics(images: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard deviation (unbiased) of 8-bit ``images`` scaled to [0, 1], from exact integer sums, so
+    they are the same bit for bit however many threads add them up (a float sum is not)."""
+    counts = [int(c) for c in torch.bincount(images.flatten(), minlength=256)]  # pixels of each value 0..255
+    n = sum(counts)
+    total = sum(value * count for value, count in enumerate(counts))
+    squares = sum(value * value * count for value, count in enumerate(counts))
+    mean = Fraction(total, n * 255)
+    variance = Fraction(n * squares - total * total, n * (n - 1) * 255 * 255) if n > 1 else Fraction(0)
+    return float(mean), math.sqrt(variance) or 1.0
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
     """Read both splits once, scale to [0, 1] and normalize with the training set's mean and std."""
     data_dir = Path(data_dir)
@@ -317,9 +331,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
             f"{DATASET_TITLES[name]} training and test images differ in size: "
             f"{tuple(train_images.shape[1:])} vs {tuple(test_images.shape[1:])}"
         )
+    mean, std = pixel_statistics(train_images)
     train_x = train_images.to(torch.float32).div_(255.0)
-    mean = float(train_x.mean())
-    std = float(train_x.std()) or 1.0
     test_x = test_images.to(torch.float32).div_(255.0)
     digest = hashlib.sha256(test_images.numpy().tobytes())
     digest.update(test_labels.numpy().tobytes())

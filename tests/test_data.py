@@ -5,12 +5,13 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import RAW_NAMES, idx_images, run_script, synthetic_digits, write_dataset
 from fedlearn import data as data_module
-from fedlearn.data import load_dataset, prepare_files, raw_folder, resolve_dataset
+from fedlearn.data import load_dataset, pixel_statistics, prepare_files, raw_folder, resolve_dataset
 from fedlearn.errors import DataError
 
 
@@ -217,3 +218,26 @@ def test_failed_download_creates_no_folder(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="could not be downloaded"):
         prepare_files("mnist", tmp_path / "data", download=True)
     assert not (tmp_path / "data").exists()
+
+
+def read_train_images(data_dir):
+    raw = (Path(data_dir) / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()
+    return np.frombuffer(raw[16:], dtype=np.uint8).reshape(-1, 28, 28).copy()
+
+
+def test_dataset_statistics_are_exact_whatever_the_thread_count(tiny_data_dir):
+    # a float32 sum of 47M pixels differs with the threads adding it up (so did the data of a 1- and a 2-thread run)
+    images = torch.randint(0, 256, (60_000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    threads, stats = torch.get_num_threads(), []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            stats.append(pixel_statistics(images))
+    finally:
+        torch.set_num_threads(threads)
+    assert stats[0] == stats[1]
+    exact = images[:2000].double() / 255  # float64 over fewer pixels: exact to 1e-15
+    mean, std = pixel_statistics(images[:2000])
+    assert mean == pytest.approx(float(exact.mean()), rel=1e-14) and std == pytest.approx(float(exact.std()), rel=1e-12)
+    data = load_dataset("mnist", tiny_data_dir)
+    assert (data.mean, data.std) == pixel_statistics(torch.from_numpy(read_train_images(tiny_data_dir)))
