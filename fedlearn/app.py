@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from .distributed.cluster import (
     leave_process_group,
 )
 from .distributed.inbox import Inbox, Links
+from .distributed.pool import PooledAsyncJobs, PoolJobs, PoolSpec, WorkerPool, pool_rounds
 from .distributed.sync_rounds import DistributedRounds
 from .distributed.worker import serve_clients
 from .errors import FedlearnError
@@ -43,7 +46,7 @@ from .models import build_model, count_parameters
 from .partition import ClientPartition, partition_sizes
 from .report import hyperparameter_table, partition_table, results_table, write_results
 from .results import RunRecorder
-from .runtime import make_deterministic, resolve_device, versions
+from .runtime import make_deterministic, resolve_device, usable_cores, versions
 from .server.asynchronous import AsyncServer
 from .server.attacks import choose_byzantine
 from .server.fednova import FedNova
@@ -91,11 +94,18 @@ def _notice(message: str) -> None:
 def _run(cfg: RunConfig) -> int:
     device = resolve_device(cfg.training.device)
     make_deterministic()
+    if cfg.multi.threads_per_worker is not None:  # every process of the run: the server evaluates with as many
+        torch.set_num_threads(cfg.multi.threads_per_worker)
     if not cfg.multi.distributed:
-        return _run_process(cfg, device, None)
+        pool = _spawn_workers(cfg)  # first: they start up while this process loads the data
+        try:
+            return _run_process(cfg, device, Processes(pool=pool))
+        finally:
+            if pool is not None:
+                pool.kill()  # after a clean close, only what is left of processes that said BYE
     rank, world, local_rank = join_process_group(cfg.multi.timeout)
     try:
-        return _run_process(cfg, device, Cluster(rank, world, local_rank))
+        return _run_process(cfg, device, Processes(cluster=Cluster(rank, world, local_rank)))
     finally:
         leave_process_group()
 
@@ -107,6 +117,21 @@ class Cluster:
     rank: int
     world: int
     local_rank: int
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The run's other processes: torchrun's (``--distributed``) or this process's workers (``--workers``)."""
+
+    cluster: Cluster | None = None
+    pool: WorkerPool | None = None
+
+
+def _spawn_workers(cfg: RunConfig) -> WorkerPool | None:
+    """The worker processes ``--workers`` asks for in a federated simulation (None: clients train here)."""
+    if cfg.multi.workers == 1 or cfg.script is Script.BASELINE:
+        return None
+    return WorkerPool(PoolSpec(cfg.multi.workers, _worker_threads(cfg), cfg.multi.timeout))
 
 
 def _resolve(cfg: RunConfig, cluster: Cluster | None) -> tuple[str, str]:
@@ -123,7 +148,8 @@ def _resolve(cfg: RunConfig, cluster: Cluster | None) -> tuple[str, str]:
     return resolved
 
 
-def _run_process(cfg: RunConfig, device: torch.device, cluster: Cluster | None) -> int:
+def _run_process(cfg: RunConfig, device: torch.device, procs: Processes) -> int:
+    cluster = procs.cluster
     name, how = _resolve(cfg, cluster)
     channels_last = cfg.training.channels_last
     data = load_dataset(name, cfg.data.data_dir).to(device, channels_last)
@@ -149,7 +175,7 @@ def _run_process(cfg: RunConfig, device: torch.device, cluster: Cluster | None) 
     if cluster is not None:
         context["processes"] = f"{cluster.world} (server + {cluster.world - 1} workers), torch.distributed gloo"
     prepare, step_name = RUNNERS[cfg.script]
-    train_run = prepare(cfg, data, model, partition, context, cluster)
+    train_run = prepare(cfg, data, model, partition, context, procs)
     print(hyperparameter_table(cfg.flags, context), flush=True)
     if cfg.federation.show_partition and partition is not None:
         print(partition_table(partition.histograms, partition.skew), flush=True)
@@ -258,7 +284,7 @@ def _prepare_baseline(
     model: torch.nn.Module,
     partition: ClientPartition | None,
     context: dict[str, Any],
-    cluster: Cluster | None,
+    procs: Processes,
 ) -> TrainRun:
     """Centralized training on the whole training set, or (``--client_test_frac``) on what the clients keep for
     training; returns the training call."""
@@ -358,7 +384,7 @@ def _prepare_federated(
     model: torch.nn.Module,
     partition: ClientPartition,
     context: dict[str, Any],
-    cluster: Cluster | None,
+    procs: Processes,
 ) -> TrainRun:
     """Set up the clients (here, or on the workers) and the server; returns the FedAvg training call."""
     initial = get_flat(model)
@@ -376,17 +402,22 @@ def _prepare_federated(
     if privacy is not None:
         context["client-level DP"] = privacy.describe()
     options = _loop_options(cfg, data, partition, context, initial.numel())
+    cluster = procs.cluster
     rounds = None if cluster is None else DistributedRounds(_server_links(cfg, data, initial.numel(), cluster), trainer)
     budget = Rounds(cfg.federation.rounds, cfg.federation.num_select)
+    _note_workers(cfg, context)
 
     def train_run() -> Outcome:
         try:
-            recorder = run_fedavg(trainer, model, server, speeds, budget, options, execute=rounds)
+            with _pool_jobs(cfg, data, partition, trainer, procs.pool) as pool:
+                execute = pool_rounds(pool) if pool is not None else rounds
+                recorder = run_fedavg(trainer, model, server, speeds, budget, options, execute=execute)
         finally:
             if rounds is not None:
                 rounds.finish()
         final = {**server.summary(), "server_optimizer": cfg.server_opt.describe(),
-                 "drift_correction": cfg.federation.drift_correction, "upload": context["client upload"]}  # fmt: skip
+                 "drift_correction": cfg.federation.drift_correction, "upload": context["client upload"],
+                 **(pool.summary() if pool is not None else {})}  # fmt: skip
         if rounds is not None:
             final["unexpected_updates"] = rounds.unexpected
         if privacy is not None:
@@ -402,7 +433,7 @@ def _prepare_async(
     model: torch.nn.Module,
     partition: ClientPartition,
     context: dict[str, Any],
-    cluster: Cluster | None,
+    procs: Processes,
 ) -> TrainRun:
     """Set up the clients (here, or on the workers) and the asynchronous server; returns the training call."""
     initial = get_flat(model)
@@ -411,11 +442,16 @@ def _prepare_async(
     server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step, _codec(cfg))
     options = _loop_options(cfg, data, partition, context, initial.numel())
     budget = Updates(cfg.asynchronous.max_updates, cfg.asynchronous.eval_every, cfg.asynchronous.concurrency)
+    cluster = procs.cluster
     links = None if cluster is None else _server_links(cfg, data, initial.numel(), cluster)
+    _note_workers(cfg, context)
 
     def train_run() -> Outcome:
         if links is None:
-            recorder, final = run_async(trainer, model, server, speeds, budget, options), server.summary()
+            with _pool_jobs(cfg, data, partition, trainer, procs.pool) as pool:
+                jobs = partial(PooledAsyncJobs, pool) if pool is not None else None
+                recorder = run_async(trainer, model, server, speeds, budget, options, jobs)
+            final = {**server.summary(), **(pool.summary() if pool is not None else {})}
         else:
             recorder, lost = run_async_distributed(server, links, trainer, model, budget, options)
             final = {**server.summary(), "lost_workers": lost}
@@ -425,6 +461,44 @@ def _prepare_async(
         return Outcome(recorder, final=final, document={"clients": clients})
 
     return train_run
+
+
+def _worker_threads(cfg: RunConfig) -> int:
+    """Torch threads per worker process: as asked, else the cores shared out."""
+    return cfg.multi.threads_per_worker or max(1, usable_cores() // cfg.multi.workers)
+
+
+def _note_workers(cfg: RunConfig, context: dict[str, Any]) -> None:
+    """Say in the Hyperparameters how the clients train, when --workers asks for processes."""
+    if cfg.multi.workers > 1 and not cfg.multi.distributed:
+        context["workers"] = (f"{cfg.multi.workers} processes x {_worker_threads(cfg)} torch threads "
+                              "(training data in shared memory)")  # fmt: skip
+
+
+@contextmanager
+def _pool_jobs(
+    cfg: RunConfig, data: Dataset, partition: ClientPartition, trainer: LocalTrainer, pool: WorkerPool | None
+) -> Iterator[PoolJobs | None]:
+    """Hand the workers their clients (the training data through shared memory) and stop them at the end; None
+    without workers."""
+    if pool is None:
+        yield None
+        return
+    empty = torch.empty(0)
+    shared = replace(data, train_x=data.train_x.share_memory_(), train_y=data.train_y.share_memory_(),
+                     test_x=empty, test_y=empty.long())  # fmt: skip
+    dim = sum(p.numel() for p in trainer.params)
+    pool.start(partial(_pool_clients, replace(cfg, flags=dict(cfg.flags)), shared, partition),
+               2 * dim if trainer.sends_control else dim)  # fmt: skip
+    pinned = trainer.sends_control or cfg.comm.error_feedback  # per-client state lives on one worker
+    yield PoolJobs(pool, trainer, pinned, with_control=trainer.sends_control)
+    pool.close()
+
+
+def _pool_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition) -> tuple[LocalTrainer, ClientSpeeds]:
+    """A pool worker's trainer (built in the worker from the shared data)."""
+    trainer, speeds, _, _ = _setup_clients(cfg, data, partition, {})
+    return trainer, speeds
 
 
 def _account(privacy: PrivacyConfig, recorder: RunRecorder) -> dict[str, Any]:

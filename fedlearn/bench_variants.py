@@ -27,6 +27,8 @@ BATCH_SIZE = 100
 def _epoch_runner(data: Dataset, channels_last: bool, compiled: bool = False) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_model("cnn", channels_last=channels_last)
+    if compiled:
+        torch.use_deterministic_algorithms(True)  # the compiler's flag too (fedlearn's runs set only the eager one)
     forward = torch.compile(model) if compiled else model
     optimizer = make_optimizer("adam", model.parameters(), LR)
     d = data.to(torch.device("cpu"), channels_last)

@@ -24,7 +24,8 @@ from .server.steps import STATE_KEYS
 FORMAT = 2  # 2: the server step's state (server_step) is saved
 # flags that may differ between a run and its resumption (they do not change the numbers)
 RESUMABLE = frozenset({"global_epoch", "max_updates", "save", "checkpoint", "checkpoint_every", "resume",
-                       "no_progress", "timeout", "distributed", "data_dir", "no_download", "target_acc"})  # fmt: skip
+                       "no_progress", "timeout", "distributed", "data_dir", "no_download", "target_acc",
+                       "workers", "threads_per_worker"})  # fmt: skip
 
 
 @dataclass(frozen=True)

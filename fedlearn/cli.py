@@ -15,6 +15,7 @@ from .codecs import COMPRESSORS
 from .errors import OneLineParser, UsageError
 from .models import MODELS
 from .partition import PARTITIONS, PartitionSpec
+from .runtime import usable_cores
 from .server.asynchronous import ALGORITHMS, AsyncConfig
 from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
 from .server.rules import RULES, RuleConfig, check_condition, min_inputs
@@ -91,7 +92,7 @@ DEFAULT_SERVER_LR = {"sgd": 1.0, "avgm": 1.0, "adam": 0.01, "yogi": 0.01, "adagr
 # Flags that count something: positive integers, bounded so that every key and counter fits in int64.
 COUNTS = ("batch_size", "epoch", "global_epoch", "local_epoch", "num_clients", "num_select_clients",
           "shards_per_client", "classes_per_client", "checkpoint_every", "gm_iters", "buffer_size", "max_updates",
-          "eval_every", "multikrum_m")  # fmt: skip
+          "eval_every", "multikrum_m", "threads_per_worker")  # fmt: skip
 MAX_COUNT = 10**12
 
 DESCRIPTIONS = {
@@ -305,6 +306,12 @@ def _add_multi_flags(parser: argparse.ArgumentParser, track: Track) -> None:
         "authentication: run it only inside a trusted network.",
     )
     track(multi, "--distributed", action="store_true", help="run over torch.distributed (gloo) as started by torchrun")
+    track(multi, "--workers", type=int, default=1,
+          help="local worker processes training clients in parallel in the simulation (federated scripts; the "
+               "numbers equal --workers 1's; run_baseline trains in one process)")  # fmt: skip
+    track(multi, "--threads_per_worker", type=int, default=None,
+          help="torch threads of each process, workers and server (default: the workers share the cores, the "
+               "server keeps torch's default); the numbers are the same for any --workers at one value")  # fmt: skip
     track(multi, "--timeout", type=float, default=300.0, help="seconds any wait for another process may last")
     track(multi, "--checkpoint", metavar="PATH", default=None, help="save the server's state here (atomically)")
     track(multi, "--checkpoint_every", type=int, default=1,
@@ -521,6 +528,7 @@ def _validate_multi(args: _Flags, script: str) -> None:
     baseline = script == "run_baseline"
     for flag in ("distributed", "checkpoint", "resume"):
         _require(not (baseline and getattr(args, flag)), f"--{flag} is for the federated scripts, not run_baseline.py")
+    _validate_workers(args)
     if args.checkpoint is not None:
         _validate_save_path(Path(args.checkpoint), "--checkpoint")
     if args.resume is not None:
@@ -532,6 +540,26 @@ def _validate_multi(args: _Flags, script: str) -> None:
                 f"--save {args.save} and {flag} {other} are the same file: the results JSON would overwrite the "
                 "checkpoint; give --save another path",
             )
+
+
+def _validate_workers(args: _Flags) -> None:
+    """Parallel workers: a few per core, in the simulation, with per-client state only where checkpoints need none."""
+    most = 4 * usable_cores()
+    _require(1 <= args.workers <= most,
+             f"--workers must be between 1 and {most} (4 per core here), got {args.workers}")  # fmt: skip
+    if args.workers == 1:
+        return
+    _require(
+        not args.distributed,
+        "--workers runs clients in parallel in the simulation; with --distributed torchrun starts the worker "
+        "processes: drop --workers",
+    )
+    kept = "--drift_correction scaffold" if args.drift_correction == "scaffold" else "--error_feedback"
+    _require(
+        not ((args.drift_correction == "scaffold" or args.error_feedback) and (args.checkpoint or args.resume)),
+        f"{kept} with --workers keeps each client's state on its worker, outside checkpoints: run without "
+        "--checkpoint/--resume, or with --workers 1",
+    )
 
 
 def _validate_byzantine(args: _Flags, script: str) -> None:

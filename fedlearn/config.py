@@ -121,6 +121,8 @@ class MultiConfig:
     checkpoint: str | None
     checkpoint_every: int
     resume: str | None
+    workers: int = 1
+    threads_per_worker: int | None = None  # None: cores / workers with workers > 1, else torch's default
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,15 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
         comm=CommConfig(f["compress"], f["compress_ratio"], f["error_feedback"], f["qsgd_levels"]),
         privacy=PrivacyFlags(f["dp_clip"], f["dp_noise"], f["dp_delta"]),
         asynchronous=_async(f) if script is Script.ASYNC else None,
-        multi=MultiConfig(f["distributed"], f["timeout"], f["checkpoint"], f["checkpoint_every"], f["resume"]),
+        multi=MultiConfig(
+            f["distributed"],
+            f["timeout"],
+            f["checkpoint"],
+            f["checkpoint_every"],
+            f["resume"],
+            f["workers"],
+            f["threads_per_worker"],
+        ),  # fmt: skip
         output=OutputConfig(f["save"], not f["no_progress"]),
         flags=f,
     )

@@ -27,12 +27,20 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
-from torchvision import datasets
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from .errors import DataError, UsageError
 
-DATASET_CLASSES = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}
+FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # torchvision's class (and folder) names
+
+
+def dataset_class(name: str) -> type:
+    """torchvision's dataset class for ``name`` (torchvision is imported on first use: processes that are handed
+    their data, such as ``--workers``' workers, never load it)."""
+    from torchvision import datasets
+
+    return getattr(datasets, FOLDERS[name])
+
+
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -77,7 +85,7 @@ class Dataset:
 
 def raw_folder(name: str, data_dir: str | os.PathLike) -> Path:
     """Where torchvision keeps the IDX files of ``name`` under ``data_dir``."""
-    return Path(data_dir) / DATASET_CLASSES[name].__name__ / "raw"
+    return Path(data_dir) / FOLDERS[name] / "raw"
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -141,6 +149,8 @@ def _read_idx(reader: Callable[[str], torch.Tensor], path: Path, origin: str, ad
 
 def _validate(name: str, paths: dict[str, Path], origins: dict[str, str], advice: str) -> None:
     """Every IDX file parses and each split has as many labels as images (else a corrupt-file DataError)."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     for prefix, split in (("train", "training"), ("t10k", "test")):
         images_file, labels_file = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
         images = _read_idx(read_image_file, paths[images_file], origins[images_file], advice)
@@ -204,8 +214,8 @@ def _try_download(name: str, root: Path) -> bool:
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            DATASET_CLASSES[name](root=str(root), train=True, download=True)
-            DATASET_CLASSES[name](root=str(root), train=False, download=True)
+            dataset_class(name)(root=str(root), train=True, download=True)
+            dataset_class(name)(root=str(root), train=False, download=True)
         return True
     except Exception:  # noqa: BLE001 - any network/HTTP/checksum failure means "not downloadable"
         return False
@@ -291,7 +301,7 @@ def _read_split(name: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, t
     split = "training" if train else "test"
     folder = raw_folder(name, data_dir)
     try:
-        ds = DATASET_CLASSES[name](root=str(data_dir), train=train, download=False)
+        ds = dataset_class(name)(root=str(data_dir), train=train, download=False)
         images, labels = ds.data, ds.targets
     except (AssertionError, TypeError, ValueError, RuntimeError, KeyError, IndexError, OSError) as exc:
         detail = f": {exc}" if str(exc) else ""

@@ -7,7 +7,6 @@ import platform
 
 import numpy as np
 import torch
-import torchvision
 
 from . import __version__
 from .errors import UsageError
@@ -22,15 +21,26 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def make_deterministic() -> None:
     """Same seed, same numbers: deterministic kernels (and cuBLAS workspace) everywhere."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms(True) would also import the compiler's config to set its flag: 1.5 s at
+    # the start of every process, workers included. Nothing here compiles but the benchmark's torch.compile
+    # variant (which sets that flag itself), so set the eager flag the public call wraps.
+    torch._C._set_deterministic_algorithms(True)
+    assert torch.are_deterministic_algorithms_enabled()
     torch.backends.cudnn.benchmark = False
 
 
 def versions() -> dict[str, str]:
     """Versions that decide the numbers of a run."""
+    import torchvision  # only here: processes that never read a dataset need not load it
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,

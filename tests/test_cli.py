@@ -18,6 +18,9 @@ def call(script, argv, capsys):
 
 
 BAD_FLAGS = [
+    (["--workers", "0"], "--workers"),
+    (["--workers", "100000"], "--workers"),
+    (["--threads_per_worker", "0"], "--threads_per_worker"),
     (["--batch_size", "0"], "--batch_size"),
     (["--epoch", "-1"], "--epoch"),
     (["--global_epoch", "0"], "--global_epoch"),
@@ -82,12 +85,15 @@ BAD_FLAGS = [
     (["--dp_clip", "1", "--dp_delta", "1"], "--dp_delta"),
 ]
 FEDERATED_BAD_FLAGS = [
+    (["--workers", "2", "--distributed"], "--workers"),
+    (["--workers", "2", "--drift_correction", "scaffold", "--optimizer", "sgd", "--checkpoint", "c.pt"], "--workers"),
     (["--compress", "topk", "--drift_correction", "scaffold", "--optimizer", "sgd"], "--compress"),
     (["--dp_clip", "1", "--gar", "median"], "--dp_clip"),
     (["--dp_clip", "1", "--clip_norm", "5"], "--dp_clip"),
     (["--dp_clip", "1", "--drift_correction", "fednova", "--optimizer", "sgd"], "--dp_clip"),
 ]
 ASYNC_BAD_FLAGS = [
+    (["--workers", "2", "--compress", "topk", "--error_feedback", "--checkpoint", "c.pt"], "--workers"),
     (["--algorithm", "fedprox"], "--algorithm"),
     (["--alpha", "0"], "--alpha"),
     (["--alpha", "1.5"], "--alpha"),

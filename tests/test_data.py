@@ -98,7 +98,7 @@ def test_missing_files_are_downloaded_with_torchvision(tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        cls = data_module.DATASET_CLASSES["mnist"]
+        cls = data_module.dataset_class("mnist")
         monkeypatch.setattr(cls, "mirrors", [f"http://127.0.0.1:{server.server_address[1]}/"])
         monkeypatch.setattr(cls, "resources", resources)
         assert prepare_files("mnist", tmp_path / "data", download=True) == "downloaded"
@@ -214,7 +214,7 @@ def test_interrupt_while_staging_leaves_nothing_behind(tmp_path, debian_fashion,
 
 
 def test_failed_download_creates_no_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module.DATASET_CLASSES["mnist"], "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(data_module.dataset_class("mnist"), "mirrors", ["http://127.0.0.1:9/"])
     with pytest.raises(DataError, match="could not be downloaded"):
         prepare_files("mnist", tmp_path / "data", download=True)
     assert not (tmp_path / "data").exists()

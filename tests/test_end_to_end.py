@@ -70,6 +70,8 @@ SHARED_FLAGS = {
     "clip_norm",
     "distributed",
     "timeout",
+    "workers",
+    "threads_per_worker",
     "checkpoint",
     "checkpoint_every",
     "resume",

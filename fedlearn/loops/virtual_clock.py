@@ -7,16 +7,17 @@ server's model as it was when the job was dispatched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .. import seeding
-from ..client import LocalTrainer
-from ..clock import AsyncTimeline, ClientSpeeds
+from ..client import ClientUpdate, LocalTrainer
+from ..clock import AsyncTimeline, ClientSpeeds, PlannedJob
 from ..errors import DataError
 from ..progress import batch_ticks
 from ..results import RunRecorder
@@ -25,6 +26,36 @@ from .skeleton import LoopOptions, RunState, Tally
 
 Sent = dict[int, tuple[torch.Tensor, int]]
 """The models jobs in flight started from, with their versions, keyed by the arrival they were sent after."""
+
+
+class AsyncJobs(Protocol):
+    """Where the asynchronous jobs train: told each model jobs start from, asked for each update in arrival order."""
+
+    def start(self, after: int, weights: torch.Tensor, version: int) -> None:
+        """Jobs dispatched after ``after`` arrivals start from ``weights`` (model ``version``)."""
+
+    def take(self, job: PlannedJob, start: torch.Tensor, progress: Callable[[float], None]) -> ClientUpdate:
+        """The update of ``job``, which started from ``start``."""
+
+
+JobSource = Callable[[Callable[[], AsyncTimeline], int, int], AsyncJobs]
+"""Builds an :class:`AsyncJobs` from a way to plan the run's timeline again, the first arrival to train (after a
+resume) and the last (exclusive)."""
+
+
+@dataclass(frozen=True)
+class InProcessJobs:
+    """Each job trained in this process when it arrives (its start model is kept until then)."""
+
+    trainer: LocalTrainer
+
+    def start(self, after: int, weights: torch.Tensor, version: int) -> None:
+        """Nothing to do before the job arrives."""
+
+    def take(self, job: PlannedJob, start: torch.Tensor, progress: Callable[[float], None]) -> ClientUpdate:
+        """Train ``job`` now."""
+        ticks = batch_ticks(progress, self.trainer.num_batches(job.client))
+        return self.trainer.run(job.client, start, job.index + 1, ticks)
 
 
 @dataclass(frozen=True)
@@ -44,8 +75,14 @@ def run_async(
     speeds: ClientSpeeds,
     budget: Updates,
     options: LoopOptions = LoopOptions(),
+    jobs: JobSource | None = None,
 ) -> RunRecorder:
     """Receive ``budget.max_updates`` client updates in virtual-clock order; returns the record.
+
+    ``jobs`` says where the clients train (default: in this process, each job when
+    it arrives; :class:`fedlearn.distributed.pool.PooledAsyncJobs`: on worker
+    processes, ahead of the clock). Either way a job trains from the model it was
+    dispatched with, under its arrival index as job key, so the numbers are the same.
 
     Jobs still in flight when the budget is spent are never computed. The timeline
     is planned one arrival at a time (memory grows with the jobs in flight, not the
@@ -53,7 +90,12 @@ def run_async(
     started from) ends as an uninterrupted one.
     """
     job_samples = [trainer.num_samples(c) * trainer.config.epochs for c in range(len(trainer.partitions))]
-    timeline = AsyncTimeline(speeds, job_samples, budget.concurrency, seeding.numpy_rng(options.seed, seeding.DISPATCH))
+
+    def plan() -> AsyncTimeline:
+        rng = seeding.numpy_rng(options.seed, seeding.DISPATCH)
+        return AsyncTimeline(speeds, job_samples, budget.concurrency, rng)
+
+    timeline = plan()
     state = RunState(eval_model, trainer.data, options)
     sent: Sent = {0: (server.weights, server.version)}
     clock = 0.0
@@ -61,20 +103,22 @@ def run_async(
         sent, clock = _restore(state, server, timeline)
         trainer.restore(state.resume)
     tally, title = state.tally, TITLES[server.config.algorithm]
+    source = (jobs or (lambda *_: InProcessJobs(trainer)))(plan, tally.arrivals, budget.max_updates)
+    for after in sorted(sent):
+        source.start(after, *sent[after])
     with state.progress(title, budget.max_updates, tally.arrivals) as bar:
         while tally.arrivals < budget.max_updates:
             job = timeline.next_arrival()
             start, tau = sent[job.dispatched_after]
             clock = job.arrival_time
             with state.watch.section("training"):
-                update = trainer.run(
-                    job.client, start, job.index + 1, batch_ticks(bar.update, trainer.num_batches(job.client))
-                )
+                update = source.take(job, start, bar.update)
             with state.watch.section("aggregation"):
                 accepted = server.receive(update.payload, start, tau, update.client, update.num_samples)
             down = start.numel() * start.element_size()
             tally.count(update.stats.samples, update.stats.mean_loss, accepted, up=update.upload_bytes, down=down)
             sent[tally.arrivals] = (server.weights, server.version)  # the job dispatched now starts from it
+            source.start(tally.arrivals, server.weights, server.version)
             _forget_unused(sent, timeline)
             if tally.accepted_since_eval >= budget.eval_every:
                 state.evaluate(server.weights, tally.arrivals, clock, version=server.version)

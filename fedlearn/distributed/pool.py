@@ -1,0 +1,317 @@
+"""Local worker processes for the simulation (``--workers N``): clients train in parallel, the numbers unchanged.
+
+This process (the server, rank 0) spawns N workers and joins them in a gloo
+process group on the loopback interface. Each worker runs the same loop as a
+``--distributed`` worker (:func:`.worker.serve_clients`) over a trainer built
+from the dataset this process loaded, which reaches it through shared memory
+(mapped, never copied per worker or per client). Jobs and updates travel as in
+``--distributed`` (:mod:`.wire`) and every update is checked the same way
+(:func:`.inbox.protocol_violation`). A job depends only on (weights, client
+data, seed, job key, client), so a run with N workers equals one with 1.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing.connection
+import multiprocessing.process
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.connection import Connection
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing
+
+from ..client import ClientUpdate, LocalTrainer
+from ..clock import AsyncTimeline, ClientSpeeds, PlannedJob
+from ..loops.rounds import RoundExecutor, RoundTask
+from ..runtime import make_deterministic
+from . import wire
+from .cluster import Placement, WorkerLost, first_line, leave_process_group
+from .inbox import Inbox, Job, Lost, protocol_violation, to_client_update
+from .worker import serve_clients
+
+ClientFactory = Callable[[], tuple[LocalTrainer, ClientSpeeds]]
+"""Builds a worker's trainer (picklable: it travels to the spawned process with the shared data it closes over)."""
+
+TASKS_PER_WORKER = 2  # one training, one waiting: a worker never idles while the server aggregates or evaluates
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """How many worker processes, how many torch threads each, how long any wait may last."""
+
+    workers: int
+    threads: int
+    timeout_s: float
+
+
+def _worker_main(rank: int, world: int, port: int, spec: PoolSpec, orders: Connection) -> None:
+    """A worker process: wait for its clients' factory, join the group, build the trainer, serve until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the server decides
+    try:
+        torch.set_num_threads(spec.threads)
+        make_deterministic()
+        build: ClientFactory = orders.recv()  # the data it closes over arrive as shared memory
+        orders.close()
+        timeout = timedelta(seconds=spec.timeout_s)
+        store = dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
+        trainer, speeds = build()
+        serve_clients(trainer, speeds, emulate_delay=False)
+    except EOFError:  # the server ended before handing over the clients: nothing to report
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback; the server reports the loss
+        print(f"fedlearn worker {rank}: {first_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        leave_process_group()
+
+
+class WorkerPool:
+    """N spawned worker processes joined to this one (rank 0) in a loopback gloo group, listened to by an inbox.
+
+    The processes are spawned first (:meth:`__init__`: they import torch while
+    this process loads the data), then handed their clients (:meth:`start`).
+    """
+
+    def __init__(self, spec: PoolSpec) -> None:
+        self.spec = spec
+        world, timeout = spec.workers + 1, timedelta(seconds=spec.timeout_s)
+        self._store = dist.TCPStore("127.0.0.1", 0, world, is_master=True, timeout=timeout, wait_for_workers=False)
+        self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._orders: dict[int, Connection] = {}
+        self._failure: list[BaseException] = []
+        self._spawning = threading.Thread(target=self._spawn, name="pool-spawn", daemon=True)
+        self._spawning.start()  # the fork server's start-up blocks: let this process go on meanwhile
+        self.inbox: Inbox | None = None
+
+    def _spawn(self) -> None:
+        """Start the workers from a fork server, which imports torch and fedlearn once for all of them (spawning
+        each would import them N times); it has run no torch op, so every child starts with a clean thread pool."""
+        try:
+            context = torch.multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["fedlearn.app"])
+            world = self.spec.workers + 1
+            for rank in range(1, world):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_worker_main, args=(rank, world, self._store.port, self.spec, theirs),
+                                          name=f"fedlearn-worker-{rank}", daemon=True)  # fmt: skip
+                process.start()
+                theirs.close()
+                self.processes[rank], self._orders[rank] = process, ours
+        except Exception as exc:  # noqa: BLE001 - reported by start()
+            self._failure.append(exc)
+
+    def start(self, build: ClientFactory, payload_dim: int) -> None:
+        """Hand every worker the factory of its trainer, wait for all to join, then listen to each."""
+        self._spawning.join()
+        if self._failure:
+            raise WorkerLost(f"--workers: the worker processes could not start: {first_line(self._failure[0])}")
+        for rank, orders in self._orders.items():
+            try:
+                orders.send(build)
+            except OSError:
+                raise WorkerLost(f"--workers: {self.describe(rank, 'it stopped')} while starting") from None
+            orders.close()
+        self._join(self._store, len(self.processes) + 1, timedelta(seconds=self.spec.timeout_s))
+        self.inbox = Inbox(list(self.processes), payload_dim)
+
+    def _join(self, store: dist.TCPStore, world: int, timeout: timedelta) -> None:
+        """Join the group while watching the workers: one that dies while starting ends the wait at once."""
+        failure: list[BaseException] = []
+
+        def join() -> None:
+            try:
+                dist.init_process_group("gloo", store=store, rank=0, world_size=world, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failure.append(exc)
+
+        joining = threading.Thread(target=join, name="pool-join", daemon=True)
+        joining.start()
+        sentinels = [p.sentinel for p in self.processes.values()]
+        while joining.is_alive():
+            multiprocessing.connection.wait(sentinels, timeout=0.1)
+            for rank, process in self.processes.items():
+                if process.exitcode is not None:
+                    raise WorkerLost(f"--workers: {self.describe(rank, 'it stopped')} while starting")
+        if failure:
+            raise WorkerLost(f"--workers: the workers did not join: {first_line(failure[0])}")
+
+    def describe(self, rank: int, reason: str) -> str:
+        """Which worker, and what became of it (its exit status when it is gone, else ``reason``)."""
+        process = self.processes[rank]
+        process.join(0.5)
+        code = process.exitcode
+        if code is None:
+            what = reason
+        elif code < 0:
+            what = f"killed by {signal.Signals(-code).name}"
+        else:
+            what = f"exited with status {code}"
+        return f"worker {rank} of {len(self.processes)} (pid {process.pid}) {what}"
+
+    def kill(self) -> None:
+        """End the workers now (the run failed or was interrupted), then leave the group."""
+        self._spawning.join()
+        if self.inbox is not None:
+            self.inbox.close()
+        for process in self.processes.values():
+            if process.is_alive():
+                process.kill()
+        for process in self.processes.values():
+            process.join(5.0)
+        if self.inbox is not None:
+            self.inbox.join(5.0)  # every link is closed now: no listening thread stays inside a receive
+        leave_process_group()
+
+    def close(self) -> None:
+        """Stop the workers: each says BYE (it is then past its last job) and exits on its own; leave the group."""
+        self.inbox.close()
+        listened = self.inbox.listened_to()
+        for rank in listened:
+            try:
+                wire.send_stop(rank)
+            except Exception:  # noqa: BLE001 - gone already: nothing to stop
+                pass
+        self.inbox.join(self.spec.timeout_s, listened)
+        leave_process_group()
+
+
+@dataclass(order=True)
+class _Pending:
+    """A job not yet sent: taken in job-key order (the order the server will need the updates in)."""
+
+    key: int
+    client: int
+    version: int = field(compare=False)
+    weights: torch.Tensor = field(compare=False)
+
+
+class PoolJobs:
+    """Jobs trained on the pool's workers: submitted as soon as their start model is known, taken by key.
+
+    A worker holds at most :data:`TASKS_PER_WORKER` jobs; the others wait here,
+    lowest key first, for the first worker free to take them. With per-client
+    state on the workers (``pinned``: SCAFFOLD's control variates, error-feedback
+    residuals) a client always trains on the same worker; else on any.
+    """
+
+    def __init__(self, pool: WorkerPool, trainer: LocalTrainer, pinned: bool, with_control: bool = False) -> None:
+        self.pool, self.trainer, self.with_control = pool, trainer, with_control
+        self.placement = Placement(len(trainer.partitions), len(pool.processes) + 1) if pinned else None
+        self.dim = sum(p.numel() for p in trainer.params)
+        self._pending: dict[int | None, list[_Pending]] = {}  # by the rank that must take them (None: any)
+        self._jobs: dict[tuple[int, int], tuple[Job, wire.Sending]] = {}  # sent, by (key, client)
+        self._done: dict[tuple[int, int], ClientUpdate] = {}
+        self._load = dict.fromkeys(pool.processes, 0)
+        self.trained = dict.fromkeys(pool.processes, 0)  # updates received from each worker
+
+    def summary(self) -> dict[str, list[int]]:
+        """For ``final``: the updates each worker trained (how evenly the clients were spread)."""
+        return {"worker_updates": list(self.trained.values())}
+
+    def submit(self, key: int, client: int, weights: torch.Tensor, version: int) -> None:
+        """Train ``client`` from ``weights`` (model ``version``) under job ``key``, on a worker free to take it."""
+        rank = self.placement.worker_of(client) if self.placement is not None else None
+        heapq.heappush(self._pending.setdefault(rank, []), _Pending(key, client, version, weights))
+        self._send_what_fits()
+
+    def take(self, key: int, client: int, where: str) -> ClientUpdate:
+        """The update of ``client``'s job ``key``, once it arrives (``where``: the run's position, for messages)."""
+        while (key, client) not in self._done:
+            self._receive(where)
+        return self._done.pop((key, client))
+
+    def _receive(self, where: str) -> None:
+        event = self.pool.inbox.get(self.pool.spec.timeout_s)
+        if event is None:
+            raise WorkerLost(f"--workers: no update for {self.pool.spec.timeout_s:g} s (--timeout) {where}")
+        if isinstance(event, Lost):
+            raise _stopped(self.pool.describe(event.rank, event.reason), where)
+        job, sending = self._jobs.pop((event.job_key, event.client), (None, None))
+        reason = protocol_violation(event, job, self.trainer)
+        if reason is not None:
+            self.pool.inbox.drop(event.source)
+            raise _stopped(f"worker {event.source} broke the protocol: {reason}", where)
+        sending.wait()  # answered, so long delivered: frees the task's buffers
+        self._done[(job.key, job.client)] = to_client_update(
+            event, self.trainer.num_samples(job.client), self.dim, self.with_control
+        )
+        self._load[job.rank] -= 1
+        self.trained[job.rank] += 1
+        self._send_what_fits()
+
+    def _send_what_fits(self) -> None:
+        """Give every worker with room the lowest-key job it may take."""
+        for rank in self._load:
+            while self._load[rank] < TASKS_PER_WORKER:
+                queues = [q for q in (self._pending.get(rank), self._pending.get(None)) if q]
+                if not queues:
+                    break
+                job = heapq.heappop(min(queues, key=lambda q: q[0]))
+                self._send(rank, job)
+
+    def _send(self, rank: int, job: _Pending) -> None:
+        self.pool.inbox.expect(rank, 1)
+        sending = wire.send_task(rank, job.key, job.version, [job.client], job.weights)
+        self._jobs[(job.key, job.client)] = (Job(rank, job.client, job.key, job.version), sending)
+        self._load[rank] += 1
+
+
+def _stopped(what: str, where: str) -> WorkerLost:
+    return WorkerLost(f"--workers: {what} {where}; the run stops (continue it with --resume from a --checkpoint)")
+
+
+def pool_rounds(jobs: PoolJobs) -> RoundExecutor:
+    """Synchronous rounds on the pool: every picked client's job submitted at once, the updates in ``picked`` order."""
+
+    def execute(task: RoundTask, progress: Callable[[float], None]) -> list[ClientUpdate]:
+        weights = task.weights if task.control is None else torch.cat([task.weights, task.control])
+        for client in task.picked:
+            jobs.submit(task.round_index, client, weights, task.round_index - 1)
+        updates = []
+        for client in task.picked:
+            updates.append(jobs.take(task.round_index, client, f"in round {task.round_index}"))
+            progress(1.0)
+        return updates
+
+    return execute
+
+
+class PooledAsyncJobs:
+    """Asynchronous jobs on the pool, trained ahead of the virtual clock.
+
+    A job's start model is known once the server has processed the arrivals it
+    was dispatched after; its key (its arrival index + 1) is known once the
+    timeline is planned past its arrival. A planner (a copy of the loop's
+    timeline: same speeds, same seeded stream) runs ahead far enough for both,
+    so every job in flight trains while the server applies the arrivals in
+    virtual-clock order. Jobs arriving before ``first`` (done before a resume) or
+    from ``last`` on (never received) are not trained.
+    """
+
+    def __init__(self, jobs: PoolJobs, plan: Callable[[], AsyncTimeline], first: int, last: int) -> None:
+        self.jobs, self.planner, self.first, self.last = jobs, plan(), first, last
+        self._waiting: dict[int, list[PlannedJob]] = {}  # planned jobs to train, by the arrivals they start after
+
+    def start(self, after: int, weights: torch.Tensor, version: int) -> None:
+        """The model after ``after`` arrivals is ``weights`` (``version``): submit the jobs that start from it."""
+        planner = self.planner
+        while min(planner.models_in_use()) <= after:  # jobs started from models up to this one still to plan
+            job = planner.next_arrival()
+            if self.first <= job.index < self.last:
+                self._waiting.setdefault(job.dispatched_after, []).append(job)
+        for job in self._waiting.pop(after, []):
+            self.jobs.submit(job.index + 1, job.client, weights, version)
+
+    def take(self, job: PlannedJob, start: torch.Tensor, progress: Callable[[float], None]) -> ClientUpdate:
+        """The update of ``job`` (trained from ``start``, the model it was submitted with)."""
+        update = self.jobs.take(job.index + 1, job.client, f"at update {job.index + 1}")
+        progress(1.0)
+        return update
