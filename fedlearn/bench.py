@@ -43,6 +43,7 @@ from torch import nn
 
 from . import seeding
 from .bench_state import render_state, state_child, state_configs
+from .bench_workers import render_workers, workers_child, workers_configs
 from .client import LocalJobConfig, LocalTrainer
 from .clock import ClientSpeeds
 from .data import Dataset
@@ -412,6 +413,8 @@ def render(report: dict[str, Any]) -> str:
                                         "peak RSS (MiB)"], tablefmt="github", disable_numparse=True)]  # fmt: skip
     if report.get("client_state"):
         out += render_state(report["client_state"])
+    if report.get("workers"):
+        out += render_workers(report["workers"])
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
         out += [
@@ -422,14 +425,15 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out).lstrip("\n")
 
 
-SECTIONS = ("throughput", "client_evaluation", "scaling", "client_state", "variants")
+SECTIONS = ("throughput", "client_evaluation", "scaling", "client_state", "workers", "variants")
+CHILDREN = {"state": state_child, "workers": workers_child}  # a child's section -> what it runs (else scaling)
 
 
 def chosen_sections(args: argparse.Namespace) -> list[str]:
     """The sections to run: ``--only`` ones, else all but those ``--no_scaling``/``--variants`` leave out."""
     if args.only:
         return [s for s in SECTIONS if s in args.only]
-    skipped = {"scaling", "client_state"} if args.no_scaling else set()
+    skipped = {"scaling", "client_state", "workers"} if args.no_scaling else set()
     return [s for s in SECTIONS if s not in skipped and (s != "variants" or args.variants)]
 
 
@@ -446,6 +450,8 @@ def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
         return scaling_section(num_train, num_test, rounds, args.threads, passes=1 if args.quick else 2)
     if name == "client_state":
         return [run_child(c) for c in state_configs(clients, num_train, num_test, args.threads)]
+    if name == "workers":
+        return [run_child(c) for c in workers_configs((8, 100), num_train, num_test, rounds)]
     from .bench_variants import variants_section  # heavy (torch.compile): only when asked
 
     return variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 5, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument(
-        "--no_scaling", action="store_true", help="skip the 8/100/1,000-client scaling and client-state runs"
+        "--no_scaling", action="store_true", help="skip the multi-process sections (scaling, client state, workers)"
     )
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeat for several)")
     parser.add_argument(
@@ -469,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         config = json.loads(args.child)
-        print(json.dumps(state_child(config) if config.get("section") == "state" else scaling_child(config)))
+        print(json.dumps(CHILDREN.get(config.get("section"), scaling_child)(config)))
         return 0
     if args.threads < 1 or (args.reps is not None and args.reps < 1):
         parser.error("--threads and --reps must be positive")

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from fedlearn import bench, bench_state
+from fedlearn import bench, bench_state, bench_workers
 from fedlearn.bench_variants import many_clients_step
+from fedlearn.runtime import usable_cores
 from fedlearn.timing import interleaved_medians
 
 
@@ -103,3 +104,17 @@ def test_only_runs_the_sections_asked_for(tmp_path, monkeypatch):
     ran.clear()
     assert bench.main(["--quick", "--no_scaling", "--out", str(out)]) == 0
     assert ran == ["throughput", "client_evaluation"]
+
+
+@pytest.mark.slow
+def test_the_workers_section_trains_the_same_model_with_one_and_two_workers():
+    config = {"section": "workers", "clients": 8, "picked": 4, "rounds": 2, "num_train": 800, "num_test": 100}
+    one = bench_workers.workers_child({**config, "workers": 1, "threads": 1})
+    two = bench_workers.workers_child({**config, "workers": 2, "threads": 1})
+    assert one["test_accuracy"] == two["test_accuracy"]  # same threads per job: the same numbers
+    assert one["samples_per_s"] > 0 and two["samples_per_s"] > 0
+    table = "\n".join(bench_workers.render_workers([one, two]))
+    assert "| 8         | 4        | 2         | 1              |" in table
+    assert [c["workers"] for c in bench_workers.workers_configs((8,), 800, 100, 2)] == list(
+        range(1, usable_cores() + 1)
+    )
