@@ -27,7 +27,7 @@ from ..loops.virtual_clock import Updates, async_fields, restore_server
 from ..results import RunRecorder
 from ..server.asynchronous import TITLES, AsyncServer
 from . import wire
-from .inbox import Job, Links, Lost, protocol_violation
+from .inbox import Job, Links, Lost, protocol_violation, stop_workers
 
 
 @dataclass
@@ -164,13 +164,7 @@ class _Workers:
 
     def stop(self) -> None:
         """Tell the live workers the run is over and wait for their goodbyes."""
-        self.inbox.close()
-        for rank in self.live:
-            try:
-                wire.send_stop(rank)
-            except Exception:  # noqa: BLE001 - gone already: nothing to stop
-                pass
-        self.inbox.join(self.timeout_s, self.live)
+        stop_workers(self.inbox, self.timeout_s, self.live)
 
 
 def _checkpoint(server: AsyncServer, tally: Tally, workers: _Workers) -> dict[str, Any]:

@@ -109,6 +109,20 @@ class Inbox:
         return not any(thread.is_alive() for thread in waited)
 
 
+def stop_workers(inbox: Inbox, timeout_s: float, ranks: list[int] | None = None) -> None:
+    """Tell workers ``ranks`` (default: every one still listened to) to stop and wait (up to ``timeout_s``) for their
+    BYE; a dropped one is left alone (it may be blocked sending what is never read: a stop would wait for it until
+    the timeout)."""
+    inbox.close()
+    listened = inbox.listened_to() if ranks is None else ranks
+    for rank in listened:
+        try:
+            wire.send_stop(rank)
+        except Exception:  # noqa: BLE001 - gone already: nothing to stop
+            pass
+    inbox.join(timeout_s, listened)
+
+
 @dataclass(frozen=True)
 class Job:
     """What the server asked a worker to train: one client, under a job key, from a model version."""

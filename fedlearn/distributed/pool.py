@@ -33,7 +33,7 @@ from ..loops.rounds import RoundExecutor, RoundTask
 from ..runtime import make_deterministic
 from . import wire
 from .cluster import Placement, WorkerLost, first_line, leave_process_group
-from .inbox import Inbox, Job, Lost, protocol_violation, to_client_update
+from .inbox import Inbox, Job, Lost, loss_reason, protocol_violation, stop_workers, to_client_update
 from .worker import serve_clients
 
 ClientFactory = Callable[[], tuple[LocalTrainer, ClientSpeeds]]
@@ -172,14 +172,7 @@ class WorkerPool:
 
     def close(self) -> None:
         """Stop the workers: each says BYE (it is then past its last job) and exits on its own; leave the group."""
-        self.inbox.close()
-        listened = self.inbox.listened_to()
-        for rank in listened:
-            try:
-                wire.send_stop(rank)
-            except Exception:  # noqa: BLE001 - gone already: nothing to stop
-                pass
-        self.inbox.join(self.spec.timeout_s, listened)
+        stop_workers(self.inbox, self.spec.timeout_s)
         leave_process_group()
 
 
@@ -216,11 +209,11 @@ class PoolJobs:
         """For ``final``: the updates each worker trained (how evenly the clients were spread)."""
         return {"worker_updates": list(self.trained.values())}
 
-    def submit(self, key: int, client: int, weights: torch.Tensor, version: int) -> None:
+    def submit(self, key: int, client: int, weights: torch.Tensor, version: int, where: str) -> None:
         """Train ``client`` from ``weights`` (model ``version``) under job ``key``, on a worker free to take it."""
         rank = self.placement.worker_of(client) if self.placement is not None else None
         heapq.heappush(self._pending.setdefault(rank, []), _Pending(key, client, version, weights))
-        self._send_what_fits()
+        self._send_what_fits(where)
 
     def take(self, key: int, client: int, where: str) -> ClientUpdate:
         """The update of ``client``'s job ``key``, once it arrives (``where``: the run's position, for messages)."""
@@ -245,9 +238,9 @@ class PoolJobs:
         )
         self._load[job.rank] -= 1
         self.trained[job.rank] += 1
-        self._send_what_fits()
+        self._send_what_fits(where)
 
-    def _send_what_fits(self) -> None:
+    def _send_what_fits(self, where: str) -> None:
         """Give every worker with room the lowest-key job it may take."""
         for rank in self._load:
             while self._load[rank] < TASKS_PER_WORKER:
@@ -255,11 +248,14 @@ class PoolJobs:
                 if not queues:
                     break
                 job = heapq.heappop(min(queues, key=lambda q: q[0]))
-                self._send(rank, job)
+                self._send(rank, job, where)
 
-    def _send(self, rank: int, job: _Pending) -> None:
+    def _send(self, rank: int, job: _Pending, where: str) -> None:
         self.pool.inbox.expect(rank, 1)
-        sending = wire.send_task(rank, job.key, job.version, [job.client], job.weights)
+        try:
+            sending = wire.send_task(rank, job.key, job.version, [job.client], job.weights)
+        except Exception as exc:  # noqa: BLE001 - the link is gone
+            raise _stopped(self.pool.describe(rank, loss_reason(exc)), where) from None
         self._jobs[(job.key, job.client)] = (Job(rank, job.client, job.key, job.version), sending)
         self._load[rank] += 1
 
@@ -274,7 +270,7 @@ def pool_rounds(jobs: PoolJobs) -> RoundExecutor:
     def execute(task: RoundTask, progress: Callable[[float], None]) -> list[ClientUpdate]:
         weights = task.weights if task.control is None else torch.cat([task.weights, task.control])
         for client in task.picked:
-            jobs.submit(task.round_index, client, weights, task.round_index - 1)
+            jobs.submit(task.round_index, client, weights, task.round_index - 1, f"in round {task.round_index}")
         updates = []
         for client in task.picked:
             updates.append(jobs.take(task.round_index, client, f"in round {task.round_index}"))
@@ -308,7 +304,7 @@ class PooledAsyncJobs:
             if self.first <= job.index < self.last:
                 self._waiting.setdefault(job.dispatched_after, []).append(job)
         for job in self._waiting.pop(after, []):
-            self.jobs.submit(job.index + 1, job.client, weights, version)
+            self.jobs.submit(job.index + 1, job.client, weights, version, f"after update {after}")
 
     def take(self, job: PlannedJob, start: torch.Tensor, progress: Callable[[float], None]) -> ClientUpdate:
         """The update of ``job`` (trained from ``start``, the model it was submitted with)."""

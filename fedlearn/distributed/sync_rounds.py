@@ -10,7 +10,7 @@ from ..client import ClientUpdate, LocalTrainer
 from ..loops.rounds import RoundTask
 from . import wire
 from .cluster import WorkerLost
-from .inbox import Job, Links, Lost, loss_reason, protocol_violation, to_client_update
+from .inbox import Job, Links, Lost, loss_reason, protocol_violation, stop_workers, to_client_update
 
 
 def _stop(who: str, round_index: int) -> WorkerLost:
@@ -75,13 +75,5 @@ class DistributedRounds:
                 raise _stop(f"worker rank {rank} lost ({loss_reason(exc)})", round_index) from None
 
     def finish(self) -> None:
-        """Tell every worker still listened to to stop (a dropped one may be blocked sending what is never read:
-        a stop would wait for it until --timeout)."""
-        self.inbox.close()
-        listened = self.inbox.listened_to()
-        for rank in listened:
-            try:
-                wire.send_stop(rank)
-            except Exception:  # noqa: BLE001 - gone already: nothing to stop
-                pass
-        self.inbox.join(self.timeout_s, listened)
+        """Tell every worker still listened to to stop."""
+        stop_workers(self.inbox, self.timeout_s)
