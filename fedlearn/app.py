@@ -484,12 +484,8 @@ def _pool_jobs(
     if pool is None:
         yield None
         return
-    empty = torch.empty(0)
-    shared = replace(data, train_x=data.train_x.share_memory_(), train_y=data.train_y.share_memory_(),
-                     test_x=empty, test_y=empty.long())  # fmt: skip
-    dim = sum(p.numel() for p in trainer.params)
-    pool.start(partial(_pool_clients, replace(cfg, flags=dict(cfg.flags)), shared, partition),
-               2 * dim if trainer.sends_control else dim)  # fmt: skip
+    pool.start(partial(_pool_clients, replace(cfg, flags=dict(cfg.flags)), data.shared_for_training(), partition),
+               trainer)  # fmt: skip
     pinned = trainer.sends_control or cfg.comm.error_feedback  # per-client state lives on one worker
     yield PoolJobs(pool, trainer, pinned, with_control=trainer.sends_control)
     pool.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import resource
 import statistics
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -60,8 +59,7 @@ def workers_child(config: dict[str, Any]) -> dict[str, Any]:
     model = build_model("cnn", channels_last=True)
     execute = None
     if pool is not None:
-        shared = replace(data, train_x=data.train_x.share_memory_(), train_y=data.train_y.share_memory_())
-        pool.start(partial(_clients, shared, parts), sum(p.numel() for p in trainer.params))
+        pool.start(partial(_clients, data.shared_for_training(), parts), trainer)
         execute = pool_rounds(PoolJobs(pool, trainer, pinned=False))
     try:
         options = LoopOptions(0, show_progress=False)

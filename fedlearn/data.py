@@ -71,6 +71,13 @@ class Dataset:
     test_fingerprint: str = ""  # sha256 (16 hex digits) of the raw test images and labels
     num_classes: int = NUM_CLASSES
 
+    def shared_for_training(self) -> Dataset:
+        """The training split moved into shared memory (other processes map it, never copy it), without the test
+        split: what worker processes train on."""
+        empty = torch.empty(0)
+        return replace(self, train_x=self.train_x.share_memory_(), train_y=self.train_y.share_memory_(),
+                       test_x=empty, test_y=empty.long())  # fmt: skip
+
     def to(self, device: torch.device, channels_last: bool = False) -> Dataset:
         """The same dataset with every tensor on ``device`` (images channels-last if asked)."""
         fmt = torch.channels_last if channels_last else torch.contiguous_format

@@ -74,10 +74,10 @@ def _worker_main(rank: int, world: int, port: int, spec: PoolSpec, orders: Conne
 
 
 class WorkerPool:
-    """N spawned worker processes joined to this one (rank 0) in a loopback gloo group, listened to by an inbox.
+    """N worker processes joined to this one (rank 0) in a loopback gloo group, listened to by an inbox.
 
-    The processes are spawned first (:meth:`__init__`: they import torch while
-    this process loads the data), then handed their clients (:meth:`start`).
+    The processes are started first (:meth:`__init__`: they come up while this
+    process loads the data), then handed their clients (:meth:`start`).
     """
 
     def __init__(self, spec: PoolSpec) -> None:
@@ -108,8 +108,9 @@ class WorkerPool:
         except Exception as exc:  # noqa: BLE001 - reported by start()
             self._failure.append(exc)
 
-    def start(self, build: ClientFactory, payload_dim: int) -> None:
-        """Hand every worker the factory of its trainer, wait for all to join, then listen to each."""
+    def start(self, build: ClientFactory, trainer: LocalTrainer) -> None:
+        """Hand every worker the factory of its trainer (``trainer``: this process's like it, which sizes the
+        updates), wait for all to join, then listen to each."""
         self._spawning.join()
         if self._failure:
             raise WorkerLost(f"--workers: the worker processes could not start: {first_line(self._failure[0])}")
@@ -119,16 +120,19 @@ class WorkerPool:
             except OSError:
                 raise WorkerLost(f"--workers: {self.describe(rank, 'it stopped')} while starting") from None
             orders.close()
-        self._join(self._store, len(self.processes) + 1, timedelta(seconds=self.spec.timeout_s))
-        self.inbox = Inbox(list(self.processes), payload_dim)
+        self._join()
+        dim = sum(p.numel() for p in trainer.params)
+        self.inbox = Inbox(list(self.processes), 2 * dim if trainer.sends_control else dim)  # SCAFFOLD: + delta c_i
 
-    def _join(self, store: dist.TCPStore, world: int, timeout: timedelta) -> None:
+    def _join(self) -> None:
         """Join the group while watching the workers: one that dies while starting ends the wait at once."""
         failure: list[BaseException] = []
 
         def join() -> None:
             try:
-                dist.init_process_group("gloo", store=store, rank=0, world_size=world, timeout=timeout)
+                timeout = timedelta(seconds=self.spec.timeout_s)
+                dist.init_process_group("gloo", store=self._store, rank=0, world_size=self.spec.workers + 1,
+                                        timeout=timeout)  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - reported below
                 failure.append(exc)
 
