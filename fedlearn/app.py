@@ -160,7 +160,7 @@ def _run_process(cfg: RunConfig, device: torch.device, procs: Processes) -> int:
         "dataset": name,
         "dataset source": f"{data.source} ({how})",
         "training / test samples": f"{data.train_y.numel()} / {data.test_y.numel()}",
-        "normalization (mean, std)": f"{data.mean:.4f}, {data.std:.4f}",
+        "normalization (mean, std)": data.describe_normalization(),
         "test set fingerprint": data.test_fingerprint,
         "model parameters": count_parameters(model),
         "device": str(device),
@@ -296,7 +296,8 @@ def _prepare_baseline(
 
     def train_run() -> Outcome:
         t = cfg.training
-        recorder = run_centralized(model, data, Epochs(t.epochs, t.batch_size, t.optimizer, t.lr), options)
+        plan = Epochs(t.epochs, t.batch_size, t.optimizer, t.lr, t.augment)
+        recorder = run_centralized(model, data, plan, options)
         return Outcome(recorder)
 
     return train_run
@@ -315,6 +316,7 @@ def _setup_clients(
         seed=cfg.training.seed,
         prox_mu=cfg.federation.prox_mu,
         drift_correction=cfg.federation.drift_correction,
+        augment=cfg.training.augment,
     )
     threat = Threat(
         choose_byzantine(cfg.training.seed, cfg.federation.num_clients, cfg.threat.byzantine),

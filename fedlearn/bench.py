@@ -75,8 +75,8 @@ def synthetic_dataset(num_train: int, num_test: int, seed: int = 0) -> Dataset:
         train_y=torch.randint(0, 10, (num_train,), generator=g),
         test_x=torch.randn(num_test, 1, 28, 28, generator=g),
         test_y=torch.randint(0, 10, (num_test,), generator=g),
-        mean=0.0,
-        std=1.0,
+        mean=(0.0,),
+        std=(1.0,),
         source="synthetic",
     )
 

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .augment import AUGMENTATIONS
 from .clock import BANDWIDTH_MODELS, DELAY_MODELS
 from .codecs import COMPRESSORS
+from .data import COLOUR_DATASETS
 from .errors import OneLineParser, UsageError
-from .models import MODELS
+from .models import COLOUR_MODELS, MODELS
 from .partition import PARTITIONS, PartitionSpec
 from .runtime import usable_cores
 from .server.asynchronous import ALGORITHMS, AsyncConfig
@@ -154,13 +156,22 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     """Where the data is and which dataset."""
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--data_dir", default="./data", help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/...)"
+        "--data_dir",
+        default="./data",
+        help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/..., DATA_DIR/cifar-10-batches-py/...)",
     )
     data.add_argument(
         "--dataset",
         default="auto",
-        choices=["auto", "mnist", "fashion-mnist"],
-        help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice)",
+        choices=["auto", "mnist", "fashion-mnist", "cifar10"],
+        help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice; never CIFAR-10)",
+    )
+    data.add_argument(
+        "--augment",
+        default=None,
+        choices=AUGMENTATIONS,
+        help="training batches only: crop-flip = random crops of the 4-pixel-padded image and left-right flips, "
+        "drawn from the run's seed (default: crop-flip on CIFAR-10, none on the greyscale sets)",
     )
     data.add_argument("--no_download", action="store_true", help="never try to download a missing dataset")
 
@@ -171,8 +182,13 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch_size", type=int, default=100, help="minibatch size")
     train.add_argument("--epoch", type=int, default=15, help="epochs of centralized training (run_baseline)")
     train.add_argument("--init_lr", type=float, default=5e-5, help="learning rate")
-    models = "cnn: two 5x5 conv blocks and a linear layer (29k weights); cnn-fedavg: McMahan et al.'s (1.66M)"
-    train.add_argument("--model", default="cnn", choices=sorted(MODELS), help=models)
+    models = (
+        "greyscale (MNIST, Fashion-MNIST): cnn = two 5x5 conv blocks and a linear layer (29k weights), cnn-fedavg = "
+        "McMahan et al.'s (1.66M), lenet5, mlp; CIFAR-10: cnn-cifar = NIID-Bench's CNN (62k), resnet20 = He et "
+        "al.'s ResNet-20 (270k) with GroupNorm instead of BatchNorm, since batch statistics averaged over non-IID "
+        "clients hurt (Hsieh et al. 2020) (default: cnn, or cnn-cifar on CIFAR-10)"
+    )
+    train.add_argument("--model", default=None, choices=sorted(MODELS), help=models)
     train.add_argument(
         "--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="fresh state for every local job"
     )
@@ -471,10 +487,15 @@ class _Flags:
 
 
 def resolve_defaults(flags: Mapping[str, Any], script: str) -> dict[str, Any]:
-    """A copy of ``flags`` with the defaults that depend on other flags filled in (``--gar_f`` from
-    ``--byzantine``, ``--server_lr`` from ``--server_opt``; run_async's ``--staleness_a``, ``--concurrency``,
-    ``--max_updates``, ``--eval_every``)."""
+    """A copy of ``flags`` with the defaults that depend on other flags filled in (``--model`` and ``--augment``
+    from ``--dataset``, ``--gar_f`` from ``--byzantine``, ``--server_lr`` from ``--server_opt``; run_async's
+    ``--staleness_a``, ``--concurrency``, ``--max_updates``, ``--eval_every``)."""
     resolved = dict(flags)
+    colour = resolved["dataset"] in COLOUR_DATASETS
+    if resolved.get("model") is None:
+        resolved["model"] = "cnn-cifar" if colour else "cnn"
+    if resolved.get("augment") is None:
+        resolved["augment"] = "crop-flip" if colour else "none"
     if resolved.get("gar_f") is None:
         resolved["gar_f"] = resolved["byzantine"]
     if resolved.get("server_lr") is None:
@@ -511,6 +532,7 @@ def validate(flags: Mapping[str, Any], script: str) -> None:
         value = flags.get(flag)
         if value is not None:
             _require(value in valid, f"--{flag} must be in {valid}, got {value}")
+    _validate_model(args)
     if script == "run_async":
         _validate_async(args)
     _validate_drift(args, script)
@@ -521,6 +543,17 @@ def validate(flags: Mapping[str, Any], script: str) -> None:
     _validate_data_dir(Path(args.data_dir))
     if args.save is not None:
         _validate_save_path(Path(args.save))
+
+
+def _validate_model(args: _Flags) -> None:
+    """Colour models for CIFAR-10, greyscale ones for the others."""
+    if args.dataset in COLOUR_DATASETS:
+        _require(args.model in COLOUR_MODELS, f"--model {args.model} takes 28x28 greyscale images; --dataset "
+                 f"{args.dataset} needs one of {', '.join(sorted(COLOUR_MODELS))}")  # fmt: skip
+    else:
+        greyscale = sorted(set(MODELS) - COLOUR_MODELS)
+        _require(args.model not in COLOUR_MODELS, f"--model {args.model} takes 32x32 colour images (CIFAR-10); "
+                 f"--dataset {args.dataset} needs one of {', '.join(greyscale)}")  # fmt: skip
 
 
 def _validate_multi(args: _Flags, script: str) -> None:

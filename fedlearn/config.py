@@ -55,6 +55,7 @@ class TrainingConfig:
     target_accuracy: float | None
     channels_last: bool
     device: str
+    augment: str = "none"  # crop-flip: random padded crops and flips of every training batch
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
             f["target_acc"],
             not f["no_channels_last"],
             f["device"],
+            f["augment"],
         ),  # fmt: skip
         federation=FederationConfig(
             f["num_clients"],

@@ -1,12 +1,13 @@
-"""Datasets as in-memory, normalized tensors (torchvision reads the IDX files).
+"""Datasets as in-memory, normalized tensors (torchvision reads the IDX files, and downloads).
 
 ``--data_dir`` follows torchvision's layout: ``DATA_DIR/MNIST/raw/`` and
-``DATA_DIR/FashionMNIST/raw/`` hold the four IDX files (plain or ``.gz``).
+``DATA_DIR/FashionMNIST/raw/`` hold the four IDX files (plain or ``.gz``);
+``DATA_DIR/cifar-10-batches-py/`` holds CIFAR-10's pickled batches (:mod:`fedlearn.cifar`).
 Files already there are used as they are (a folder with some but not all of
 them is refused, never topped up from elsewhere). An empty folder is filled
 from Debian's package ``dataset-fashion-mnist`` (Fashion-MNIST only) or with
 torchvision's own download. New files are staged in a hidden folder inside
-``DATA_DIR``, checked with torchvision's IDX reader, and only then moved in.
+``DATA_DIR``, checked, and only then moved in.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 
 import torch
 
+from . import cifar
 from .errors import DataError, UsageError
 
-FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # torchvision's class (and folder) names
+FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}  # torchvision's classes
 
 
 def dataset_class(name: str) -> type:
@@ -41,7 +43,8 @@ def dataset_class(name: str) -> type:
     return getattr(datasets, FOLDERS[name])
 
 
-DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+COLOUR_DATASETS = frozenset({"cifar10"})  # 3-channel 32x32 images; the others are 1-channel 28x28
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -58,15 +61,15 @@ DEBIAN_ADVICE = "reinstall Debian's package dataset-fashion-mnist"
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test split as tensors: images ``(N, 1, 28, 28)`` float32 normalized, labels int64."""
+    """Train and test split as tensors: images ``(N, C, H, W)`` float32 normalized per channel, labels int64."""
 
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: float
-    std: float
+    mean: tuple[float, ...]  # per channel, of the training images scaled to [0, 1]
+    std: tuple[float, ...]
     source: str
     test_fingerprint: str = ""  # sha256 (16 hex digits) of the raw test images and labels
     num_classes: int = NUM_CLASSES
@@ -89,10 +92,27 @@ class Dataset:
             test_y=self.test_y.to(device),
         )
 
+    def black(self) -> torch.Tensor:
+        """Each channel's value of a black pixel after normalization (``-mean / std``): padding for crops."""
+        return torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32)
+
+    def describe_normalization(self) -> str:
+        """``mean, std`` with 4 decimals (one value each for greyscale, per channel in brackets for colour)."""
+        if len(self.mean) == 1:
+            return f"{self.mean[0]:.4f}, {self.std[0]:.4f}"
+        return ", ".join("(" + ", ".join(f"{v:.4f}" for v in values) + ")" for values in (self.mean, self.std))
+
 
 def raw_folder(name: str, data_dir: str | os.PathLike) -> Path:
-    """Where torchvision keeps the IDX files of ``name`` under ``data_dir``."""
+    """Where torchvision keeps the files of ``name`` under ``data_dir`` (IDX files, or CIFAR-10's batches)."""
+    if name in COLOUR_DATASETS:
+        return Path(data_dir) / cifar.FOLDER
     return Path(data_dir) / FOLDERS[name] / "raw"
+
+
+def dataset_files(name: str) -> list[str]:
+    """The files ``name`` needs in its folder."""
+    return cifar.all_files() if name in COLOUR_DATASETS else list(RAW_FILES)
 
 
 def _missing_files(folder: Path) -> list[str]:
@@ -236,20 +256,49 @@ def _download(name: str, data_dir: Path) -> bool:
         if not _try_download(name, staging):
             return False
         fetched = raw_folder(name, staging)
-        origins = {f: f"{f} (downloaded, not kept)" for f in RAW_FILES}
-        _validate(name, {f: fetched / f for f in RAW_FILES}, origins, "try again later or put the files there by hand")
-        _move_in(fetched, list(RAW_FILES), raw_folder(name, data_dir))
+        if name not in COLOUR_DATASETS:  # (torchvision checks CIFAR-10's archive and every batch against their md5)
+            origins = {f: f"{f} (downloaded, not kept)" for f in RAW_FILES}
+            advice = "try again later or put the files there by hand"
+            _validate(name, {f: fetched / f for f in RAW_FILES}, origins, advice)
+        _move_in(fetched, dataset_files(name), raw_folder(name, data_dir))
     return True
+
+
+def _prepare_cifar(data_dir: Path, download: bool) -> str:
+    """CIFAR-10's batches in place (as they are, or downloaded); how they got there, and whether they are the
+    published files."""
+    folder, files = raw_folder("cifar10", data_dir), dataset_files("cifar10")
+    missing = [f for f in files if not (folder / f).is_file()]
+    if len(missing) == len(files) and download and _download("cifar10", data_dir):
+        return "downloaded, checksums match the published CIFAR-10"
+    if len(missing) == len(files):
+        tried = "could not be downloaded" if download else "downloading is off (--no_download)"
+        raise DatasetNotFound(
+            f"CIFAR-10 not found in {folder} and {tried}: put the python version's batches {', '.join(files)} "
+            f"there (cifar-10-python.tar.gz, unpacked)"
+        )
+    if missing:
+        raise DataError(f"CIFAR-10 files in {folder} are incomplete: {', '.join(missing)} missing; "
+                        f"add them or delete the folder")  # fmt: skip
+    differ = cifar.differing_checksums(folder)
+    if len(differ) == len(files):
+        return "local files, not the published CIFAR-10: no batch has its published checksum"
+    if differ:
+        return f"local files; {', '.join(differ)} differ from the published CIFAR-10's checksums"
+    return "local files, checksums match the published CIFAR-10"
 
 
 def prepare_files(name: str, data_dir: str | os.PathLike, download: bool = True) -> str:
     """Make sure the four IDX files of ``name`` are in ``data_dir``; return how they got there.
 
     Order: plain files in place; the folder's own .gz files; else (only when the folder holds
-    no IDX file at all) Debian's Fashion-MNIST package, then torchvision's download. New files
+    no IDX file at all) Debian's Fashion-MNIST package, then torchvision's download.
+    CIFAR-10: its batches in place, else (folder empty) torchvision's download. New files
     are staged and validated before they are moved in. Raises DataError naming the folder.
     """
     data_dir = Path(data_dir)
+    if name in COLOUR_DATASETS:
+        return _prepare_cifar(data_dir, download)
     folder = raw_folder(name, data_dir)
     if not _missing_files(folder):
         return "local files"
@@ -305,18 +354,14 @@ def resolve_dataset(
 
 
 def _read_split(name: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's uint8 images ``(N, C, H, W)`` and labels, checked (a one-line DataError naming the folder)."""
     split = "training" if train else "test"
     folder = raw_folder(name, data_dir)
-    try:
-        ds = dataset_class(name)(root=str(data_dir), train=train, download=False)
-        images, labels = ds.data, ds.targets
-    except (AssertionError, TypeError, ValueError, RuntimeError, KeyError, IndexError, OSError) as exc:
-        detail = f": {exc}" if str(exc) else ""
-        raise DataError(
-            f"{DATASET_TITLES[name]} {split} files in {folder} are corrupt or not IDX "
-            f"({type(exc).__name__}{detail}); replace or delete them"
-        ) from None
-    if images.dim() != 3 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+    if name in COLOUR_DATASETS:
+        images, labels = cifar.read_split(folder, train)
+    else:
+        images, labels = _read_idx_split(name, data_dir, train)
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise DataError(
             f"{DATASET_TITLES[name]} {split} files in {folder} do not match: "
             f"{tuple(images.shape)} images for {tuple(labels.shape)} labels"
@@ -324,6 +369,22 @@ def _read_split(name: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, t
     if int(labels.min()) < 0 or int(labels.max()) >= NUM_CLASSES:
         raise DataError(f"{DATASET_TITLES[name]} {split} labels in {folder} fall outside 0..{NUM_CLASSES - 1}")
     return images, labels
+
+
+def _read_idx_split(name: str, data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 1, H, W)`` and labels read by torchvision's MNIST-family class."""
+    try:
+        ds = dataset_class(name)(root=str(data_dir), train=train, download=False)
+        images, labels = ds.data, ds.targets
+    except (AssertionError, TypeError, ValueError, RuntimeError, KeyError, IndexError, OSError) as exc:
+        detail = f": {exc}" if str(exc) else ""
+        raise DataError(
+            f"{DATASET_TITLES[name]} {'training' if train else 'test'} files in {raw_folder(name, data_dir)} are "
+            f"corrupt or not IDX ({type(exc).__name__}{detail}); replace or delete them"
+        ) from None
+    if images.dim() != 3:
+        raise DataError(f"{DATASET_TITLES[name]} files in {raw_folder(name, data_dir)} hold {images.dim()}-d images")
+    return images.unsqueeze(1), labels
 
 
 def pixel_statistics(images: torch.Tensor) -> tuple[float, float]:
@@ -338,8 +399,21 @@ def pixel_statistics(images: torch.Tensor) -> tuple[float, float]:
     return float(mean), math.sqrt(variance) or 1.0
 
 
+def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """:func:`pixel_statistics` of each channel of ``(N, C, H, W)`` 8-bit images: (means, stds)."""
+    stats = [pixel_statistics(images[:, c]) for c in range(images.shape[1])]
+    return tuple(m for m, _ in stats), tuple(s for _, s in stats)
+
+
+def _normalized(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """8-bit images scaled to [0, 1], minus each channel's mean, over its std (float32, the memory layout kept)."""
+    shape = (1, len(mean), 1, 1)
+    x = images.to(torch.float32).div_(255.0)
+    return x.sub_(torch.tensor(mean).view(shape)).div_(torch.tensor(std).view(shape))
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
-    """Read both splits once, scale to [0, 1] and normalize with the training set's mean and std."""
+    """Read both splits once, scale to [0, 1] and normalize each channel with the training set's mean and std."""
     data_dir = Path(data_dir)
     train_images, train_labels = _read_split(name, data_dir, train=True)
     test_images, test_labels = _read_split(name, data_dir, train=False)
@@ -348,16 +422,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
             f"{DATASET_TITLES[name]} training and test images differ in size: "
             f"{tuple(train_images.shape[1:])} vs {tuple(test_images.shape[1:])}"
         )
-    mean, std = pixel_statistics(train_images)
-    train_x = train_images.to(torch.float32).div_(255.0)
-    test_x = test_images.to(torch.float32).div_(255.0)
+    mean, std = channel_statistics(train_images)
     digest = hashlib.sha256(test_images.numpy().tobytes())
     digest.update(test_labels.numpy().tobytes())
     return Dataset(
         name=name,
-        train_x=train_x.sub_(mean).div_(std).unsqueeze(1).contiguous(),
+        train_x=_normalized(train_images, mean, std),
         train_y=train_labels.to(torch.int64),
-        test_x=test_x.sub_(mean).div_(std).unsqueeze(1).contiguous(),
+        test_x=_normalized(test_images, mean, std),
         test_y=test_labels.to(torch.int64),
         mean=mean,
         std=std,

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import Augment
+
 EVAL_BATCH_SIZE = 500  # larger batches are slower on CPU (cache); measured with fedlearn.bench
 
 SGD_MOMENTUM = 0.9
@@ -49,7 +51,8 @@ class Passes:
     indices: torch.Tensor
     epochs: int
     batch_size: int
-    generator: torch.Generator  # CPU; fixes the shuffles
+    generator: torch.Generator  # CPU; fixes the shuffles (and the augmentation's draws)
+    augment: Augment | None = None  # applied to every training batch
 
 
 class StepHooks(Protocol):
@@ -73,7 +76,7 @@ def train(
 ) -> TrainStats:
     """Run ``passes`` of minibatch cross-entropy training over ``x[passes.indices]``.
 
-    Batches are gathered by tensor indexing. ``on_batch`` is called after every
+    Batches are gathered by tensor indexing (and augmented, if ``passes`` says so). ``on_batch`` is called after every
     optimizer step (progress reporting). ``hooks`` (a local objective,
     :mod:`fedlearn.client.objectives`) may change the gradients before each step
     and the weights after it; the reported loss is the cross-entropy alone.
@@ -89,7 +92,8 @@ def train(
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x[batch]), y[batch])
+            inputs = x[batch] if passes.augment is None else passes.augment(x[batch], passes.generator)
+            loss = F.cross_entropy(model(inputs), y[batch])
             loss.backward()
             if hooks is not None:
                 hooks.adjust_gradients(params)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -65,6 +67,48 @@ def write_dataset(
     return raw
 
 
+def synthetic_colour(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten classes on a noisy 32x32 RGB canvas: class c is a bright 8x8 patch at its own place, in colour c % 3."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 3, 32, 32))
+    for c in range(10):
+        r, col = 2 + 8 * (c // 4), 2 + 8 * (c % 4)
+        images[labels == c, c % 3, r : r + 8, col : col + 8] += 180
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def write_cifar(data_dir: Path, n_train: int = 500, n_test: int = 100, seed: int = 0) -> Path:
+    """Write a synthetic CIFAR-10 in the python version's layout (``data_dir/cifar-10-batches-py``: five pickled
+    training batches, a test batch, batches.meta); returns that folder."""
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_colour(n_train, seed)
+    test_x, test_y = synthetic_colour(n_test, seed + 1)
+    parts = np.array_split(np.arange(n_train), len(CIFAR_TRAIN_BATCHES))
+    batches = {name: (train_x[p], train_y[p]) for name, p in zip(CIFAR_TRAIN_BATCHES, parts)}
+    batches["test_batch"] = (test_x, test_y)
+    for name, (x, y) in batches.items():
+        entry = {"batch_label": name, "data": x.reshape(len(x), -1), "labels": [int(v) for v in y],
+                 "filenames": [f"{name}_{i}.png" for i in range(len(x))]}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DATA_DIR holding a tiny synthetic CIFAR-10 (500 train, 100 test); treat as read-only."""
+    root = tmp_path_factory.mktemp("tiny-cifar")
+    write_cifar(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DATA_DIR holding a tiny synthetic 'MNIST' (400 train, 100 test); treat as read-only."""
@@ -73,12 +117,15 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run an entry script as a user would, capturing its output."""
+def run_script(
+    script: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run an entry script as a user would, capturing its output (``env``: variables to add)."""
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
         capture_output=True,
         text=True,
         cwd=cwd or REPO,
+        env={**os.environ, **env} if env else None,
         timeout=600,
     )

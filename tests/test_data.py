@@ -25,7 +25,7 @@ def test_loader_reads_idx_files_in_torchvision_layout(tmp_path):
     # normalized once with the training set's own statistics
     assert abs(float(ds.train_x.mean())) < 1e-4 and abs(float(ds.train_x.std()) - 1) < 1e-3
     images, _ = synthetic_digits(300, 0)
-    expected = (torch.from_numpy(images[0]).float() / 255 - ds.mean) / ds.std
+    expected = (torch.from_numpy(images[0]).float() / 255 - ds.mean[0]) / ds.std[0]
     assert torch.allclose(ds.train_x[0, 0], expected, atol=1e-5)
 
 
@@ -240,4 +240,5 @@ def test_dataset_statistics_are_exact_whatever_the_thread_count(tiny_data_dir):
     mean, std = pixel_statistics(images[:2000])
     assert mean == pytest.approx(float(exact.mean()), rel=1e-14) and std == pytest.approx(float(exact.std()), rel=1e-12)
     data = load_dataset("mnist", tiny_data_dir)
-    assert (data.mean, data.std) == pixel_statistics(torch.from_numpy(read_train_images(tiny_data_dir)))
+    mean, std = pixel_statistics(torch.from_numpy(read_train_images(tiny_data_dir)))
+    assert (data.mean, data.std) == ((mean,), (std,))

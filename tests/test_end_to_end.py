@@ -29,6 +29,7 @@ TINY = [
 SHARED_FLAGS = {
     "data_dir",
     "dataset",
+    "augment",
     "no_download",
     "batch_size",
     "epoch",

@@ -46,7 +46,7 @@ class Constant(nn.Module):
 
 def _state(tmp_path, every=2):
     x, y = torch.zeros(4, 1, 2, 2), torch.tensor([0, 0, 1, 1])
-    data = Dataset("test", x, y, x, y, mean=0.0, std=1.0, source="test", num_classes=2)
+    data = Dataset("test", x, y, x, y, mean=(0.0,), std=(1.0,), source="test", num_classes=2)
     checkpointing = Checkpointing(str(tmp_path / "c.pt"), every, {"seed": 0}, "run_test")
     return RunState(Constant(), data, LoopOptions(checkpointing=checkpointing, show_progress=False))
 

@@ -15,7 +15,7 @@ MADE_HERE = {"save", "no_progress", "seed"}  # set by the sweep for each run
 ADDED_SINCE = {"drift_correction", "server_opt", "server_lr", "server_momentum", "server_b1", "server_b2", "server_tau",
                "compress", "compress_ratio", "error_feedback", "qsgd_levels", "uplink_mbps", "downlink_mbps", "latency",
                "bandwidth", "bandwidth_spread", "dp_clip", "dp_noise", "dp_delta", "workers",
-               "threads_per_worker"}  # fmt: skip
+               "threads_per_worker", "augment"}  # fmt: skip
 
 
 def first_comparison_command() -> list[str]:

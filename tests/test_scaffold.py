@@ -24,7 +24,7 @@ def heterogeneous_data() -> tuple[Dataset, list[torch.Tensor]]:
         xs.append(x)
         ys.append(y)
     x, y = torch.cat(xs), torch.cat(ys)
-    data = Dataset("convex", x, y, x, y, 0.0, 1.0, "test", num_classes=CLASSES)
+    data = Dataset("convex", x, y, x, y, (0.0,), (1.0,), "test", num_classes=CLASSES)
     return data, [torch.arange(k * PER_CLIENT, (k + 1) * PER_CLIENT) for k in range(CLIENTS)]
 
 

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedlearn.data import load_dataset
-from fedlearn.models import MODELS, build_model
+from fedlearn.models import COLOUR_MODELS, MODELS, build_model
 from fedlearn.training import Passes, count_batches, evaluate, make_optimizer, train
 
 
@@ -47,9 +47,9 @@ def test_evaluate_is_correct_over_samples_with_a_short_last_batch():
     assert abs(result.loss - F.cross_entropy(logits, y).item()) < 1e-6
 
 
-def test_every_model_trains_one_step_on_mnist_shaped_input():
+def test_every_greyscale_model_trains_one_step_on_mnist_shaped_input():
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
-    for name in MODELS:
+    for name in set(MODELS) - COLOUR_MODELS:
         model = build_model(name)
         stats = train(
             model,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import seeding
+from ..augment import build_augment
 from ..checkpoint import from_per_client, per_client
 from ..data import Dataset
 from ..flat import flat_parameters, get_flat, set_flat
@@ -30,6 +31,7 @@ class LocalJobConfig:
     seed: int
     prox_mu: float = 0.0  # FedProx; 0 = plain local training
     drift_correction: str = "none"  # scaffold: SCAFFOLD's control variates (fednova acts on the server only)
+    augment: str = "none"  # --augment, on every training batch
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class LocalTrainer:
 
     A job depends only on (global weights, the client's data, seed, job key,
     client id): a fresh optimizer per job, and shuffles drawn from a stream
-    keyed by ``(seed, job_key, client)``. Clients in ``label_flip`` (Byzantine,
+    keyed by ``(seed, job_key, client)`` (augmentation's draws too). Clients in ``label_flip`` (Byzantine,
     ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``. The local
     objective is a part (:mod:`fedlearn.client.objectives`: plain or FedProx) built once
     from the job configuration; what the client sends back is another
@@ -80,6 +82,7 @@ class LocalTrainer:
         self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
         self.objective = build_objective(config.prox_mu, config.drift_correction, lr=config.lr)  # a part, not a branch
         self.uplink = uplink or Uplink()  # what the server receives of a trained job
+        self.augment = build_augment(config.augment, data.black())
 
     def num_samples(self, client: int) -> int:
         """Samples the client holds."""
@@ -109,6 +112,7 @@ class LocalTrainer:
             cfg.epochs,
             cfg.batch_size,
             seeding.torch_generator(cfg.seed, seeding.LOCAL_TRAIN, job_key, client),
+            self.augment,
         )
         labels = self._flipped_y if client in self.label_flip else self.data.train_y
         stats = train(self.model, optimizer, self.data.train_x, labels, passes, on_batch, self.objective)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import seeding
+from ..augment import build_augment
 from ..data import Dataset
 from ..progress import progress_bar
 from ..results import RunRecorder
@@ -23,6 +24,7 @@ class Epochs:
     batch_size: int
     optimizer: str
     lr: float
+    augment: str = "none"  # --augment
 
 
 def run_centralized(model: nn.Module, data: Dataset, plan: Epochs, options: LoopOptions = LoopOptions()) -> RunRecorder:
@@ -31,7 +33,7 @@ def run_centralized(model: nn.Module, data: Dataset, plan: Epochs, options: Loop
     indices = torch.arange(n, device=data.train_x.device)
     opt = make_optimizer(plan.optimizer, model.parameters(), plan.lr)
     generator = seeding.torch_generator(options.seed, seeding.CENTRAL_TRAIN)
-    passes = Passes(indices, 1, batch_size, generator)  # one epoch a call
+    passes = Passes(indices, 1, batch_size, generator, build_augment(plan.augment, data.black()))  # an epoch a call
     recorder = RunRecorder(options.target_accuracy)
     with progress_bar(count_batches(n, batch_size, epochs), "Baseline", enabled=options.show_progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731

@@ -1,0 +1,53 @@
+"""Data augmentation chosen by ``--augment``, applied to each training batch as tensors (never per sample).
+
+``crop-flip`` is the standard CIFAR-10 augmentation (He et al. 2016): pad the image by 4 pixels on every side,
+take a random 32x32 crop and flip it left-right with probability 1/2, as torchvision's ``RandomCrop(32,
+padding=4)`` and ``RandomHorizontalFlip()`` do to one image. Here the whole batch is done by one gather; the
+draws come from the job's seeded generator, so runs are the same bit for bit. The padding is black (pixel value
+0 before normalization), as torchvision pads the raw image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+AUGMENTATIONS = ("none", "crop-flip")
+PAD = 4
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""A batch ``(B, C, H, W)`` and the job's generator -> the augmented batch, same shape and layout."""
+
+
+class CropFlip:
+    """Random ``PAD``-padded crops and horizontal flips of a batch; ``fill`` is each channel's padding value."""
+
+    def __init__(self, fill: torch.Tensor, pad: int = PAD):
+        self.fill = fill.float()
+        self.pad = pad
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, c, h, w = images.shape
+        p, device = self.pad, images.device
+        top = torch.randint(0, 2 * p + 1, (b, 1), generator=generator)
+        left = torch.randint(0, 2 * p + 1, (b, 1), generator=generator)
+        flip = torch.rand((b, 1), generator=generator) < 0.5
+        columns = torch.arange(w)
+        columns = left + torch.where(flip, w - 1 - columns, columns)  # (b, w): read right to left when flipped
+        rows = top + torch.arange(h)  # (b, h)
+        padded = self.fill.to(device).expand(b, h + 2 * p, w + 2 * p, c).clone()  # images as (b, h, w, c)
+        padded[:, p : p + h, p : p + w] = images.permute(0, 2, 3, 1)
+        batch = torch.arange(b, device=device)[:, None, None]
+        out = padded[batch, rows.to(device)[:, :, None], columns.to(device)[:, None, :]]  # (b, h, w, c)
+        out = out.permute(0, 3, 1, 2)  # channels-last strides
+        return out if images.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+
+
+def build_augment(name: str, fill: torch.Tensor) -> Augment | None:
+    """The augmentation ``name`` (None for ``none``); ``fill``: each channel's padding value, normalized."""
+    if name == "none":
+        return None
+    if name == "crop-flip":
+        return CropFlip(fill)
+    raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}")
