@@ -36,11 +36,12 @@ class CropFlip:
         columns = torch.arange(w)
         columns = left + torch.where(flip, w - 1 - columns, columns)  # (b, w): read right to left when flipped
         rows = top + torch.arange(h)  # (b, h)
-        padded = self.fill.to(device).expand(b, h + 2 * p, w + 2 * p, c).clone()  # images as (b, h, w, c)
+        height, width = h + 2 * p, w + 2 * p
+        padded = self.fill.to(device).expand(b, height, width, c).clone()  # images as (b, h, w, c)
         padded[:, p : p + h, p : p + w] = images.permute(0, 2, 3, 1)
-        batch = torch.arange(b, device=device)[:, None, None]
-        out = padded[batch, rows.to(device)[:, :, None], columns.to(device)[:, None, :]]  # (b, h, w, c)
-        out = out.permute(0, 3, 1, 2)  # channels-last strides
+        pixel = torch.arange(b)[:, None, None] * (height * width) + rows[:, :, None] * width + columns[:, None, :]
+        out = padded.view(-1, c).index_select(0, pixel.view(-1).to(device))  # one gather: (b * h * w, c)
+        out = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last strides
         return out if images.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
 
