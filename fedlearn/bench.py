@@ -4,14 +4,18 @@ Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values)
 
 1. throughput: a plain PyTorch loop (no fedlearn code), the baseline, FedAvg and
    FedAsync training the same model on the same number of samples;
-2. scaling: FedAvg with 8, 100 and 1,000 clients (IID and Dirichlet), 10 %
+2. CIFAR-10: each CIFAR-10 model's training throughput, without and with
+   ``--augment crop-flip`` (:mod:`fedlearn.bench_cifar`, on CIFAR-shaped random tensors);
+3. scaling: FedAvg with 8, 100 and 1,000 clients (IID and Dirichlet), 10 %
    picked per round, each round split into local training, aggregation,
    evaluation and the rest, with the peak memory of each (one process each);
-3. evaluation: the global test set against every client's held-out set
+4. evaluation: the global test set against every client's held-out set
    (``--client_test_frac``), evaluated in one pass and, for contrast, client by client;
-4. client state: FedAvg against SCAFFOLD, whose control variates grow with the
+5. client state: FedAvg against SCAFFOLD, whose control variates grow with the
    clients seen (:mod:`fedlearn.bench_state`; skipped with ``--no_scaling``);
-5. options of the hot path (``--variants``): memory layout, torch.compile,
+6. workers: FedAvg with the clients trained by 1, 2, ... worker processes
+   (:mod:`fedlearn.bench_workers`; skipped with ``--no_scaling``);
+7. options of the hot path (``--variants``): memory layout, torch.compile,
    evaluation batch size, a vmap step over many small clients.
 
 fedlearn's runs use the scripts' defaults (channels-last layout); the plain loop
@@ -42,6 +46,7 @@ from tabulate import tabulate
 from torch import nn
 
 from . import seeding
+from .bench_cifar import cifar_section, render_cifar
 from .bench_state import render_state, state_child, state_configs
 from .bench_workers import render_workers, workers_child, workers_configs
 from .client import LocalJobConfig, LocalTrainer
@@ -384,6 +389,8 @@ def render(report: dict[str, Any]) -> str:
                 tabulate([[k, f"{v:.3f}"] for k, v in tp["ratios"].items()],
                          headers=["time per trained sample", "ratio"], tablefmt="github",
                          disable_numparse=True)]  # fmt: skip
+    if report.get("cifar"):
+        out += render_cifar(report["cifar"], report["reps"])
     if report.get("client_evaluation"):
         ce = report["client_evaluation"]
         rows = [[name, f"{ce['samples'][name]:,}", f"{s:.3f}", f"{ce['samples_per_s'][name]:,.0f}",
@@ -425,7 +432,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out).lstrip("\n")
 
 
-SECTIONS = ("throughput", "client_evaluation", "scaling", "client_state", "workers", "variants")
+SECTIONS = ("throughput", "cifar", "client_evaluation", "scaling", "client_state", "workers", "variants")
 CHILDREN = {"state": state_child, "workers": workers_child}  # a child's section -> what it runs (else scaling)
 
 
@@ -443,6 +450,8 @@ def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
     clients = (10, 100) if args.quick else (100, 1000)
     if name == "throughput":
         return throughput_section(synthetic_dataset(num_train, num_test), reps)
+    if name == "cifar":
+        return cifar_section(500 if args.quick else 5000, reps)
     if name == "client_evaluation":
         data = synthetic_dataset(num_train, num_test).to(torch.device("cpu"), channels_last=True)
         return client_evaluation_section(data, reps, clients=clients)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fedlearn import bench, bench_state, bench_workers
+from fedlearn import bench, bench_cifar, bench_state, bench_workers
 from fedlearn.bench_variants import many_clients_step
 from fedlearn.runtime import usable_cores
 from fedlearn.timing import interleaved_medians
@@ -34,6 +34,17 @@ def test_quick_benchmark_writes_tables_and_json(tmp_path, capsys):
     )
     assert "Training throughput" in capsys.readouterr().out
     assert "100 clients' held-out sets, one pass (fedlearn)" in report["client_evaluation"]["seconds"]
+    assert set(report["cifar"]["seconds"]) == {f"{m} / {a}" for m in ("cnn-cifar", "resnet20")
+                                               for a in ("none", "crop-flip")}  # fmt: skip
+
+
+def test_the_cifar_section_times_each_model_with_and_without_augmentation():
+    section = bench_cifar.cifar_section(100, reps=1)
+    assert section["parameters"] == {"cnn-cifar": 62_006, "resnet20": 269_722}
+    for name, seconds in section["seconds"].items():
+        assert seconds > 0 and section["samples_per_s"][name] == pytest.approx(100 / seconds)
+    table = "\n".join(bench_cifar.render_cifar(section, reps=1))
+    assert "| resnet20  | 269,722      | crop-flip |" in table and "one epoch of 100 CIFAR-shaped" in table
 
 
 def test_client_evaluation_section_counts_every_held_out_sample():
@@ -103,7 +114,7 @@ def test_only_runs_the_sections_asked_for(tmp_path, monkeypatch):
     assert ran == ["throughput", "client_state"]  # in the benchmark's order
     ran.clear()
     assert bench.main(["--quick", "--no_scaling", "--out", str(out)]) == 0
-    assert ran == ["throughput", "client_evaluation"]
+    assert ran == ["throughput", "cifar", "client_evaluation"]
 
 
 @pytest.mark.slow
