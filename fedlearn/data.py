@@ -256,11 +256,14 @@ def _download(name: str, data_dir: Path) -> bool:
         if not _try_download(name, staging):
             return False
         fetched = raw_folder(name, staging)
-        if name not in COLOUR_DATASETS:  # (torchvision checks CIFAR-10's archive and every batch against their md5)
+        if name in COLOUR_DATASETS:  # torchvision checked the archive and every batch against their md5
+            files = sorted(p.name for p in fetched.iterdir() if p.is_file())  # batches.meta, readme.html too
+        else:
             origins = {f: f"{f} (downloaded, not kept)" for f in RAW_FILES}
             advice = "try again later or put the files there by hand"
             _validate(name, {f: fetched / f for f in RAW_FILES}, origins, advice)
-        _move_in(fetched, dataset_files(name), raw_folder(name, data_dir))
+            files = list(RAW_FILES)
+        _move_in(fetched, files, raw_folder(name, data_dir))
     return True
 
 

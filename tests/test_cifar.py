@@ -5,13 +5,14 @@ import hashlib
 import json
 import os
 import pickle
+import tarfile
 
 import numpy as np
 import pytest
 import torch
 
 import fedlearn.cifar as cifar_module
-from conftest import CIFAR_TRAIN_BATCHES, run_script, synthetic_colour, write_cifar
+from conftest import CIFAR_TRAIN_BATCHES, http_mirror, run_script, synthetic_colour, write_cifar
 from fedlearn.data import DatasetNotFound, load_dataset, prepare_files, resolve_dataset
 from fedlearn.errors import DataError
 
@@ -105,6 +106,31 @@ def test_missing_files_offline_name_the_folder(tmp_path, monkeypatch):
                        "not be downloaded: put the python version's batches data_batch_1"):  # fmt: skip
         prepare_files("cifar10", tmp_path, download=True)
     assert list(tmp_path.iterdir()) == []  # the staging folder is gone
+
+
+def test_an_empty_folder_is_filled_by_torchvisions_download(tmp_path, monkeypatch):
+    """A local HTTP mirror serves a tiny archive in CIFAR-10's layout; torchvision checks it against the md5s
+    patched in for it, as it checks the real one."""
+    from torchvision.datasets import CIFAR10
+
+    source = write_cifar(tmp_path / "src", n_train=50, n_test=10)
+    (tmp_path / "mirror").mkdir()
+    archive = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="cifar-10-batches-py")
+    md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in source.iterdir()}
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5[n]] for n in CIFAR_TRAIN_BATCHES])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    with http_mirror(tmp_path / "mirror") as url:
+        monkeypatch.setattr(CIFAR10, "url", url + archive.name)
+        how = prepare_files("cifar10", tmp_path / "data", download=True)
+    assert how == "downloaded, checksums match the published CIFAR-10"
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["cifar-10-batches-py"]  # no archive, no staging
+    assert sorted(p.name for p in (tmp_path / "data" / "cifar-10-batches-py").iterdir()) == sorted(md5)
+    assert torch.equal(load_dataset("cifar10", tmp_path / "data").test_y, torch.from_numpy(synthetic_colour(10, 1)[1]))
+    assert prepare_files("cifar10", tmp_path / "data", download=True).startswith("local files, checksums match")
 
 
 def test_auto_never_picks_cifar10(tiny_cifar_dir, tmp_path):

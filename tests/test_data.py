@@ -1,15 +1,12 @@
-import functools
 import gzip
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import RAW_NAMES, idx_images, run_script, synthetic_digits, write_dataset
+from conftest import RAW_NAMES, http_mirror, idx_images, run_script, synthetic_digits, write_dataset
 from fedlearn import data as data_module
 from fedlearn.data import load_dataset, pixel_statistics, prepare_files, raw_folder, resolve_dataset
 from fedlearn.errors import DataError
@@ -93,17 +90,11 @@ def test_missing_files_are_downloaded_with_torchvision(tmp_path, monkeypatch):
             RAW_NAMES["test_labels"],
         )
     ]
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with http_mirror(served) as url:
         cls = data_module.dataset_class("mnist")
-        monkeypatch.setattr(cls, "mirrors", [f"http://127.0.0.1:{server.server_address[1]}/"])
+        monkeypatch.setattr(cls, "mirrors", [url])
         monkeypatch.setattr(cls, "resources", resources)
         assert prepare_files("mnist", tmp_path / "data", download=True) == "downloaded"
-    finally:
-        server.shutdown()
     assert load_dataset("mnist", tmp_path / "data").test_x.shape[0] == 100
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["MNIST"]  # the staging folder is gone
 
