@@ -30,17 +30,20 @@ class CropFlip:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, c, h, w = images.shape
         p, device = self.pad, images.device
-        top = torch.randint(0, 2 * p + 1, (b, 1), generator=generator)
-        left = torch.randint(0, 2 * p + 1, (b, 1), generator=generator)
-        flip = torch.rand((b, 1), generator=generator) < 0.5
-        columns = torch.arange(w)
+        draws = torch.cat([torch.randint(0, 2 * p + 1, (2, b), generator=generator),
+                           (torch.rand(b, generator=generator) < 0.5).long()[None]]).to(device)  # fmt: skip
+        top, left, flip = draws[0, :, None], draws[1, :, None], draws[2, :, None].bool()  # (drawn on the CPU)
+        columns = torch.arange(w, device=device)
         columns = left + torch.where(flip, w - 1 - columns, columns)  # (b, w): read right to left when flipped
-        rows = top + torch.arange(h)  # (b, h)
+        rows = top + torch.arange(h, device=device)  # (b, h)
         height, width = h + 2 * p, w + 2 * p
-        padded = self.fill.to(device).expand(b, height, width, c).clone()  # images as (b, h, w, c)
+        if self.fill.device != device:
+            self.fill = self.fill.to(device)
+        padded = self.fill.expand(b, height, width, c).clone()  # images as (b, h, w, c)
         padded[:, p : p + h, p : p + w] = images.permute(0, 2, 3, 1)
-        pixel = torch.arange(b)[:, None, None] * (height * width) + rows[:, :, None] * width + columns[:, None, :]
-        out = padded.view(-1, c).index_select(0, pixel.view(-1).to(device))  # one gather: (b * h * w, c)
+        first = torch.arange(b, device=device)[:, None, None] * (height * width)
+        pixel = first + rows[:, :, None] * width + columns[:, None, :]
+        out = padded.view(-1, c).index_select(0, pixel.view(-1))  # one gather: (b * h * w, c)
         out = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last strides
         return out if images.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 

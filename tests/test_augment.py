@@ -42,10 +42,9 @@ def test_without_padding_each_image_is_itself_or_its_mirror():
 def test_crops_are_torchvisions_crops_of_the_padded_image():
     x, g = batch(), torch.Generator().manual_seed(5)
     out = CropFlip(FILL)(x, g)
-    replay = torch.Generator().manual_seed(5)  # the draws, in CropFlip's order: rows, columns, flips
-    top = torch.randint(0, 2 * PAD + 1, (64, 1), generator=replay).flatten()
-    left = torch.randint(0, 2 * PAD + 1, (64, 1), generator=replay).flatten()
-    flip = (torch.rand((64, 1), generator=replay) < 0.5).flatten()
+    replay = torch.Generator().manual_seed(5)  # the draws, in CropFlip's order: rows, columns, then flips
+    top, left = torch.randint(0, 2 * PAD + 1, (2, 64), generator=replay)
+    flip = torch.rand(64, generator=replay) < 0.5
     for i in range(64):
         padded = torch.stack([TF.pad(x[i, c : c + 1], [PAD], fill=float(FILL[c])) for c in range(3)]).squeeze(1)
         crop = TF.crop(padded, int(top[i]), int(left[i]), 32, 32)
