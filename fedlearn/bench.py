@@ -360,12 +360,14 @@ def run_child(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def scaling_section(num_train: int, num_test: int, rounds: int, threads: int, passes: int) -> list[dict[str, Any]]:
+def scaling_section(
+    num_train: int, num_test: int, rounds: int, threads: int, passes: int, clients: tuple[int, ...] = SCALING_CLIENTS
+) -> list[dict[str, Any]]:
     """Every scaling configuration in fresh processes, ``passes`` times round-robin (drift hits all alike)."""
     configs = [
-        {"clients": clients, "partition": partition, "rounds": rounds, "num_train": num_train,
+        {"clients": n, "partition": partition, "rounds": rounds, "num_train": num_train,
          "num_test": num_test, "threads": threads}
-        for partition in ("iid", "dirichlet") for clients in SCALING_CLIENTS
+        for partition in ("iid", "dirichlet") for n in clients
     ]  # fmt: skip
     runs: list[list[dict[str, Any]]] = [[] for _ in configs]
     for _ in range(passes):
@@ -455,12 +457,15 @@ def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
     if name == "client_evaluation":
         data = synthetic_dataset(num_train, num_test).to(torch.device("cpu"), channels_last=True)
         return client_evaluation_section(data, reps, clients=clients)
+    few = args.quick  # quick: fewer configurations of the multi-process sections (each starts processes)
     if name == "scaling":
-        return scaling_section(num_train, num_test, rounds, args.threads, passes=1 if args.quick else 2)
+        scaled = SCALING_CLIENTS[:2] if few else SCALING_CLIENTS
+        return scaling_section(num_train, num_test, rounds, args.threads, passes=1 if few else 2, clients=scaled)
     if name == "client_state":
-        return [run_child(c) for c in state_configs(clients, num_train, num_test, args.threads)]
+        state_clients = clients[-1:] if few else clients
+        return [run_child(c) for c in state_configs(state_clients, num_train, num_test, args.threads)]
     if name == "workers":
-        return [run_child(c) for c in workers_configs((8, 100), num_train, num_test, rounds)]
+        return [run_child(c) for c in workers_configs((100,) if few else (8, 100), num_train, num_test, rounds)]
     from .bench_variants import variants_section  # heavy (torch.compile): only when asked
 
     return variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
@@ -469,7 +474,7 @@ def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = OneLineParser(prog="python3 -m fedlearn.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for CI: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, fewer configurations, for CI: 1-2 minutes")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 5, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument(
