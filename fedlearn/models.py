@@ -44,10 +44,11 @@ def mlp(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
 
-def lenet5(num_classes: int = 10) -> nn.Module:
-    """LeNet-5 style: conv 6, pool, conv 16, pool, FC 120, FC 84, FC 10 (ReLU, max pooling)."""
+def _lenet(in_channels: int, padding: int, num_classes: int) -> nn.Sequential:
+    """conv 5x5 6, pool, conv 5x5 16, pool, FC 400-120-84-classes (ReLU, 2x2 max pooling); ``padding`` of the first
+    convolution makes the image 32x32 (28 -> 14 -> 10 -> 5 after it)."""
     return nn.Sequential(
-        nn.Conv2d(1, 6, kernel_size=5, padding=2),
+        nn.Conv2d(in_channels, 6, kernel_size=5, padding=padding),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Conv2d(6, 16, kernel_size=5),
@@ -60,25 +61,17 @@ def lenet5(num_classes: int = 10) -> nn.Module:
         nn.ReLU(),
         nn.Linear(84, num_classes),
     )
+
+
+def lenet5(num_classes: int = 10) -> nn.Module:
+    """LeNet-5 style on 28x28 greyscale images padded to 32x32 (61,706 parameters)."""
+    return _lenet(1, 2, num_classes)
 
 
 def cnn_cifar(num_classes: int = 10) -> nn.Module:
-    """NIID-Bench's CIFAR-10 CNN (Li et al. 2022, ``SimpleCNN``): conv 5x5 6, pool, conv 5x5 16, pool (no padding:
-    32 -> 28 -> 14 -> 10 -> 5), FC 400-120-84-10, ReLU, 2x2 max pooling (62,006 parameters)."""
-    return nn.Sequential(
-        nn.Conv2d(3, 6, kernel_size=5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, kernel_size=5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120),
-        nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, num_classes),
-    )
+    """NIID-Bench's CIFAR-10 CNN (Li et al. 2022, ``SimpleCNN``): LeNet-5's shape on 3-channel 32x32 images, no
+    padding: conv 5x5 6, pool, conv 5x5 16, pool, FC 400-120-84-10 (62,006 parameters)."""
+    return _lenet(3, 0, num_classes)
 
 
 GROUPS = 2
