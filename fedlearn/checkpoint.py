@@ -17,6 +17,7 @@ import torch
 from . import __version__, schema
 from .errors import DataError
 from .files import write_atomically
+from .flag_history import with_older_values
 from .schema import SchemaError
 from .server.pipeline import RobustAggregator
 from .server.steps import STATE_KEYS
@@ -63,6 +64,7 @@ def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any], 
     saved = state.get("args")
     if not isinstance(saved, dict):
         raise DataError(f"--resume {path}: unusable checkpoint: args is not a mapping")
+    saved = with_older_values(saved)
     differ = sorted(k for k in set(saved) | set(args) if k not in RESUMABLE and saved.get(k) != args.get(k))
     if differ:
         shown = ", ".join(f"--{k} {saved.get(k)!r} (now {args.get(k)!r})" for k in differ[:3])

@@ -22,12 +22,13 @@ from .errors import DataError
 FOLDER = "cifar-10-batches-py"
 SIDE, CHANNELS = 32, 3
 SAFE_GLOBALS = frozenset({
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "_reconstruct"),
+    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),  # pickle protocol 5's arrays
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),
 })  # fmt: skip
+"""What an array, a numpy scalar or a Python 2 byte string needs to be rebuilt, and nothing else."""
 
 
 def _torchvision_class() -> type:
@@ -56,35 +57,44 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's ``(n, 3072)`` uint8 rows and ``n`` integer labels (ValueError if it holds anything else)."""
     with open(path, "rb") as f:
         entry = _ArraysOnly(f, encoding="latin1").load()
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
         raise ValueError("not a dict with 'data' and 'labels'")
-    data, labels = np.asarray(entry["data"]), list(entry["labels"])
+    data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CHANNELS * SIDE * SIDE:
         raise ValueError(f"'data' is {data.dtype} {data.shape}, not uint8 (n, {CHANNELS * SIDE * SIDE})")
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"'labels' is {labels.dtype} {labels.shape}, not a list of integers")
     if len(labels) != data.shape[0]:
         raise ValueError(f"{data.shape[0]} images for {len(labels)} labels")
     return data, labels
 
 
+def _read_checked(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_read_batch`, any failure a one-line DataError naming the file."""
+    try:
+        return _read_batch(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, OSError) as exc:  # fmt: skip
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"CIFAR-10 file {path} is corrupt ({detail}); replace or delete it") from None
+
+
 def read_split(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One split's images ``(N, 3, 32, 32)`` uint8 (channels-last in memory) and labels; a file that is not a
     CIFAR-10 batch is a one-line DataError naming it."""
-    images, labels = [], []
-    for name, _ in batch_files(train):
-        try:
-            data, batch_labels = _read_batch(folder / name)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-                OSError) as exc:  # fmt: skip
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"CIFAR-10 file {folder / name} is corrupt ({detail}); replace or delete it") from None
-        images.append(data)
-        labels.extend(batch_labels)
-    stacked = np.concatenate(images).reshape(-1, CHANNELS, SIDE, SIDE).transpose(0, 2, 3, 1)  # (N, H, W, C)
-    x = torch.from_numpy(np.ascontiguousarray(stacked)).permute(0, 3, 1, 2)
-    return x, torch.tensor(labels, dtype=torch.int64)
+    batches = [_read_checked(folder / name) for name, _ in batch_files(train)]
+    n = sum(len(labels) for _, labels in batches)
+    images = np.empty((n, SIDE, SIDE, CHANNELS), dtype=np.uint8)  # written batch by batch, in HWC order
+    start = 0
+    for data, labels in batches:
+        images[start : start + len(labels)] = data.reshape(-1, CHANNELS, SIDE, SIDE).transpose(0, 2, 3, 1)
+        start += len(labels)
+    labels = torch.from_numpy(np.concatenate([labels for _, labels in batches]).astype(np.int64))
+    return torch.from_numpy(images).permute(0, 3, 1, 2), labels
 
 
 def differing_checksums(folder: Path) -> list[str]:

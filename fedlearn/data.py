@@ -292,7 +292,8 @@ def _prepare_cifar(data_dir: Path, download: bool) -> str:
 
 
 def prepare_files(name: str, data_dir: str | os.PathLike, download: bool = True) -> str:
-    """Make sure the four IDX files of ``name`` are in ``data_dir``; return how they got there.
+    """Make sure the files of ``name`` (four IDX files, or CIFAR-10's six batches) are in ``data_dir``; return
+    how they got there.
 
     Order: plain files in place; the folder's own .gz files; else (only when the folder holds
     no IDX file at all) Debian's Fashion-MNIST package, then torchvision's download.
@@ -338,8 +339,8 @@ def resolve_dataset(
 ) -> tuple[str, str]:
     """Pick the dataset to use and make its files ready; returns ``(name, how)``.
 
-    ``requested`` is ``auto``, ``mnist`` or ``fashion-mnist``. ``auto`` means MNIST
-    when it is present or downloadable, else Fashion-MNIST with a one-line notice.
+    ``requested`` is ``auto``, ``mnist``, ``fashion-mnist`` or ``cifar10``. ``auto`` means MNIST
+    when it is present or downloadable, else Fashion-MNIST with a one-line notice (never CIFAR-10).
     A dataset named explicitly is never swapped for another.
     """
     if requested != "auto":

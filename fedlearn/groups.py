@@ -16,6 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .flag_history import with_older_values
 from .stats import Summary, summarize
 
 # flags that change no figure of a run (where files go, what is shown, how to resume); the seed is the group's axis
@@ -52,7 +53,7 @@ class Group:
 
 def settings_key(doc: dict[str, Any]) -> str:
     """What must agree for two runs to be the same experiment with another seed."""
-    args = {k: v for k, v in doc["args"].items() if k not in NOT_SETTINGS}
+    args = {k: v for k, v in with_older_values(doc["args"]).items() if k not in NOT_SETTINGS}
     return json.dumps([doc["script"], doc["dataset"], args], sort_keys=True, default=str)
 
 

@@ -7,6 +7,12 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from fedlearn.augment import PAD, CropFlip, build_augment
+from fedlearn.client import LocalJobConfig, LocalTrainer
+from fedlearn.data import Dataset
+from fedlearn.flat import get_flat
+from fedlearn.loops.centralized import Epochs, run_centralized
+from fedlearn.loops.skeleton import LoopOptions
+from fedlearn.models import build_model
 from fedlearn.training import Passes, make_optimizer, train
 
 FILL = torch.tensor([-1.0, -2.0, -3.0])
@@ -84,3 +90,26 @@ def test_crop_flip_changes_the_batches_training_sees():
           Passes(torch.arange(20), 1, 20, torch.Generator().manual_seed(0), augment))  # fmt: skip
     seen = model.seen[0]
     assert seen.shape == x.shape and not torch.equal(seen.sort(0).values, x)  # not merely x reordered
+
+
+def colour_data(n=40):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Dataset("colour", x, y, x, y, mean=(0.5,) * 3, std=(0.25,) * 3, source="test")
+
+
+def test_client_jobs_and_the_baseline_train_on_augmented_batches_when_asked():
+    data, weights = colour_data(), {}
+    for augment in ("none", "crop-flip", "crop-flip"):
+        torch.manual_seed(0)
+        config = LocalJobConfig("sgd", 0.1, 10, 1, seed=0, augment=augment)
+        trainer = LocalTrainer(build_model("cnn-cifar"), data, [torch.arange(40)], config)
+        job = trainer.run(0, get_flat(trainer.model), job_key=1).payload
+        torch.manual_seed(0)
+        model = build_model("cnn-cifar")
+        run_centralized(model, data, Epochs(1, 10, "sgd", 0.1, augment), LoopOptions(0, show_progress=False))
+        weights.setdefault(augment, []).append((job, get_flat(model)))
+    ((none_job, none_base),) = weights["none"]
+    (job, base), (job_again, base_again) = weights["crop-flip"]
+    assert not torch.equal(job, none_job) and not torch.equal(base, none_base)
+    assert torch.equal(job, job_again) and torch.equal(base, base_again)  # the same draws for the same seed

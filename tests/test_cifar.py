@@ -75,6 +75,22 @@ def test_a_corrupt_batch_is_one_line_naming_the_file(damage, says, tmp_path):
         load_dataset("cifar10", tmp_path)
 
 
+def test_batches_pickled_by_python_3_with_numpy_labels_are_read(tmp_path):
+    folder = write_cifar(tmp_path, n_train=50, n_test=10)
+    images, labels = synthetic_colour(10, 1)
+    entry = {"data": images.reshape(10, -1), "labels": list(labels.astype(np.int64))}  # numpy scalars
+    (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=5))  # arrays by _frombuffer
+    assert torch.equal(load_dataset("cifar10", tmp_path).test_y, torch.from_numpy(labels))
+
+
+@pytest.mark.parametrize("labels", [[1.7] * 10, ["cat"] * 10, [[1, 2]] * 10])
+def test_labels_that_are_not_integers_are_refused(labels, tmp_path):
+    folder = write_cifar(tmp_path, n_train=50, n_test=10)
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((10, 3072), np.uint8), "labels": labels}))
+    with pytest.raises(DataError, match="test_batch is corrupt \\('labels' is .*, not a list of integers\\)"):
+        load_dataset("cifar10", tmp_path)
+
+
 def test_labels_outside_the_ten_classes_are_refused(tmp_path):
     folder = write_cifar(tmp_path, n_train=50, n_test=10)
     entry = {"data": np.zeros((10, 3072), np.uint8), "labels": [10] * 10}
@@ -176,6 +192,22 @@ def test_each_script_runs_on_cifar10_end_to_end(script, extra, tiny_cifar_dir, t
     assert doc["run"]["training / test samples"] == "500 / 100"
     assert "not the published CIFAR-10" in doc["run"]["dataset source"]
     assert 0 <= doc["final"]["test_accuracy"] <= 1 and np.isfinite(doc["final"]["test_loss"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, budget",
+    [("run_baseline.py", ["--epoch", "1"]), ("run_federated.py", ["--global_epoch", "1", "--local_epoch", "1"])],
+)
+def test_the_scripts_train_on_augmented_batches_unless_told_not_to(script, budget, tiny_cifar_dir, tmp_path):
+    losses = []
+    for augment in ("crop-flip", "none"):
+        out = tmp_path / f"{augment}.json"
+        proc = run_script(script, "--data_dir", str(tiny_cifar_dir), "--save", str(out), *QUICK, *budget,
+                          "--augment", augment)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        losses.append(read(out)["final"]["test_loss"])
+    assert losses[0] != losses[1]  # (run_async builds its clients as run_federated does)
 
 
 @pytest.mark.slow

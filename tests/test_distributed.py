@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import REPO, run_script
 from fedlearn.codecs import QSGD, TopK
@@ -219,6 +220,14 @@ def test_resume_refuses_other_settings_and_foreign_files(tiny_data_dir, tmp_path
     assert run_script("run_federated.py", *flags, "--checkpoint", str(ckpt)).returncode == 0
     other = run_script("run_federated.py", *flags, "--resume", str(ckpt), "--init_lr", "0.01")
     assert other.returncode == 1 and "--init_lr" in other.stderr and "Traceback" not in other.stderr
+    state = torch.load(ckpt, weights_only=True)
+    del state["args"]["augment"]  # as a fedlearn from before --augment wrote it: it did not augment
+    torch.save(state, tmp_path / "older.pt")
+    older = run_script("run_federated.py", *flags, "--resume", str(tmp_path / "older.pt"), "--global_epoch", "4")
+    assert older.returncode == 0, older.stderr
+    augmented = run_script("run_federated.py", *flags, "--resume", str(tmp_path / "older.pt"), "--augment",
+                           "crop-flip")  # fmt: skip
+    assert augmented.returncode == 1 and "--augment 'none' (now 'crop-flip')" in augmented.stderr
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     junk = run_script("run_federated.py", *flags, "--resume", str(tmp_path / "junk.pt"))
     assert junk.returncode == 1 and "not a fedlearn checkpoint" in junk.stderr

@@ -32,6 +32,13 @@ def test_runs_differing_only_in_the_seed_are_grouped_and_nothing_else_is():
     assert groups[0].name == "a" and groups[0].seeds == [0, 1]
 
 
+def test_a_run_saved_before_a_flag_existed_groups_with_runs_that_set_it_to_what_it_did():
+    older, newer, augmented = doc(seed=0), doc(seed=1), doc(seed=2)
+    newer["args"]["augment"], augmented["args"]["augment"] = "none", "crop-flip"
+    groups = group_runs(["a_seed-0", "a_seed-1", "b"], [older, newer, augmented])
+    assert [g.names for g in groups] == [("a_seed-0", "a_seed-1"), ("b",)]
+
+
 def test_the_group_table_shows_mean_std_interval_and_missing_seeds():
     docs = [doc(seed=s, accuracy=a) for s, a in ((0, 0.80), (1, 0.82), (2, 0.84))]
     docs += [doc(seed=s, lr=1e-2, accuracy=0.5) for s in (0, 2)]
