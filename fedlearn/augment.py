@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import torch
 
-AUGMENTATIONS = ("none", "crop-flip")
 PAD = 4
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -48,10 +47,12 @@ class CropFlip:
         return out if images.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
 
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor], Augment] | None] = {"none": None, "crop-flip": CropFlip}
+"""``--augment``'s choices: each builds its augmentation from the channels' padding value (None: batches as
+they are)."""
+
+
 def build_augment(name: str, fill: torch.Tensor) -> Augment | None:
     """The augmentation ``name`` (None for ``none``); ``fill``: each channel's padding value, normalized."""
-    if name == "none":
-        return None
-    if name == "crop-flip":
-        return CropFlip(fill)
-    raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}")
+    factory = AUGMENTATIONS[name]
+    return None if factory is None else factory(fill)

@@ -169,7 +169,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--augment",
         default=None,
-        choices=AUGMENTATIONS,
+        choices=list(AUGMENTATIONS),
         help="training batches only: crop-flip = random crops of the 4-pixel-padded image and left-right flips, "
         "drawn from the run's seed (default: crop-flip on CIFAR-10, none on the greyscale sets)",
     )

@@ -110,11 +110,6 @@ def raw_folder(name: str, data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / FOLDERS[name] / "raw"
 
 
-def dataset_files(name: str) -> list[str]:
-    """The files ``name`` needs in its folder."""
-    return cifar.all_files() if name in COLOUR_DATASETS else list(RAW_FILES)
-
-
 def _missing_files(folder: Path) -> list[str]:
     return [f for f in RAW_FILES if not (folder / f).is_file()]
 
@@ -270,7 +265,7 @@ def _download(name: str, data_dir: Path) -> bool:
 def _prepare_cifar(data_dir: Path, download: bool) -> str:
     """CIFAR-10's batches in place (as they are, or downloaded); how they got there, and whether they are the
     published files."""
-    folder, files = raw_folder("cifar10", data_dir), dataset_files("cifar10")
+    folder, files = raw_folder("cifar10", data_dir), cifar.all_files()
     missing = [f for f in files if not (folder / f).is_file()]
     if len(missing) == len(files) and download and _download("cifar10", data_dir):
         return "downloaded, checksums match the published CIFAR-10"
