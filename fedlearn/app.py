@@ -14,15 +14,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import seeding, signals
-from .checkpoint import Checkpointing, load_checkpoint
-from .cli import build_parser
 from .client import LocalJobConfig, LocalTrainer
 from .client.uplink import Uplink
-from .clock import ClientSpeeds, draw_links, draw_speeds
-from .codecs import Codec, build_codec, describe_upload, job_bytes
+from .comm.clock import ClientSpeeds, draw_links, draw_speeds
+from .comm.codecs import Codec, build_codec, describe_upload, job_bytes
 from .config import RunConfig, Script, from_namespace
+from .config.cli import build_parser
+from .core import seeding, signals
+from .core.checkpoint import Checkpointing, load_checkpoint
+from .core.flat import get_flat
+from .core.runtime import make_deterministic, resolve_device, usable_cores, versions
+from .core.training import MOMENTUM, ClientTests
 from .data import Dataset, load_dataset, resolve_dataset
+from .data.partitions import ClientPartition, partition_sizes
 from .distributed.async_server import run_async_distributed
 from .distributed.cluster import (
     Placement,
@@ -37,16 +41,13 @@ from .distributed.pool import PooledAsyncJobs, PoolJobs, PoolSpec, WorkerPool, p
 from .distributed.sync_rounds import DistributedRounds
 from .distributed.worker import serve_clients
 from .errors import FedlearnError
-from .flat import get_flat
+from .events.console import hyperparameter_table, partition_table, results_table, write_results
+from .events.recorder import RunRecorder
 from .loops.centralized import Epochs, run_centralized
 from .loops.rounds import Rounds, run_fedavg
 from .loops.skeleton import LoopOptions
 from .loops.virtual_clock import Updates, run_async
 from .models import build_model, count_parameters
-from .partition import ClientPartition, partition_sizes
-from .report import hyperparameter_table, partition_table, results_table, write_results
-from .results import RunRecorder
-from .runtime import make_deterministic, resolve_device, usable_cores, versions
 from .server.asynchronous import AsyncServer
 from .server.attacks import choose_byzantine
 from .server.fednova import FedNova
@@ -55,7 +56,6 @@ from .server.privacy import Accountant, GaussianSum, PrivacyConfig
 from .server.scaffold import ServerControl
 from .server.steps import ServerStep, build_step
 from .server.synchronous import SyncServer
-from .training import MOMENTUM, ClientTests
 
 
 def main(script: str, argv: list[str] | None = None) -> int:

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from fedlearn import seeding
 from fedlearn.client import LocalJobConfig, LocalTrainer
-from fedlearn.clock import ClientSpeeds, plan_async_jobs
+from fedlearn.comm.clock import ClientSpeeds, plan_async_jobs
+from fedlearn.core import seeding
+from fedlearn.core.flat import get_flat
 from fedlearn.data import load_dataset
-from fedlearn.flat import get_flat
+from fedlearn.data.partitions import iid_partition
 from fedlearn.loops.skeleton import LoopOptions
 from fedlearn.loops.virtual_clock import Updates, run_async
 from fedlearn.models import build_model
-from fedlearn.partition import iid_partition
 from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.server.staleness import staleness_weight
 from fedlearn.server.steps import ServerOptConfig, build_step, fedasync_mix

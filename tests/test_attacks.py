@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedlearn import seeding
+from fedlearn.core import seeding
 from fedlearn.server.attacks import (
     ATTACKS,
     DEFAULT_SCALE,

@@ -6,14 +6,14 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from fedlearn.augment import PAD, CropFlip, build_augment
 from fedlearn.client import LocalJobConfig, LocalTrainer
+from fedlearn.core.flat import get_flat
+from fedlearn.core.training import Passes, make_optimizer, train
 from fedlearn.data import Dataset
-from fedlearn.flat import get_flat
+from fedlearn.data.augment import PAD, CropFlip, build_augment
 from fedlearn.loops.centralized import Epochs, run_centralized
 from fedlearn.loops.skeleton import LoopOptions
 from fedlearn.models import build_model
-from fedlearn.training import Passes, make_optimizer, train
 
 FILL = torch.tensor([-1.0, -2.0, -3.0])
 

@@ -5,10 +5,13 @@ import json
 import pytest
 import torch
 
-from fedlearn import bench, bench_cifar, bench_state, bench_workers
-from fedlearn.bench_variants import many_clients_step
-from fedlearn.runtime import usable_cores
-from fedlearn.timing import interleaved_medians
+from fedlearn import bench
+from fedlearn.bench import cifar as bench_cifar
+from fedlearn.bench import state as bench_state
+from fedlearn.bench import workers as bench_workers
+from fedlearn.bench.variants import many_clients_step
+from fedlearn.core.runtime import usable_cores
+from fedlearn.core.timing import interleaved_medians
 
 
 @pytest.mark.slow

@@ -7,12 +7,12 @@ import torch
 from test_cli import call
 
 from conftest import run_script
-from fedlearn import seeding
 from fedlearn.client import LocalJobConfig, LocalTrainer
+from fedlearn.core import seeding
+from fedlearn.core.flat import get_flat
 from fedlearn.data import load_dataset
-from fedlearn.flat import get_flat
+from fedlearn.data.partitions import iid_partition
 from fedlearn.models import build_model
-from fedlearn.partition import iid_partition
 from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.server.pipeline import RobustAggregator, Threat
 from fedlearn.server.rules import RuleConfig, weighted_average

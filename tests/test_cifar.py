@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import fedlearn.cifar as cifar_module
+import fedlearn.data.cifar as cifar_module
 from conftest import CIFAR_TRAIN_BATCHES, http_mirror, run_script, synthetic_colour, write_cifar
 from fedlearn.data import DatasetNotFound, load_dataset, prepare_files, resolve_dataset
 from fedlearn.errors import DataError

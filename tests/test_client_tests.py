@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from fedlearn.app import main
-from fedlearn.partition import ClientPartition, PartitionSpec, hold_out
-from fedlearn.training import ClientTests, evaluate
+from fedlearn.core.training import ClientTests, evaluate
+from fedlearn.data.partitions import ClientPartition, PartitionSpec, hold_out
 
 TINY = ["--dataset", "mnist", "--batch_size", "50", "--init_lr", "1e-3", "--local_epoch", "1", "--num_clients", "4",
         "--num_select_clients", "2", "--model", "mlp", "--no_progress", "--epoch", "1",

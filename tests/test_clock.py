@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedlearn.clock import ClientSpeeds, ClockConfig, draw_speeds
+from fedlearn.comm.clock import ClientSpeeds, ClockConfig, draw_speeds
 
 
 def test_job_duration_is_samples_over_rate_plus_communication():

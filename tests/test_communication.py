@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fedlearn.client.uplink import Uplink
-from fedlearn.clock import ClientLinks, ClientSpeeds, ClockConfig, draw_links
-from fedlearn.codecs import QSGD, QSGD_BUCKET, DecodeError, TopK, describe_upload, job_bytes
+from fedlearn.comm.clock import ClientLinks, ClientSpeeds, ClockConfig, draw_links
+from fedlearn.comm.codecs import QSGD, QSGD_BUCKET, DecodeError, TopK, describe_upload, job_bytes
 from fedlearn.server.asynchronous import AsyncConfig, AsyncServer
 from fedlearn.server.synchronous import SyncServer
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedlearn import app, compare, sweep
+from fedlearn import app
+from fedlearn.analysis import compare, sweep
 from test_compare import TINY
 
 DELETE = object()  # as a value in a case: remove the field

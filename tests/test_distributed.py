@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_script
-from fedlearn.codecs import QSGD, TopK
+from fedlearn.comm.codecs import QSGD, TopK
 
 TINY = [
     "--dataset",

@@ -2,17 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from fedlearn import seeding
 from fedlearn.client import LocalJobConfig, LocalTrainer
 from fedlearn.client.uplink import Uplink
-from fedlearn.clock import ClientSpeeds
-from fedlearn.codecs import TopK
+from fedlearn.comm.clock import ClientSpeeds
+from fedlearn.comm.codecs import TopK
+from fedlearn.core import seeding
+from fedlearn.core.flat import get_flat
 from fedlearn.data import load_dataset
-from fedlearn.flat import get_flat
+from fedlearn.data.partitions import iid_partition
 from fedlearn.loops.rounds import Rounds, run_fedavg, select_clients
 from fedlearn.loops.skeleton import LoopOptions
 from fedlearn.models import build_model
-from fedlearn.partition import iid_partition
 from fedlearn.server.synchronous import SyncServer
 
 

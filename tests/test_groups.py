@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from fedlearn import compare, sweep
-from fedlearn.groups import cost_table, group_runs, group_table
+from fedlearn.analysis import compare, sweep
+from fedlearn.analysis.groups import cost_table, group_runs, group_table
 
 
 def doc(script="run_federated", seed=0, accuracy=0.8, lr=1e-3, reached=None, worst=None, skew=0.1):

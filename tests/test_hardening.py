@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from conftest import REPO
-from fedlearn import signals
 from fedlearn.app import main
-from fedlearn.clock import AsyncTimeline, ClientSpeeds, ClockConfig, draw_speeds
+from fedlearn.comm.clock import AsyncTimeline, ClientSpeeds, ClockConfig, draw_speeds
+from fedlearn.core import signals
+from fedlearn.core.files import write_atomically
 from fedlearn.errors import DataError
-from fedlearn.files import write_atomically
 from fedlearn.loops.rounds import Rounds, run_fedavg
 from fedlearn.loops.skeleton import LoopOptions
 from fedlearn.loops.virtual_clock import Updates, run_async
@@ -75,7 +75,7 @@ def test_huge_values_are_refused_with_the_flag_and_its_range(script, argv, flag,
 
 
 def test_help_states_every_range():
-    from fedlearn.cli import RANGES, build_parser
+    from fedlearn.config.cli import RANGES, build_parser
 
     text = " ".join(build_parser("run_async").format_help().split())
     for flag, valid in RANGES.items():
@@ -83,7 +83,7 @@ def test_help_states_every_range():
 
 
 def test_the_clock_stays_finite_and_positive_at_the_ends_of_the_ranges():
-    from fedlearn.cli import RANGES
+    from fedlearn.config.cli import RANGES
 
     rng = np.random.default_rng(0)
     for delay in ("lognormal", "uniform", "straggler"):

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from fedlearn.checkpoint import Checkpointing
+from fedlearn.core.checkpoint import Checkpointing
 from fedlearn.data import Dataset
 from fedlearn.loops.skeleton import LoopOptions, RunState, Tally
 

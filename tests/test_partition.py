@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedlearn.errors import UsageError
-from fedlearn.partition import (
+from fedlearn.data.partitions import (
     PartitionSpec,
     iid_partition,
     label_histograms,
@@ -11,6 +10,7 @@ from fedlearn.partition import (
     make_partition,
     partition_sizes,
 )
+from fedlearn.errors import UsageError
 
 LABELS = torch.from_numpy(np.random.default_rng(0).integers(0, 10, 3000))
 SPECS = [

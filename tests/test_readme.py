@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedlearn import sweep
-from fedlearn.cli import build_parser, resolve_defaults
+from fedlearn.analysis import sweep
+from fedlearn.config.cli import build_parser, resolve_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 MADE_HERE = {"save", "no_progress", "seed"}  # set by the sweep for each run

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from fedlearn.client import LocalJobConfig, LocalTrainer
+from fedlearn.core.flat import get_flat
 from fedlearn.data import Dataset
-from fedlearn.flat import get_flat
 from fedlearn.loops.rounds import RoundTask, local_rounds
 from fedlearn.server.scaffold import ServerControl
 from fedlearn.server.synchronous import SyncServer

@@ -108,7 +108,7 @@ def test_a_point_is_stepped_on_as_its_delta_from_the_weights():
 
 
 def test_compare_names_the_server_optimizer_and_the_drift_correction():
-    from fedlearn.compare import run_label
+    from fedlearn.analysis.compare import run_label
 
     doc = {"script": "run_federated", "args": {"server_opt": "adam", "server_lr": 0.01, "drift_correction": "scaffold"}}
     assert run_label(doc) == "FedAvg + SCAFFOLD + server adam 0.01"

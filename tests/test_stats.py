@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fedlearn.stats import fairness, summarize, t_quantile
+from fedlearn.analysis.stats import fairness, summarize, t_quantile
 
 
 def test_t_quantiles_match_the_tables():

@@ -2,9 +2,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedlearn.core.training import Passes, count_batches, evaluate, make_optimizer, train
 from fedlearn.data import load_dataset
 from fedlearn.models import COLOUR_MODELS, MODELS, build_model
-from fedlearn.training import Passes, count_batches, evaluate, make_optimizer, train
 
 
 def test_training_lowers_the_loss_on_a_small_made_up_dataset(tiny_data_dir):
@@ -64,7 +64,7 @@ def test_every_greyscale_model_trains_one_step_on_mnist_shaped_input():
 def local_distance_from_anchor(tiny_data_dir, proximal_mu):
     """Train a model for 2 epochs from a fixed start; returns (final weights, distance from the start)."""
     from fedlearn.client.objectives import Proximal
-    from fedlearn.flat import get_flat, unflatten_like
+    from fedlearn.core.flat import get_flat, unflatten_like
 
     data = load_dataset("mnist", tiny_data_dir)
     torch.manual_seed(0)
@@ -95,7 +95,7 @@ def test_fedprox_pulls_local_weights_toward_the_global_model(tiny_data_dir):
 
 
 def test_channels_last_is_the_same_computation_in_another_layout(tiny_data_dir):
-    from fedlearn.flat import get_flat
+    from fedlearn.core.flat import get_flat
 
     data = load_dataset("mnist", tiny_data_dir)
     weights = []

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..flat import unflatten_like
-from ..training import StepHooks
+from ..core.flat import unflatten_like
+from ..core.training import StepHooks
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Job:
 
 
 class Objective(StepHooks, Protocol):
-    """Hooks of one local job: ``start``, around every optimizer step (:class:`fedlearn.training.StepHooks`),
+    """Hooks of one local job: ``start``, around every optimizer step (:class:`fedlearn.core.training.StepHooks`),
     ``finish`` with the trained weights and the optimizer steps taken (returns what the client sends besides
     its weights, or None)."""
 

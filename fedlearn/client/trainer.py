@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import seeding
-from ..augment import build_augment
-from ..checkpoint import from_per_client, per_client
+from ..core import seeding
+from ..core.checkpoint import from_per_client, per_client
+from ..core.flat import flat_parameters, get_flat, set_flat
+from ..core.training import Passes, TrainStats, count_batches, make_optimizer, train
 from ..data import Dataset
-from ..flat import flat_parameters, get_flat, set_flat
+from ..data.augment import build_augment
 from ..server.attacks import flip_labels
-from ..training import Passes, TrainStats, count_batches, make_optimizer, train
 from .objectives import Job, build_objective
 from .uplink import Uplink
 

@@ -1,7 +1,7 @@
 """What a trained job sends the server, as a part the trainer is given.
 
 Without a codec a client sends its trained weights (float32). With one
-(``--compress``, :mod:`fedlearn.codecs`) it sends its delta ``trained - start``
+(``--compress``, :mod:`fedlearn.comm.codecs`) it sends its delta ``trained - start``
 encoded; with error feedback (``--error_feedback``, Stich et al. 2018) the part
 of each client's delta its encoding dropped is kept on the client and added to
 its next delta, so over many jobs the sum of what was sent follows the sum of
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from .. import seeding
-from ..checkpoint import from_per_client, per_client
-from ..codecs import Codec
+from ..comm.codecs import Codec
+from ..core import seeding
+from ..core.checkpoint import from_per_client, per_client
 
 
 class Uplink:

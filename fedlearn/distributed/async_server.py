@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import seeding
 from ..client import LocalTrainer
+from ..core import seeding
+from ..events.recorder import RunRecorder
 from ..loops.skeleton import LoopOptions, RunState, Tally
 from ..loops.virtual_clock import Updates, async_fields, restore_server
-from ..results import RunRecorder
 from ..server.asynchronous import TITLES, AsyncServer
 from . import wire
 from .inbox import Job, Links, Lost, protocol_violation, stop_workers

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..client import ClientUpdate, LocalTrainer
-from ..training import TrainStats
+from ..core.training import TrainStats
 from . import wire
 from .cluster import Placement, first_line
 

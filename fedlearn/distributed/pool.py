@@ -28,9 +28,9 @@ import torch.distributed as dist
 import torch.multiprocessing
 
 from ..client import ClientUpdate, LocalTrainer
-from ..clock import AsyncTimeline, ClientSpeeds, PlannedJob
+from ..comm.clock import AsyncTimeline, ClientSpeeds, PlannedJob
+from ..core.runtime import make_deterministic
 from ..loops.rounds import RoundExecutor, RoundTask
-from ..runtime import make_deterministic
 from . import wire
 from .cluster import Placement, WorkerLost, first_line, leave_process_group
 from .inbox import Inbox, Job, Lost, loss_reason, protocol_violation, stop_workers, to_client_update

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from ..client import LocalTrainer
-from ..clock import ClientSpeeds
+from ..comm.clock import ClientSpeeds
 from . import wire
 
 

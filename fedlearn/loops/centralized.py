@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import seeding
-from ..augment import build_augment
+from ..core import seeding
+from ..core.training import Passes, count_batches, evaluate, make_optimizer, train
 from ..data import Dataset
-from ..progress import progress_bar
-from ..results import RunRecorder
-from ..training import Passes, count_batches, evaluate, make_optimizer, train
+from ..data.augment import build_augment
+from ..events.progress import progress_bar
+from ..events.recorder import RunRecorder
 from .skeleton import LoopOptions, client_figures
 
 

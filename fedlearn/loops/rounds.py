@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import seeding
 from ..client import ClientUpdate, LocalTrainer
-from ..clock import ClientSpeeds
-from ..progress import batch_ticks
-from ..results import RunRecorder
+from ..comm.clock import ClientSpeeds
+from ..core import seeding
+from ..events.progress import batch_ticks
+from ..events.recorder import RunRecorder
 from ..server.synchronous import SyncServer
 from .skeleton import LoopOptions, RunState, Tally
 

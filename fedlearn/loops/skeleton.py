@@ -6,7 +6,7 @@ It counts each update it receives in :attr:`RunState.tally`, calls
 :meth:`RunState.evaluate` when its cadence says so and :meth:`RunState.finish`
 at the end, and :meth:`RunState.checkpoint` after each step with its own fields;
 the schema every checkpoint is checked against on resumption is
-:func:`fedlearn.checkpoint.checkpoint_schema`.
+:func:`fedlearn.core.checkpoint.checkpoint_schema`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import Checkpointing, save_checkpoint
+from ..core.checkpoint import Checkpointing, save_checkpoint
+from ..core.flat import set_flat
+from ..core.training import ClientTests, evaluate
 from ..data import Dataset
-from ..flat import set_flat
-from ..progress import progress_bar
-from ..results import RunRecorder
-from ..training import ClientTests, evaluate
+from ..events.progress import progress_bar
+from ..events.recorder import RunRecorder
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def client_figures(model: nn.Module, tests: ClientTests | None) -> dict[str, Any
 
 
 class RunState:
-    """One loop's shared state: the record (:class:`fedlearn.results.RunRecorder`), the :class:`Tally`,
+    """One loop's shared state: the record (:class:`fedlearn.events.recorder.RunRecorder`), the :class:`Tally`,
     the evaluation model and data, the progress bar and the checkpoints."""
 
     def __init__(self, eval_model: nn.Module, data: Dataset, options: LoopOptions) -> None:

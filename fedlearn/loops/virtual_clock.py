@@ -1,6 +1,6 @@
 """Asynchronous FedAsync / FedBuff with in-process clients on the virtual clock.
 
-The timeline (:class:`fedlearn.clock.AsyncTimeline`) is fixed by the seed: who
+The timeline (:class:`fedlearn.comm.clock.AsyncTimeline`) is fixed by the seed: who
 is dispatched when, and in which order the jobs arrive. Each job trains from the
 server's model as it was when the job was dispatched.
 """
@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from .. import seeding
 from ..client import ClientUpdate, LocalTrainer
-from ..clock import AsyncTimeline, ClientSpeeds, PlannedJob
+from ..comm.clock import AsyncTimeline, ClientSpeeds, PlannedJob
+from ..core import seeding
 from ..errors import DataError
-from ..progress import batch_ticks
-from ..results import RunRecorder
+from ..events.progress import batch_ticks
+from ..events.recorder import RunRecorder
 from ..server.asynchronous import TITLES, AsyncServer
 from .skeleton import LoopOptions, RunState, Tally
 

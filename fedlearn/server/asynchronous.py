@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..codecs import Codec
+from ..comm.codecs import Codec
 from .checks import rejection_reason
 from .pipeline import Batch, RobustAggregator, ServerPipeline, decode_delta
 from .staleness import staleness_weight

@@ -12,7 +12,7 @@ from statistics import NormalDist
 
 import torch
 
-from fedlearn import seeding
+from fedlearn.core import seeding
 
 ATTACKS = ("none", "signflip", "gaussian", "labelflip", "alie", "ipm")
 NEEDS_HONEST = frozenset({"alie", "ipm"})  # omniscient: these see the honest updates of the batch

@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from .. import seeding
-from ..codecs import Codec, DecodeError
+from ..comm.codecs import Codec, DecodeError
+from ..core import seeding
 from .attacks import NEEDS_HONEST, corrupt
 from .checks import clip_norm, rejection_reason
 from .privacy import GaussianSum

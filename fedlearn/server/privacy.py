@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .. import seeding
+from ..core import seeding
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..codecs import Codec
+from ..comm.codecs import Codec
 from .pipeline import Batch, RobustAggregator, ServerPipeline, decode_delta
 from .scaffold import ServerControl
 from .steps import build_step

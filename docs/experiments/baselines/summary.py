@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from fedlearn.stats import summarize  # noqa: E402
+from fedlearn.analysis.stats import summarize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PARTITIONS = {"iid": "IID", "dir0.5": "Dir(0.5)", "dir0.1": "Dir(0.1)", "2cls": "2 classes per client"}

@@ -2,7 +2,7 @@
 
     python3 docs/experiments/costs/summary.py     # prints the three tables, writes the three plots here
 
-Every figure is mean ± standard deviation [95 % t interval] over the seeds (fedlearn.stats); a time to
+Every figure is mean ± standard deviation [95 % t interval] over the seeds (fedlearn.analysis.stats); a time to
 target that a seed never reached is counted as "never", not averaged in.
 """
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from fedlearn.stats import summarize  # noqa: E402
+from fedlearn.analysis.stats import summarize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CODECS = {"none": "none (float32 weights)", "topk10-ef": "top-k 10 %, error feedback",

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
-from .data import Dataset
-from .loops.centralized import Epochs, run_centralized
-from .loops.skeleton import LoopOptions
-from .models import COLOUR_MODELS, build_model, count_parameters
-from .timing import interleaved_times
+from ..core.timing import interleaved_times
+from ..data import Dataset
+from ..loops.centralized import Epochs, run_centralized
+from ..loops.skeleton import LoopOptions
+from ..models import COLOUR_MODELS, build_model, count_parameters
 
 BATCH_SIZE = 100
 LR = 1e-3

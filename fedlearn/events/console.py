@@ -10,7 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .files import write_atomically
+from ..core.files import write_atomically
 
 TABLE_FORMAT = "github"
 NOT_APPLICABLE = "-"

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, schema
-from .errors import DataError
+from .. import __version__
+from ..config.flag_history import with_older_values
+from ..errors import DataError
+from ..server.pipeline import RobustAggregator
+from ..server.steps import STATE_KEYS
+from . import schema
 from .files import write_atomically
-from .flag_history import with_older_values
 from .schema import SchemaError
-from .server.pipeline import RobustAggregator
-from .server.steps import STATE_KEYS
 
 FORMAT = 2  # 2: the server step's state (server_step) is saved
 # flags that may differ between a run and its resumption (they do not change the numbers)

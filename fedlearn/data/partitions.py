@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 
 PARTITIONS = ("iid", "dirichlet", "shards", "classes")
 

@@ -20,18 +20,18 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from . import seeding
-from .client import LocalJobConfig, LocalTrainer
-from .clock import ClientSpeeds
-from .data import Dataset
-from .distributed.pool import PoolJobs, PoolSpec, WorkerPool, pool_rounds
-from .flat import get_flat
-from .loops.rounds import Rounds, run_fedavg
-from .loops.skeleton import LoopOptions
-from .models import build_model
-from .partition import PartitionSpec, make_partition
-from .runtime import make_deterministic, usable_cores
-from .server.synchronous import SyncServer
+from ..client import LocalJobConfig, LocalTrainer
+from ..comm.clock import ClientSpeeds
+from ..core import seeding
+from ..core.flat import get_flat
+from ..core.runtime import make_deterministic, usable_cores
+from ..data import Dataset
+from ..data.partitions import PartitionSpec, make_partition
+from ..distributed.pool import PoolJobs, PoolSpec, WorkerPool, pool_rounds
+from ..loops.rounds import Rounds, run_fedavg
+from ..loops.skeleton import LoopOptions
+from ..models import build_model
+from ..server.synchronous import SyncServer
 
 JOB = LocalJobConfig(optimizer="sgd", lr=0.01, batch_size=100, epochs=1, seed=0)
 
@@ -45,7 +45,7 @@ def _clients(data: Dataset, parts: list[torch.Tensor]) -> tuple[LocalTrainer, Cl
 
 def workers_child(config: dict[str, Any]) -> dict[str, Any]:
     """One FedAvg run with ``config["workers"]`` worker processes; returns its per-round figures."""
-    from .bench import synthetic_dataset  # the benchmark's data, shared with its other sections
+    from . import synthetic_dataset  # the benchmark's data, shared with its other sections
 
     workers, threads = config["workers"], config["threads"]
     torch.set_num_threads(threads)

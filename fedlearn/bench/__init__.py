@@ -5,16 +5,16 @@ Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values)
 1. throughput: a plain PyTorch loop (no fedlearn code), the baseline, FedAvg and
    FedAsync training the same model on the same number of samples;
 2. CIFAR-10: each CIFAR-10 model's training throughput, without and with
-   ``--augment crop-flip`` (:mod:`fedlearn.bench_cifar`, on CIFAR-shaped random tensors);
+   ``--augment crop-flip`` (:mod:`fedlearn.bench.cifar`, on CIFAR-shaped random tensors);
 3. scaling: FedAvg with 8, 100 and 1,000 clients (IID and Dirichlet), 10 %
    picked per round, each round split into local training, aggregation,
    evaluation and the rest, with the peak memory of each (one process each);
 4. evaluation: the global test set against every client's held-out set
    (``--client_test_frac``), evaluated in one pass and, for contrast, client by client;
 5. client state: FedAvg against SCAFFOLD, whose control variates grow with the
-   clients seen (:mod:`fedlearn.bench_state`; skipped with ``--no_scaling``);
+   clients seen (:mod:`fedlearn.bench.state`; skipped with ``--no_scaling``);
 6. workers: FedAvg with the clients trained by 1, 2, ... worker processes
-   (:mod:`fedlearn.bench_workers`; skipped with ``--no_scaling``);
+   (:mod:`fedlearn.bench.workers`; skipped with ``--no_scaling``);
 7. options of the hot path (``--variants``): memory layout, torch.compile,
    evaluation batch size, a vmap step over many small clients.
 
@@ -45,26 +45,26 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-from . import seeding
-from .bench_cifar import cifar_section, render_cifar
-from .bench_state import render_state, state_child, state_configs
-from .bench_workers import render_workers, workers_child, workers_configs
-from .client import LocalJobConfig, LocalTrainer
-from .clock import ClientSpeeds
-from .data import Dataset
-from .errors import OneLineParser
-from .flat import get_flat
-from .loops.centralized import Epochs, run_centralized
-from .loops.rounds import Rounds, RoundTask, local_rounds, run_fedavg, select_clients
-from .loops.skeleton import LoopOptions
-from .loops.virtual_clock import Updates, run_async
-from .models import build_model
-from .partition import PartitionSpec, hold_out, make_partition
-from .runtime import make_deterministic, versions
-from .server.asynchronous import AsyncConfig, AsyncServer
-from .server.synchronous import SyncServer
-from .timing import interleaved_medians, interleaved_times
-from .training import ClientTests, count_batches, evaluate
+from ..client import LocalJobConfig, LocalTrainer
+from ..comm.clock import ClientSpeeds
+from ..core import seeding
+from ..core.flat import get_flat
+from ..core.runtime import make_deterministic, versions
+from ..core.timing import interleaved_medians, interleaved_times
+from ..core.training import ClientTests, count_batches, evaluate
+from ..data import Dataset
+from ..data.partitions import PartitionSpec, hold_out, make_partition
+from ..errors import OneLineParser
+from ..loops.centralized import Epochs, run_centralized
+from ..loops.rounds import Rounds, RoundTask, local_rounds, run_fedavg, select_clients
+from ..loops.skeleton import LoopOptions
+from ..loops.virtual_clock import Updates, run_async
+from ..models import build_model
+from ..server.asynchronous import AsyncConfig, AsyncServer
+from ..server.synchronous import SyncServer
+from .cifar import cifar_section, render_cifar
+from .state import render_state, state_child, state_configs
+from .workers import render_workers, workers_child, workers_configs
 
 BATCH_SIZE = 100
 LR = 1e-3
@@ -466,7 +466,7 @@ def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
         return [run_child(c) for c in state_configs(state_clients, num_train, num_test, args.threads)]
     if name == "workers":
         return [run_child(c) for c in workers_configs((100,) if few else (8, 100), num_train, num_test, rounds)]
-    from .bench_variants import variants_section  # heavy (torch.compile): only when asked
+    from .variants import variants_section  # heavy (torch.compile): only when asked
 
     return variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
 

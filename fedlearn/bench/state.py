@@ -18,17 +18,17 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from . import seeding
-from .client import LocalJobConfig, LocalTrainer
-from .clock import ClientSpeeds
-from .flat import get_flat
-from .loops.rounds import Rounds, run_fedavg
-from .loops.skeleton import LoopOptions
-from .models import build_model
-from .partition import PartitionSpec, make_partition
-from .runtime import make_deterministic
-from .server.scaffold import ServerControl
-from .server.synchronous import SyncServer
+from ..client import LocalJobConfig, LocalTrainer
+from ..comm.clock import ClientSpeeds
+from ..core import seeding
+from ..core.flat import get_flat
+from ..core.runtime import make_deterministic
+from ..data.partitions import PartitionSpec, make_partition
+from ..loops.rounds import Rounds, run_fedavg
+from ..loops.skeleton import LoopOptions
+from ..models import build_model
+from ..server.scaffold import ServerControl
+from ..server.synchronous import SyncServer
 
 LOCAL = {"optimizer": "sgd-momentum", "lr": 0.01, "batch_size": 64}  # NIID-Bench's local training
 METHODS = ("none", "scaffold")  # --drift_correction
@@ -36,7 +36,7 @@ METHODS = ("none", "scaffold")  # --drift_correction
 
 def state_child(config: dict[str, Any]) -> dict[str, Any]:
     """One run of ``config["drift_correction"]`` with ``config["clients"]`` IID clients, all picked every round."""
-    from .bench import synthetic_dataset  # the benchmark's data, shared with its other sections
+    from . import synthetic_dataset  # the benchmark's data, shared with its other sections
 
     torch.set_num_threads(config["threads"])
     make_deterministic()

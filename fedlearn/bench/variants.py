@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from .data import Dataset
-from .models import build_model
-from .timing import interleaved_medians
-from .training import Passes, evaluate, make_optimizer, train
+from ..core.timing import interleaved_medians
+from ..core.training import Passes, evaluate, make_optimizer, train
+from ..data import Dataset
+from ..models import build_model
 
 LR = 1e-3
 BATCH_SIZE = 100

@@ -10,20 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .augment import AUGMENTATIONS
-from .clock import BANDWIDTH_MODELS, DELAY_MODELS
-from .codecs import COMPRESSORS
-from .data import COLOUR_DATASETS
-from .errors import OneLineParser, UsageError
-from .models import COLOUR_MODELS, MODELS
-from .partition import PARTITIONS, PartitionSpec
-from .runtime import usable_cores
-from .server.asynchronous import ALGORITHMS, AsyncConfig
-from .server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
-from .server.rules import RULES, RuleConfig, check_condition, min_inputs
-from .server.staleness import DEFAULT_A, STALENESS_FUNCTIONS
-from .server.steps import SERVER_OPTIMIZERS, ServerOptConfig
-from .training import MOMENTUM, OPTIMIZERS
+from ..comm.clock import BANDWIDTH_MODELS, DELAY_MODELS
+from ..comm.codecs import COMPRESSORS
+from ..core.runtime import usable_cores
+from ..core.training import MOMENTUM, OPTIMIZERS
+from ..data import COLOUR_DATASETS
+from ..data.augment import AUGMENTATIONS
+from ..data.partitions import PARTITIONS, PartitionSpec
+from ..errors import OneLineParser, UsageError
+from ..models import COLOUR_MODELS, MODELS
+from ..server.asynchronous import ALGORITHMS, AsyncConfig
+from ..server.attacks import ATTACKS, DEFAULT_SCALE, NEEDS_HONEST
+from ..server.rules import RULES, RuleConfig, check_condition, min_inputs
+from ..server.staleness import DEFAULT_A, STALENESS_FUNCTIONS
+from ..server.steps import SERVER_OPTIMIZERS, ServerOptConfig
 
 DRIFT_CORRECTIONS = ("none", "scaffold", "fednova")
 

@@ -1,7 +1,7 @@
 """One frozen run configuration, built once from the parsed flags: the only reader of the argparse namespace.
 
 :func:`from_namespace` resolves the defaults that depend on other flags (without
-touching the namespace), validates every value (:func:`fedlearn.cli.validate`)
+touching the namespace), validates every value (:func:`fedlearn.config.cli.validate`)
 and groups the result: data, training, federation, clock, threat and defence,
 asynchronous server, processes and checkpoints, output. ``flags`` keeps every
 flag's resolved value, for the Hyperparameters table, the JSON's ``args`` and a
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ..comm.clock import ClockConfig
+from ..data.partitions import PartitionSpec
+from ..server.asynchronous import AsyncConfig
+from ..server.rules import RuleConfig
+from ..server.steps import ServerOptConfig
 from .cli import resolve_defaults, validate
-from .clock import ClockConfig
-from .partition import PartitionSpec
-from .server.asynchronous import AsyncConfig
-from .server.rules import RuleConfig
-from .server.steps import ServerOptConfig
 
 
 class Script(str, enum.Enum):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import Augment
+from ..data.augment import Augment
 
 EVAL_BATCH_SIZE = 500  # larger batches are slower on CPU (cache); measured with fedlearn.bench
 

@@ -6,8 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import DataError
 from . import signals
-from .errors import DataError
 
 
 def write_atomically(path: str | os.PathLike, payload: bytes, flag: str, private: bool = False) -> None:

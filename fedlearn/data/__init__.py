@@ -2,7 +2,7 @@
 
 ``--data_dir`` follows torchvision's layout: ``DATA_DIR/MNIST/raw/`` and
 ``DATA_DIR/FashionMNIST/raw/`` hold the four IDX files (plain or ``.gz``);
-``DATA_DIR/cifar-10-batches-py/`` holds CIFAR-10's pickled batches (:mod:`fedlearn.cifar`).
+``DATA_DIR/cifar-10-batches-py/`` holds CIFAR-10's pickled batches (:mod:`fedlearn.data.cifar`).
 Files already there are used as they are (a folder with some but not all of
 them is refused, never topped up from elsewhere). An empty folder is filled
 from Debian's package ``dataset-fashion-mnist`` (Fashion-MNIST only) or with
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from . import cifar
-from .errors import DataError, UsageError
+from ..errors import DataError, UsageError
 
 FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}  # torchvision's classes
 

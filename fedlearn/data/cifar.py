@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 FOLDER = "cifar-10-batches-py"
 SIDE, CHANNELS = 32, 3

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .stats import fairness
-from .timing import Stopwatch
-from .training import EvalResult
+from ..analysis.stats import fairness
+from ..core.timing import Stopwatch
+from ..core.training import EvalResult
 
 TIME_SECTIONS = ("training", "aggregation", "evaluation")
 

@@ -3,7 +3,7 @@
 :func:`group_runs` puts runs with the same script, dataset and settings (all
 flags but the seed and those that only say where files go or what is shown) in
 one group. :func:`group_table` gives each group's mean, standard deviation and
-95 % interval (:mod:`fedlearn.stats`); :func:`cost_table` sets every federated
+95 % interval (:mod:`fedlearn.analysis.stats`); :func:`cost_table` sets every federated
 group against the centralized baseline on the same data.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .flag_history import with_older_values
+from ..config.flag_history import with_older_values
 from .stats import Summary, summarize
 
 # flags that change no figure of a run (where files go, what is shown, how to resume); the seed is the group's axis

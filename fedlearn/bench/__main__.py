@@ -1,0 +1,7 @@
+"""``python3 -m fedlearn.bench``: the benchmark (:mod:`fedlearn.bench`)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
