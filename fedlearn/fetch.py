@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from .data import DATASET_TITLES, raw_folder, resolve_dataset
+from .data import DATASETS, raw_folder, resolve_dataset, title
 from .errors import FedlearnError, OneLineParser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Fetch the requested dataset; returns the exit status."""
     parser = OneLineParser(prog="python3 -m fedlearn.fetch", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="auto", choices=["auto", *DATASET_TITLES])
+    parser.add_argument("--dataset", default="auto", choices=DATASETS.choices())
     parser.add_argument("--data_dir", default="./data")
     parser.add_argument("--no_download", action="store_true", help="use local files or Debian's package only")
     args = parser.parse_args(argv)
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; no file was moved into {args.data_dir}", file=sys.stderr)
         return 130
-    print(f"{DATASET_TITLES[name]} ready in {raw_folder(name, args.data_dir)} ({how})")
+    print(f"{title(name)} ready in {raw_folder(name, args.data_dir)} ({how})")
     return 0
 
 

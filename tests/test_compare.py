@@ -167,7 +167,7 @@ def test_sweep_runs_the_grid_and_ends_with_the_compare_table(tiny_data_dir, tmp_
 
 
 def test_results_file_is_written_whole_with_ordinary_permissions(tmp_path):
-    from fedlearn.events.console import write_results
+    from fedlearn.events.results_file import write_results
 
     old = os.umask(0o022)
     try:

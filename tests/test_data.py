@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import RAW_NAMES, http_mirror, idx_images, run_script, synthetic_digits, write_dataset
-from fedlearn import data as data_module
+from fedlearn.data import idx as data_module
 from fedlearn.data import load_dataset, pixel_statistics, prepare_files, raw_folder, resolve_dataset
 from fedlearn.errors import DataError
 

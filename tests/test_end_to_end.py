@@ -95,6 +95,7 @@ SHARED_FLAGS = {
     "dp_clip",
     "dp_noise",
     "dp_delta",
+    "log",
 }
 ASYNC_FLAGS = {
     "algorithm",

@@ -75,7 +75,7 @@ def test_huge_values_are_refused_with_the_flag_and_its_range(script, argv, flag,
 
 
 def test_help_states_every_range():
-    from fedlearn.config.cli import RANGES, build_parser
+    from fedlearn.config import RANGES, build_parser
 
     text = " ".join(build_parser("run_async").format_help().split())
     for flag, valid in RANGES.items():
@@ -83,7 +83,7 @@ def test_help_states_every_range():
 
 
 def test_the_clock_stays_finite_and_positive_at_the_ends_of_the_ranges():
-    from fedlearn.config.cli import RANGES
+    from fedlearn.config import RANGES
 
     rng = np.random.default_rng(0)
     for delay in ("lognormal", "uniform", "straggler"):

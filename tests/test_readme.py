@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 
 from fedlearn.analysis import sweep
-from fedlearn.config.cli import build_parser, resolve_defaults
+from fedlearn.config import build_parser, resolve_defaults
+from fedlearn.config.status import older_values
 
 REPO = Path(__file__).resolve().parents[1]
 MADE_HERE = {"save", "no_progress", "seed"}  # set by the sweep for each run
-ADDED_SINCE = {"drift_correction", "server_opt", "server_lr", "server_momentum", "server_b1", "server_b2", "server_tau",
-               "compress", "compress_ratio", "error_feedback", "qsgd_levels", "uplink_mbps", "downlink_mbps", "latency",
-               "bandwidth", "bandwidth_spread", "dp_clip", "dp_noise", "dp_delta", "workers",
-               "threads_per_worker", "augment"}  # fmt: skip
+ADDED_SINCE = set(older_values())  # the flags whose value in runs saved before them is declared
 
 
 def first_comparison_command() -> list[str]:

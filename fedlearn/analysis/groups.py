@@ -16,12 +16,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ..config.flag_history import with_older_values
+from ..config.status import not_settings, with_older_values
 from .stats import Summary, summarize
-
-# flags that change no figure of a run (where files go, what is shown, how to resume); the seed is the group's axis
-NOT_SETTINGS = frozenset({"seed", "save", "checkpoint", "checkpoint_every", "resume", "no_progress", "data_dir",
-                          "no_download", "timeout", "target_acc"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,8 @@ class Group:
 
 def settings_key(doc: dict[str, Any]) -> str:
     """What must agree for two runs to be the same experiment with another seed."""
-    args = {k: v for k, v in with_older_values(doc["args"]).items() if k not in NOT_SETTINGS}
+    ignored = not_settings()
+    args = {k: v for k, v in with_older_values(doc["args"]).items() if k not in ignored}
     return json.dumps([doc["script"], doc["dataset"], args], sort_keys=True, default=str)
 
 

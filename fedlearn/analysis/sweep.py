@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from .. import app
-from ..config.cli import build_parser
+from ..config import build_parser
+from ..data.partitions import PARTITIONS
 from ..errors import FedlearnError, OneLineParser, UsageError
 from .compare import compare, folder_problem
 
@@ -53,9 +54,10 @@ def flags_accepted(script: str) -> set[str]:
     return {action.dest for action in build_parser(script)._actions if action.option_strings} - {"help"}
 
 
-PARTITION_FLAGS = frozenset({"num_clients", "partition", "dirichlet_alpha", "shards_per_client",
-                             "classes_per_client", "size_skew"})  # fmt: skip
-"""What decides the clients' data, which the baseline trains on when the clients hold out test sets."""
+def partition_flags() -> frozenset[str]:
+    """What decides the clients' data, which the baseline trains on when the clients hold out test sets: the
+    number of clients and the partition's settings."""
+    return frozenset({"num_clients"} | {flag.name for flag in PARTITIONS.declared() if flag.federated and flag.setting})
 
 
 def flags_used(script: str, clients_hold_out: bool = False) -> set[str]:
@@ -64,7 +66,7 @@ def flags_used(script: str, clients_hold_out: bool = False) -> set[str]:
     accepted = flags_accepted(script)
     if script != "run_baseline":
         return accepted
-    return accepted - build_parser(script).federated_flags | (PARTITION_FLAGS if clients_hold_out else set())
+    return accepted - build_parser(script).federated_flags | (partition_flags() if clients_hold_out else set())
 
 
 def parse_seeds(text: str) -> list[int]:

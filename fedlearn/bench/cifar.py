@@ -16,9 +16,10 @@ from tabulate import tabulate
 
 from ..core.timing import interleaved_times
 from ..data import Dataset
+from ..data.cifar import INFO as CIFAR
 from ..loops.centralized import Epochs, run_centralized
 from ..loops.skeleton import LoopOptions
-from ..models import COLOUR_MODELS, build_model, count_parameters
+from ..models import MODELS, build_model, count_parameters
 
 BATCH_SIZE = 100
 LR = 1e-3
@@ -43,16 +44,21 @@ def epoch_seconds(data: Dataset, model_name: str, augment: str, seed: int = 0) -
     return final["wall_time_s"] - final["time_breakdown_s"]["evaluation"]
 
 
+def cifar_models() -> list[str]:
+    """The models that take CIFAR-10's images."""
+    return sorted(name for name, entry in MODELS.entries.items() if entry.info.accepts(CIFAR.input_shape))
+
+
 def cifar_section(num_train: int, reps: int) -> dict[str, Any]:
     """Samples per second of each CIFAR-10 model, without and with crop-flip augmentation."""
     data = synthetic_cifar(num_train, BATCH_SIZE)
     runners = {f"{model} / {augment}": (lambda m=model, a=augment: epoch_seconds(data, m, a))
-               for model in sorted(COLOUR_MODELS) for augment in ("none", "crop-flip")}  # fmt: skip
+               for model in cifar_models() for augment in ("none", "crop-flip")}  # fmt: skip
     times = interleaved_times(runners, reps, self_timed=True)
     seconds = {k: statistics.median(v) for k, v in times.items()}
     return {
         "samples": num_train,
-        "parameters": {m: count_parameters(build_model(m)) for m in sorted(COLOUR_MODELS)},
+        "parameters": {m: count_parameters(build_model(m)) for m in cifar_models()},
         "seconds": seconds,
         "repetitions_s": times,
         "samples_per_s": {k: num_train / v for k, v in seconds.items()},

@@ -1,4 +1,4 @@
-"""A client job's local objective, as a part the trainer is given (one registry entry each).
+"""A client job's local objective, as a part the trainer is given (chosen by :mod:`.algorithms`).
 
 Training minimizes cross-entropy; an objective may add a term through the
 gradients, after every backward pass and before the optimizer's step, and may
@@ -11,13 +11,13 @@ the server averages: :mod:`fedlearn.server.fednova`.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from ..core.client_state import from_per_client, per_client
 from ..core.flat import unflatten_like
 from ..core.training import StepHooks
 
@@ -35,11 +35,15 @@ class Job:
 class Objective(StepHooks, Protocol):
     """Hooks of one local job: ``start``, around every optimizer step (:class:`fedlearn.core.training.StepHooks`),
     ``finish`` with the trained weights and the optimizer steps taken (returns what the client sends besides
-    its weights, or None)."""
+    its weights, or None); ``state``/``restore``: what it keeps per client between jobs, for checkpoints."""
 
     def start(self, model: nn.Module, job: Job) -> None: ...
 
     def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
 
 
 class Plain:
@@ -57,6 +61,13 @@ class Plain:
     def finish(self, job: Job, trained: torch.Tensor, steps: int) -> torch.Tensor | None:
         """Nothing to send besides the weights."""
         return None
+
+    def state(self) -> dict[str, Any]:
+        """Nothing kept between jobs."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Nothing to continue."""
 
 
 @dataclass
@@ -112,16 +123,15 @@ class Scaffold(Plain):
         self.controls[job.client] = updated
         return updated - own
 
+    def state(self) -> dict[str, Any]:
+        """Every client's control variate, for a checkpoint."""
+        return {STATE_KEY: per_client(self.controls)}
 
-OBJECTIVES: dict[str, Callable[..., Objective]] = {
-    "plain": lambda **_: Plain(),
-    "fedprox": lambda prox_mu, **_: Proximal(prox_mu),
-    "scaffold": lambda lr, **_: Scaffold(lr),
-}
-"""Every local objective by name, built from keyword settings; adding one is a class and one entry here."""
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        if STATE_KEY in state:
+            self.controls = from_per_client(state[STATE_KEY])
 
 
-def build_objective(prox_mu: float = 0.0, drift_correction: str = "none", **settings: Any) -> Objective:
-    """The objective the settings ask for: SCAFFOLD's, FedProx when ``prox_mu > 0``, else plain."""
-    name = "scaffold" if drift_correction == "scaffold" else "fedprox" if prox_mu > 0 else "plain"
-    return OBJECTIVES[name](prox_mu=prox_mu, **settings)
+STATE_KEY = "client_controls"
+"""Where a checkpoint holds the clients' control variates."""

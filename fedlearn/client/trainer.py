@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..core import seeding
-from ..core.checkpoint import from_per_client, per_client
 from ..core.flat import flat_parameters, get_flat, set_flat
 from ..core.training import Passes, TrainStats, count_batches, make_optimizer, train
 from ..data import Dataset
 from ..data.augment import build_augment
 from ..server.attacks import flip_labels
-from .objectives import Job, build_objective
+from .algorithms import LOCAL_ALGORITHMS
+from .objectives import Job
 from .uplink import Uplink
 
 
@@ -30,8 +30,9 @@ class LocalJobConfig:
     epochs: int
     seed: int
     prox_mu: float = 0.0  # FedProx; 0 = plain local training
-    drift_correction: str = "none"  # scaffold: SCAFFOLD's control variates (fednova acts on the server only)
+    drift_correction: str = "none"  # the local algorithm (fedlearn.client.algorithms): none, scaffold, fednova
     augment: str = "none"  # --augment, on every training batch
+    flags: Mapping[str, Any] = field(default_factory=dict)  # every flag's value: a plug-in part reads its own here
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ class LocalTrainer:
         self.config = config
         self.label_flip = label_flip
         self._flipped_y = flip_labels(data.train_y, data.num_classes) if label_flip else None
-        self.objective = build_objective(config.prox_mu, config.drift_correction, lr=config.lr)  # a part, not a branch
+        self.algorithm = LOCAL_ALGORITHMS[config.drift_correction].part
+        self.objective = self.algorithm.objective(config)  # a part, not a branch
         self.uplink = uplink or Uplink()  # what the server receives of a trained job
         self.augment = build_augment(config.augment, data.black())
 
@@ -124,19 +126,20 @@ class LocalTrainer:
     @property
     def sends_control(self) -> bool:
         """Whether jobs take the server's control variate and return its change (SCAFFOLD)."""
-        return self.config.drift_correction == "scaffold"
+        return self.algorithm.sends_control
+
+    @property
+    def client_state_keys(self) -> tuple[str, ...]:
+        """The checkpoint keys of what clients keep between jobs (the local algorithm's, error-feedback
+        residuals): a client with such state must train on one worker."""
+        keys = (self.algorithm.client_state, self.uplink.state_key)
+        return tuple(key for key in keys if key is not None)
 
     def state(self) -> dict[str, Any]:
-        """The clients' control variates (SCAFFOLD) and error-feedback residuals, for a checkpoint."""
-        controls = getattr(self.objective, "controls", None)
-        saved = self.uplink.state()
-        if controls is not None:
-            saved["client_controls"] = per_client(controls)
-        return saved
+        """What the clients keep between jobs (SCAFFOLD's control variates, error-feedback residuals)."""
+        return {**self.objective.state(), **self.uplink.state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`."""
-        saved = state.get("client_controls")
-        if saved is not None:
-            self.objective.controls = from_per_client(saved)
+        self.objective.restore(state)
         self.uplink.restore(state)

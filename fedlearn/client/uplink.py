@@ -19,7 +19,9 @@ import torch
 
 from ..comm.codecs import Codec
 from ..core import seeding
-from ..core.checkpoint import from_per_client, per_client
+from ..core.client_state import from_per_client, per_client
+
+STATE_KEY = "client_residuals"
 
 
 class Uplink:
@@ -46,12 +48,17 @@ class Uplink:
                 self.residuals.pop(client, None)
         return payload
 
+    @property
+    def state_key(self) -> str | None:
+        """Where a checkpoint holds the residuals (None without error feedback)."""
+        return STATE_KEY if self.error_feedback else None
+
     def state(self) -> dict[str, Any]:
         """The clients' residuals, for a checkpoint (nothing without error feedback)."""
-        return {"client_residuals": per_client(self.residuals)} if self.error_feedback else {}
+        return {STATE_KEY: per_client(self.residuals)} if self.error_feedback else {}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`."""
-        saved = state.get("client_residuals")
+        saved = state.get(STATE_KEY)
         if saved is not None:
             self.residuals = from_per_client(saved)

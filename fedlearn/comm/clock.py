@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DELAY_MODELS = ("none", "straggler", "lognormal", "uniform")
-BANDWIDTH_MODELS = ("fixed", "lognormal")
+from ..registry import FEDERATED_SCRIPTS, Entry, Flag, Flags, Range, Registry
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,43 @@ class ClockConfig:
         return self.uplink_mbps > 0 or self.downlink_mbps > 0 or self.latency > 0
 
 
+def _stragglers(num_clients: int, rng: np.random.Generator, c: ClockConfig) -> np.ndarray:
+    slowdown = np.ones(num_clients)
+    count = int(round(c.straggler_fraction * num_clients))
+    slowdown[rng.choice(num_clients, size=count, replace=False)] = c.straggler_slowdown
+    return slowdown
+
+
+DELAYS = Registry.of(
+    "delay models",
+    Flag("delay", "none", str, group="clock", federated=True,
+         help="client speed model: none, straggler (a fraction is slower), lognormal or uniform slowdowns"),
+    [
+        Entry("none", lambda n, rng, c: np.ones(n), "every client at --client_rate"),
+        Entry("straggler", _stragglers, "a fraction of the clients is slower", flags=(
+            Flag("straggler_fraction", 0.25, float, group="clock", federated=True, valid=Range(0, 1),
+                 help="share of stragglers (--delay straggler)"),
+            Flag("straggler_slowdown", 10.0, float, group="clock", federated=True, valid=Range(1, 1e6),
+                 help="how many times slower a straggler is"))),
+        Entry("lognormal", lambda n, rng, c: np.exp(c.delay_spread * rng.standard_normal(n)),
+              "slowdowns exp(sigma Z)", uses=("delay_spread",)),
+        Entry("uniform", lambda n, rng, c: rng.uniform(1.0, 1.0 + c.delay_spread, size=n),
+              "slowdowns uniform in [1, 1 + spread]", uses=("delay_spread",)),
+    ],
+    flags=(
+        Flag("client_rate", 1000.0, float, group="clock", federated=True, valid=Range(1e-3, 1e9), headline=False,
+             help="samples per simulated second of a normal client"),
+        Flag("comm_delay", 0.0, float, group="clock", federated=True, valid=Range(0, 1e9), headline=False,
+             help="simulated seconds of communication per job"),
+        Flag("delay_spread", 1.0, float, group="clock", federated=True, valid=Range(0, 10), headline=False,
+             help="lognormal sigma, or uniform slowdown in [1, 1+spread]"),
+    ),
+    off="none",
+    scripts=FEDERATED_SCRIPTS,
+)  # fmt: skip
+"""Every client speed model by name (``--delay``): an entry's part draws each client's slowdown factor."""
+
+
 def draw_speeds(num_clients: int, rng: np.random.Generator, config: ClockConfig = ClockConfig()) -> ClientSpeeds:
     """Draw every client's rate once, by ``config.delay``:
 
@@ -87,18 +123,40 @@ def draw_speeds(num_clients: int, rng: np.random.Generator, config: ClockConfig 
       (median 1).
     - ``uniform``: slowdown factors uniform in ``[1, 1 + delay_spread]``.
     """
-    c = config
-    slowdown = np.ones(num_clients)
-    if c.delay == "straggler":
-        count = int(round(c.straggler_fraction * num_clients))
-        slowdown[rng.choice(num_clients, size=count, replace=False)] = c.straggler_slowdown
-    elif c.delay == "lognormal":
-        slowdown = np.exp(c.delay_spread * rng.standard_normal(num_clients))
-    elif c.delay == "uniform":
-        slowdown = rng.uniform(1.0, 1.0 + c.delay_spread, size=num_clients)
-    elif c.delay != "none":
-        raise ValueError(f"unknown delay model {c.delay!r}; choose from {', '.join(DELAY_MODELS)}")
-    return ClientSpeeds(rates=c.client_rate / slowdown, comm_delay=c.comm_delay)
+    if config.delay not in DELAYS:
+        raise ValueError(f"unknown delay model {config.delay!r}; choose from {', '.join(DELAYS)}")
+    slowdown = DELAYS[config.delay].part(num_clients, rng, config)
+    return ClientSpeeds(rates=config.client_rate / slowdown, comm_delay=config.comm_delay)
+
+
+def _limits_links(flags: Flags, script: str) -> bool:
+    return flags.uplink_mbps > 0 or flags.downlink_mbps > 0 or flags.latency > 0
+
+
+BANDWIDTHS = Registry.of(
+    "bandwidth models",
+    Flag("bandwidth", "fixed", str, group="comm", federated=True, older="fixed",
+         help="fixed: every client at the rates above; lognormal: each client's rates times exp(-spread Z)"),
+    [
+        Entry("fixed", lambda n, rng, c: np.ones(n), "every client at the rates given"),
+        Entry("lognormal", lambda n, rng, c: np.exp(-c.bandwidth_spread * rng.standard_normal(n)),
+              "each client's rates times exp(-spread Z)", flags=(
+                  Flag("bandwidth_spread", 1.0, float, group="comm", federated=True, older=1.0, valid=Range(0, 10),
+                       help="lognormal sigma of --bandwidth lognormal"),)),
+    ],
+    flags=(
+        Flag("uplink_mbps", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(0, 1e6),
+             help="client upload rate in Mbit/s (0: no limit)"),
+        Flag("downlink_mbps", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(0, 1e6),
+             help="client download rate in Mbit/s (0: no limit)"),
+        Flag("latency", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(0, 1e6),
+             help="one-way simulated seconds per message (2 per job)"),
+    ),
+    active=_limits_links,
+    scripts=FEDERATED_SCRIPTS,
+)  # fmt: skip
+"""Every link model by name (``--bandwidth``): an entry's part draws each client's rate factor; in use when
+sending takes time (a rate limit or a latency)."""
 
 
 def draw_links(
@@ -113,11 +171,9 @@ def draw_links(
     c = config
     if not c.limits_links:
         return None
-    factor = np.ones(num_clients)
-    if c.bandwidth == "lognormal":
-        factor = np.exp(-c.bandwidth_spread * rng.standard_normal(num_clients))
-    elif c.bandwidth != "fixed":
-        raise ValueError(f"unknown bandwidth model {c.bandwidth!r}; choose from {', '.join(BANDWIDTH_MODELS)}")
+    if c.bandwidth not in BANDWIDTHS:
+        raise ValueError(f"unknown bandwidth model {c.bandwidth!r}; choose from {', '.join(BANDWIDTHS)}")
+    factor = BANDWIDTHS[c.bandwidth].part(num_clients, rng, c)
 
     def rates(mbps: float) -> np.ndarray:
         return np.full(num_clients, np.inf) if mbps == 0 else mbps * 1e6 * factor

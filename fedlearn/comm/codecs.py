@@ -24,13 +24,16 @@ or repeated, a level above ``s``, a norm that is negative or not finite raise
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-COMPRESSORS = ("none", "topk", "qsgd")
+from ..core.client_state import refuse_outside_checkpoints
+from ..registry import FEDERATED_SCRIPTS, Entry, Flag, Flags, Range, Registry, require
+
 QSGD_BUCKET = 512
 
 
@@ -157,15 +160,44 @@ class QSGD:
         return f"QSGD delta, {self.levels} levels, {1 + self.level_bits} bits per entry"
 
 
-def build_codec(name: str, ratio: float = 0.01, levels: int = 16) -> Codec | None:
-    """The codec ``--compress`` names (None for ``none``: clients send their weights)."""
-    if name == "none":
-        return None
-    if name == "topk":
-        return TopK(ratio)
-    if name == "qsgd":
-        return QSGD(levels)
-    raise ValueError(f"unknown compressor {name!r}; choose from {', '.join(COMPRESSORS)}")
+def _check_error_feedback(flags: Flags, script: str) -> None:
+    """Error feedback carries what top-k drops, and lives with each client (not in checkpoints of other
+    processes)."""
+    require(
+        not flags.error_feedback or flags.compress == "topk",
+        f"--error_feedback carries what top-k sparsification drops: use it with --compress topk, not {flags.compress}",
+    )
+    if flags.error_feedback:
+        refuse_outside_checkpoints(flags, "--error_feedback", "residual")
+
+
+CODECS = Registry.of(
+    "codecs",
+    Flag("compress", "none", str, group="comm", federated=True, older="none",
+         help="encode each client's delta: topk (Stich et al. 2018) or qsgd (Alistarh et al. 2017); none: send the "
+              "weights as float32"),
+    [
+        Entry("none", lambda flags: None, "the weights as float32"),
+        Entry("topk", lambda flags: TopK(flags["compress_ratio"]), "top-k sparsified delta", flags=(
+            Flag("compress_ratio", 0.01, float, group="comm", federated=True, older=0.01,
+                 valid=Range(0, 1, low_open=True), help="share of the delta's entries topk sends"),
+            Flag("error_feedback", False, group="comm", federated=True, older=False,
+                 help="topk: keep what each client's encoding dropped and add it to its next delta"))),
+        Entry("qsgd", lambda flags: QSGD(flags["qsgd_levels"]), "QSGD-quantized delta", flags=(
+            Flag("qsgd_levels", 16, int, group="comm", federated=True, older=16, valid=Range(1, 2**16 - 1),
+                 help="qsgd's quantization levels s per bucket of 512"),)),
+    ],
+    check=_check_error_feedback,
+    off="none",
+    scripts=FEDERATED_SCRIPTS,
+)  # fmt: skip
+"""Every update encoding by name (``--compress``): an entry's part builds the codec from the flags (None: clients
+send their weights); adding one is a codec class and one entry here."""
+
+
+def build_codec(flags: Mapping[str, Any]) -> Codec | None:
+    """The codec ``--compress`` names, with its settings from ``flags`` (None for ``none``)."""
+    return CODECS[flags["compress"]].part(flags)
 
 
 def upload_bytes(dim: int, codec: Codec | None) -> int:

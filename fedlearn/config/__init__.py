@@ -1,28 +1,32 @@
-"""One frozen run configuration, built once from the parsed flags: the only reader of the argparse namespace.
+"""The run configuration: flags declared by the parts (:mod:`.flags`, :mod:`fedlearn.registry`), parsed
+(:mod:`.parser`), resolved and checked (:mod:`.validate`), their status derived (:mod:`.status`), and frozen
+into one :class:`RunConfig`, built once: the only reader of the argparse namespace.
 
-:func:`from_namespace` resolves the defaults that depend on other flags (without
-touching the namespace), validates every value (:func:`fedlearn.config.cli.validate`)
-and groups the result: data, training, federation, clock, threat and defence,
-asynchronous server, processes and checkpoints, output. ``flags`` keeps every
-flag's resolved value, for the Hyperparameters table, the JSON's ``args`` and a
-checkpoint's identity.
+:func:`from_namespace` (the command line) and :func:`from_flags` (the library) resolve the defaults that depend
+on other flags (without touching the namespace), validate every value and group the result: data, training,
+federation, clock, threat and defence, asynchronous server, processes and checkpoints, output. ``flags`` keeps
+every flag's resolved value, for the Hyperparameters table, the JSON's ``args``, a checkpoint's identity and the
+parts of plug-ins, which read their own flags there.
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from ..comm.clock import ClockConfig
 from ..data.partitions import PartitionSpec
-from ..server.asynchronous import AsyncConfig
+from ..registry import Range
+from ..server.asynchronous import ASYNC_ALGORITHMS, AsyncConfig
 from ..server.rules import RuleConfig
 from ..server.steps import ServerOptConfig
-from .cli import resolve_defaults, validate
+from .parser import build_parser
+from .status import all_flags
+from .validate import resolve_defaults, validate
 
 
 class Script(str, enum.Enum):
@@ -105,12 +109,14 @@ class PrivacyFlags:
 
 @dataclass(frozen=True)
 class AsyncRunConfig:
-    """The asynchronous server's rule and the loop's budget (run_async only)."""
+    """The asynchronous server's rule and the loop's budget (run_async only); ``buffered``: the algorithm steps
+    on buffers of deltas (FedBuff) rather than mixing each update in (FedAsync)."""
 
     server: AsyncConfig
     concurrency: int
     max_updates: int
     eval_every: int
+    buffered: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,16 +157,30 @@ class RunConfig:
     multi: MultiConfig
     output: OutputConfig
     flags: Mapping[str, Any]
+    given: frozenset[str] = frozenset()  # the flags set away from their defaults
+
+
+def defaults(script: str) -> dict[str, Any]:
+    """Every flag of ``script`` at its declared default (before the defaults that depend on other flags)."""
+    return {flag.name: flag.default for flag in all_flags(script)}
 
 
 def from_namespace(args: argparse.Namespace, script: Script) -> RunConfig:
     """Resolve, validate (UsageError naming the flag) and group the parsed flags of ``script``."""
-    flags = resolve_defaults(vars(args), script.value)
-    validate(flags, script.value)
-    return build(flags, script)
+    values = vars(args)
+    base = defaults(script.value)
+    return from_flags(values, script, frozenset(k for k, v in values.items() if v != base.get(k)))
 
 
-def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
+def from_flags(values: Mapping[str, Any], script: Script, given: frozenset[str] = frozenset()) -> RunConfig:
+    """Resolve, validate and group every flag of ``script`` (``values``: each flag's value, parsed; ``given``: those
+    the user set)."""
+    flags = resolve_defaults(values, script.value)
+    validate(flags, script.value, given)
+    return build(flags, script, given)
+
+
+def build(flags: Mapping[str, Any], script: Script, given: frozenset[str] = frozenset()) -> RunConfig:
     """Group already validated, resolved ``flags``."""
     f = MappingProxyType(dict(flags))
     partition = PartitionSpec(f["partition"], f["dirichlet_alpha"], f["shards_per_client"], f["classes_per_client"],
@@ -223,10 +243,37 @@ def build(flags: Mapping[str, Any], script: Script) -> RunConfig:
         ),  # fmt: skip
         output=OutputConfig(f["save"], not f["no_progress"]),
         flags=f,
+        given=given,
     )
 
 
 def _async(f: Mapping[str, Any]) -> AsyncRunConfig:
     server = AsyncConfig(f["algorithm"], f["alpha"], f["staleness"], f["staleness_a"], f["staleness_b"],
                          f["buffer_size"], f["max_staleness"])  # fmt: skip
-    return AsyncRunConfig(server, f["concurrency"], f["max_updates"], f["eval_every"])
+    buffered = ASYNC_ALGORITHMS[f["algorithm"]].part.buffered
+    return AsyncRunConfig(server, f["concurrency"], f["max_updates"], f["eval_every"], buffered)
+
+
+class _LiveRanges(Mapping[str, Range]):
+    """Every number flag's valid values, from the live declarations (a plug-in's too)."""
+
+    def _table(self) -> dict[str, Range]:
+        return {flag.name: flag.valid for flag in all_flags() if flag.valid is not None}
+
+    def __getitem__(self, name: str) -> Range:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+RANGES: Mapping[str, Range] = _LiveRanges()
+"""Every number flag's valid values, checked before any work and shown in --help. The bounds keep every derived
+figure finite: job durations (samples / rate, slowdowns exp(sigma Z)), partition weights exp(size_skew Z),
+gloo's timeout in milliseconds, int64 fields on the wire."""
+
+__all__ = ["RANGES", "RunConfig", "Script", "build", "build_parser", "defaults", "from_flags", "from_namespace",
+           "resolve_defaults", "validate"]  # fmt: skip

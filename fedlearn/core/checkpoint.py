@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,19 +16,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config.flag_history import with_older_values
 from ..errors import DataError
-from ..server.pipeline import RobustAggregator
-from ..server.steps import STATE_KEYS
 from . import schema
 from .files import write_atomically
 from .schema import SchemaError
 
 FORMAT = 2  # 2: the server step's state (server_step) is saved
-# flags that may differ between a run and its resumption (they do not change the numbers)
-RESUMABLE = frozenset({"global_epoch", "max_updates", "save", "checkpoint", "checkpoint_every", "resume",
-                       "no_progress", "timeout", "distributed", "data_dir", "no_download", "target_acc",
-                       "workers", "threads_per_worker"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,9 +41,35 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     write_atomically(path, buffer.getvalue(), "--checkpoint", private=True)
 
 
-def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any], dim: int) -> dict[str, Any]:
-    """Read a checkpoint of ``script`` for a model of ``dim`` weights; check it was made with the same
-    settings (``args``) and that every field has its type, shape and range (:func:`checkpoint_schema`)."""
+@dataclass(frozen=True)
+class Expected:
+    """What a checkpoint must be to be resumed: made by ``script`` with the settings ``args`` but for those that
+    are ``resumable`` (settings it lacks taking their ``older`` value), and holding what ``layout`` says."""
+
+    script: str
+    args: Mapping[str, Any]
+    resumable: frozenset[str]
+    older: Mapping[str, Any]
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The parts' state a checkpoint holds: the model's size, the rule's counters, the server step's tensors,
+    the keys of what clients keep between jobs (control variates, residuals), and whether the server keeps a
+    control variate (SCAFFOLD's ``c``)."""
+
+    dim: int
+    counters: tuple[str, ...] = ()
+    step_keys: tuple[str, ...] = ()
+    client_state: tuple[str, ...] = ()
+    server_control: bool = False
+
+
+def load_checkpoint(path: str | os.PathLike, expected: Expected) -> dict[str, Any]:
+    """Read a checkpoint; check it was made by the same script with the same settings and that every field
+    has its type, shape and range (:func:`checkpoint_schema`)."""
+    script, args = expected.script, expected.args
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -65,36 +85,39 @@ def load_checkpoint(path: str | os.PathLike, script: str, args: dict[str, Any], 
     saved = state.get("args")
     if not isinstance(saved, dict):
         raise DataError(f"--resume {path}: unusable checkpoint: args is not a mapping")
-    saved = with_older_values(saved)
-    differ = sorted(k for k in set(saved) | set(args) if k not in RESUMABLE and saved.get(k) != args.get(k))
+    saved = {**expected.older, **saved}
+    resumable = expected.resumable
+    differ = sorted(k for k in set(saved) | set(args) if k not in resumable and saved.get(k) != args.get(k))
     if differ:
         shown = ", ".join(f"--{k} {saved.get(k)!r} (now {args.get(k)!r})" for k in differ[:3])
         raise DataError(f"--resume {path}: made with other settings: {shown}")
     try:
-        checkpoint_schema(script, state.get("mode"), args, dim)(state, "")
+        checkpoint_schema(script, state.get("mode"), args, expected.layout)(state, "")
     except SchemaError as exc:
         raise DataError(f"--resume {path}: unusable checkpoint: {exc}") from None
     return state
 
 
-def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) -> schema.Check:
+def checkpoint_schema(script: str, mode: Any, args: Mapping[str, Any], layout: Layout) -> schema.Check:
     """What a checkpoint of ``script`` (``mode``: simulated or distributed for run_async) must hold to be
-    resumed by a run with settings ``args`` and a model of ``dim`` weights."""
-    clients = args["num_clients"]
+    resumed by a run with settings ``args`` whose parts keep the state ``layout`` says."""
+    clients, dim = args["num_clients"], layout.dim
     privacy = {"dp_clipped": schema.integer()} if args.get("dp_clip") is not None else {}
-    aggregator = schema.record({**{name: schema.integer() for name in RobustAggregator.COUNTERS},
+    aggregator = schema.record({**{name: schema.integer() for name in layout.counters},
                                 "rejected": schema.dict_of(schema.integer()), **privacy})  # fmt: skip
     record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
                             "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
-    step = _optimizer_state(STATE_KEYS[args.get("server_opt", "sgd")], dim)
+    step = _optimizer_state(layout.step_keys, dim)
+    kept = {key: _per_client(clients, dim) for key in layout.client_state}
     if script == "run_federated":
         return schema.record({
             "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),
             "sim_time": schema.number(0), "samples_trained": schema.integer(), "updates": schema.integer(),
             "bytes_up": schema.integer(), "bytes_down": schema.integer(),
             "record": record, "aggregator": aggregator, "server_step": step,
-            **(_scaffold_state(args["num_clients"], dim) if args.get("drift_correction") == "scaffold" else {}),
-            **_residuals(args, dim),
+            **({"control": schema.vector(dim), "control_clients": schema.list_of(schema.integer(0, clients - 1))}
+               if layout.server_control else {}),
+            **kept,
         })  # fmt: skip
     server = schema.record({
         "weights": schema.vector(dim), "version": schema.integer(), "received": schema.integer(),
@@ -111,28 +134,10 @@ def checkpoint_schema(script: str, mode: Any, args: dict[str, Any], dim: int) ->
     if mode == "simulated":
         sent = {"sent_keys": schema.list_of(schema.integer()), "sent_weights": schema.list_of(schema.vector(dim)),
                 "sent_versions": schema.list_of(schema.integer())}  # fmt: skip
-        return schema.record({**tally, **sent, **_residuals(args, dim)}, same_length=tuple(sent))
+        return schema.record({**tally, **sent, **kept}, same_length=tuple(sent))
     lost = schema.record({"rank": schema.integer(1), "reason": schema.text(), "after_updates": schema.integer()})
     return schema.record({**tally, "mode": schema.one_of(["distributed"]), "next_key": schema.integer(),
                           "rng": _rng_state, "lost": schema.list_of(lost)})  # fmt: skip
-
-
-def _scaffold_state(clients: int, dim: int) -> dict[str, schema.Check]:
-    """SCAFFOLD's server control variate and the clients' own (a simulated run holds them all)."""
-    client = schema.integer(0, clients - 1)
-    return {"control": schema.vector(dim), "control_clients": schema.list_of(client),
-            "client_controls": _per_client(clients, dim)}  # fmt: skip
-
-
-def per_client(values: dict[int, torch.Tensor]) -> dict[str, list[Any]]:
-    """One vector per client (control variates, error-feedback residuals) as a checkpoint holds them."""
-    clients = sorted(values)
-    return {"clients": clients, "values": [values[c] for c in clients]}
-
-
-def from_per_client(saved: dict[str, list[Any]]) -> dict[int, torch.Tensor]:
-    """The vectors :func:`per_client` saved, by client."""
-    return dict(zip(saved["clients"], saved["values"]))
 
 
 def _per_client(clients: int, dim: int) -> schema.Check:
@@ -140,11 +145,6 @@ def _per_client(clients: int, dim: int) -> schema.Check:
     return schema.record({"clients": schema.list_of(schema.integer(0, clients - 1), max_len=clients),
                           "values": schema.list_of(schema.vector(dim), max_len=clients)},
                          same_length=("clients", "values"))  # fmt: skip
-
-
-def _residuals(args: dict[str, Any], dim: int) -> dict[str, schema.Check]:
-    """With ``--error_feedback``, what each client's top-k encodings have dropped so far."""
-    return {"client_residuals": _per_client(args["num_clients"], dim)} if args.get("error_feedback") else {}
 
 
 def _optimizer_state(keys: tuple[str, ...], dim: int) -> schema.Check:

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import DataError
+from ..registry import require
 from . import signals
 
 
@@ -43,3 +44,20 @@ def _discard(tmp: str | None) -> None:
     if tmp is not None:
         with signals.deferred():
             Path(tmp).unlink(missing_ok=True)
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (after links and ``..``), existing or not."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def check_new_file(path: str | os.PathLike, flag: str) -> None:
+    """UsageError naming ``flag`` unless a file can be written at ``path`` (not a folder; its folder exists and
+    takes new files)."""
+    path = Path(path)
+    require(not path.is_dir(), f"{flag} {path}: is a directory, give a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    require(parent.is_dir(), f"{flag} {path}: folder {parent} does not exist")
+    require(os.access(parent, os.W_OK), f"{flag} {path}: folder {parent} is not writable")

@@ -10,24 +10,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import Augment
+from ..registry import Entry, Flag, Registry
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""A batch ``(B, C, H, W)`` and the job's generator -> the augmented batch, same shape and layout
+(:mod:`fedlearn.data.augment`)."""
 
 EVAL_BATCH_SIZE = 500  # larger batches are slower on CPU (cache); measured with fedlearn.bench
 
 SGD_MOMENTUM = 0.9
-OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]] = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
-    "sgd-momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM),
-}
-MOMENTUM = {"sgd": 0.0, "sgd-momentum": SGD_MOMENTUM}
-"""The heavy-ball momentum of each SGD optimizer (SCAFFOLD and FedNova are defined for these only)."""
+
+
+def _optimizer(name: str, factory: Callable[..., torch.optim.Optimizer], info: float | None = None,
+               **settings: float) -> Entry:  # fmt: skip
+    """An optimizer entry built by ``factory(params, lr=lr, **settings)``; ``info``: its heavy-ball momentum, for
+    the SGD family (None for the others)."""
+    return Entry(name, lambda params, lr: factory(params, lr=lr, **settings), info=info)
+
+
+OPTIMIZERS = Registry.of(
+    "optimizers",
+    Flag("optimizer", "adam", str, help="fresh state for every local job"),
+    [
+        _optimizer("adam", torch.optim.Adam),
+        _optimizer("adamw", torch.optim.AdamW),
+        _optimizer("sgd", torch.optim.SGD, info=0.0),
+        _optimizer("sgd-momentum", torch.optim.SGD, info=SGD_MOMENTUM, momentum=SGD_MOMENTUM),
+    ],
+)
+"""Every local optimizer by name (``--optimizer``); an entry's ``info`` is the SGD family's heavy-ball momentum
+(SCAFFOLD and FedNova are defined for those only), None for the others."""
+
+
+def momentum_of(name: str) -> float | None:
+    """The heavy-ball momentum of optimizer ``name`` (None: not of the SGD family)."""
+    return OPTIMIZERS[name].info
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     """A fresh optimizer (no state carried over) chosen by ``--optimizer``."""
-    return OPTIMIZERS[name](params, lr)
+    return OPTIMIZERS[name].part(params, lr)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 import torch
 
+from ..core.training import Augment
+from ..registry import Entry, Flag, Registry
+from . import dataset_info
+
 PAD = 4
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-"""A batch ``(B, C, H, W)`` and the job's generator -> the augmented batch, same shape and layout."""
 
 
 class CropFlip:
@@ -47,12 +49,20 @@ class CropFlip:
         return out if images.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
 
-AUGMENTATIONS: dict[str, Callable[[torch.Tensor], Augment] | None] = {"none": None, "crop-flip": CropFlip}
-"""``--augment``'s choices: each builds its augmentation from the channels' padding value (None: batches as
-they are)."""
+AUGMENTATIONS = Registry.of(
+    "augmentations",
+    Flag("augment", None, str, group="data", older="none",
+         derive=lambda flags, script: dataset_info(flags.dataset).default_augment,
+         help="training batches only: crop-flip = random crops of the 4-pixel-padded image and left-right flips, "
+              "drawn from the run's seed (default: the dataset's: crop-flip on CIFAR-10, none on the greyscale sets)"),
+    [Entry("none", None, "batches as they are"), Entry("crop-flip", CropFlip, "padded random crops and flips")],
+    off="none",
+)  # fmt: skip
+"""``--augment``'s choices: each entry's part builds its augmentation from the channels' padding value (None:
+batches as they are)."""
 
 
 def build_augment(name: str, fill: torch.Tensor) -> Augment | None:
     """The augmentation ``name`` (None for ``none``); ``fill``: each channel's padding value, normalized."""
-    factory = AUGMENTATIONS[name]
+    factory = AUGMENTATIONS[name].part
     return None if factory is None else factory(fill)

@@ -2,7 +2,7 @@
 batches ``data_batch_1`` .. ``data_batch_5`` (training) and ``test_batch``.
 
 torchvision's ``CIFAR10`` names the files, gives their published checksums and downloads them
-(:mod:`fedlearn.data` stages and moves them in). The batches are read here with the layout torchvision reads
+(:mod:`.provision` stages and moves them in). The batches are read here with the layout torchvision reads
 (``data``: ``(n, 3072)`` uint8 rows, red then green then blue planes of 32x32; ``labels``: n ints) but through an
 unpickler that only rebuilds numpy arrays, so a data file cannot run code as a plain ``pickle.load`` lets it.
 Files whose checksums differ from the published ones (a subset, a test's tiny copy) are used, and said so.
@@ -11,6 +11,7 @@ Files whose checksums differ from the published ones (a subset, a test's tiny co
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..registry import Entry
+from .dataset import Dataset, DatasetInfo, image_dataset
+from .provision import DatasetNotFound, download, torchvision_download
 
 FOLDER = "cifar-10-batches-py"
 SIDE, CHANNELS = 32, 3
@@ -105,3 +109,51 @@ def differing_checksums(folder: Path) -> list[str]:
             if hashlib.md5((folder / name).read_bytes(), usedforsecurity=False).hexdigest() != md5:
                 differ.append(name)
     return differ
+
+
+def prepare(data_dir: Path, download_allowed: bool = True) -> str:
+    """CIFAR-10's batches in place (as they are, or downloaded); how they got there, and whether they are the
+    published files."""
+    folder, files = data_dir / FOLDER, all_files()
+    missing = [f for f in files if not (folder / f).is_file()]
+    # torchvision checked the archive and every batch against their md5: keep the whole extracted folder
+    keep = lambda fetched: sorted(p.name for p in fetched.iterdir() if p.is_file())  # noqa: E731
+    fetch = torchvision_download(_torchvision_class()) if download_allowed and len(missing) == len(files) else None
+    if fetch is not None and download(data_dir, fetch, lambda root: root / FOLDER, keep):
+        return "downloaded, checksums match the published CIFAR-10"
+    if len(missing) == len(files):
+        tried = "could not be downloaded" if download_allowed else "downloading is off (--no_download)"
+        raise DatasetNotFound(
+            f"CIFAR-10 not found in {folder} and {tried}: put the python version's batches {', '.join(files)} "
+            f"there (cifar-10-python.tar.gz, unpacked)"
+        )
+    if missing:
+        raise DataError(f"CIFAR-10 files in {folder} are incomplete: {', '.join(missing)} missing; "
+                        f"add them or delete the folder")  # fmt: skip
+    differ = differing_checksums(folder)
+    if len(differ) == len(files):
+        return "local files, not the published CIFAR-10: no batch has its published checksum"
+    if differ:
+        return f"local files; {', '.join(differ)} differ from the published CIFAR-10's checksums"
+    return "local files, checksums match the published CIFAR-10"
+
+
+class CifarSource:
+    """CIFAR-10 under ``DATA_DIR/cifar-10-batches-py``."""
+
+    def folder(self, data_dir: str | os.PathLike) -> Path:
+        """Where its batches are."""
+        return Path(data_dir) / FOLDER
+
+    def prepare(self, data_dir: str | os.PathLike, download_allowed: bool = True) -> str:
+        """Its batches in place (:func:`prepare`); how they got there."""
+        return prepare(Path(data_dir), download_allowed)
+
+    def load(self, data_dir: str | os.PathLike) -> Dataset:
+        """Both splits, normalized per channel (held channels-last)."""
+        folder = self.folder(data_dir)
+        return image_dataset("cifar10", INFO, read_split(folder, True), read_split(folder, False), str(folder))
+
+
+INFO = DatasetInfo("CIFAR-10", (CHANNELS, SIDE, SIDE), default_model="cnn-cifar", default_augment="crop-flip")
+ENTRY = Entry("cifar10", CifarSource(), "32x32 colour images of 10 classes (Krizhevsky 2009)", info=INFO)

@@ -8,14 +8,15 @@ separate knob: client size weights ``exp(size_skew * Z)``, normalised.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import UsageError
-
-PARTITIONS = ("iid", "dirichlet", "shards", "classes")
+from ..registry import Entry, Flag, Flags, Range, Registry
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,38 @@ class PartitionSpec:
     size_skew: float = 0.0
 
 
+@dataclass(frozen=True)
+class PartitionTask:
+    """What a partition kind splits: the labels (and, for a natural partition, each sample's client id), how
+    many clients, the spec, the clients' size weights, the seeded generator, the number of classes, and every
+    flag's value (for a plug-in partition that declares flags of its own; None outside a run)."""
+
+    labels: np.ndarray
+    num_clients: int
+    spec: PartitionSpec
+    weights: np.ndarray
+    rng: np.random.Generator
+    num_classes: int
+    clients: np.ndarray | None = None
+    flags: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PartitionKind:
+    """A partition kind: how it splits (each client's sample indices) and how the table names it."""
+
+    split: Callable[[PartitionTask], list[np.ndarray]]
+    describe: Callable[[PartitionSpec], str] = lambda spec: ""
+
+
 def make_partition(
-    spec: PartitionSpec, labels: torch.Tensor, num_clients: int, rng: np.random.Generator, num_classes: int = 10
+    spec: PartitionSpec,
+    labels: torch.Tensor,
+    num_clients: int,
+    rng: np.random.Generator,
+    num_classes: int = 10,
+    clients: torch.Tensor | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> list[torch.Tensor]:
     """Client index tensors for ``labels`` as ``spec`` asks; UsageError when the request is impossible."""
     n = int(labels.numel())
@@ -38,20 +69,12 @@ def make_partition(
         raise UsageError(f"--num_clients must be at least 1, got {num_clients}")
     if num_clients > n:
         raise UsageError(f"--num_clients {num_clients} exceeds the {n} training samples: every client needs one")
+    if spec.kind not in PARTITIONS:
+        raise UsageError(f"--partition {spec.kind!r}: choose from {', '.join(PARTITIONS)}")
     y = labels.cpu().numpy()
     weights = _size_weights(num_clients, spec.size_skew, rng)
-    if spec.kind == "iid":
-        parts = _split_by_weights(rng.permutation(n), weights)
-    elif spec.kind == "dirichlet":
-        parts = _dirichlet(y, num_clients, spec.dirichlet_alpha, weights, rng, num_classes)
-    elif spec.kind == "shards":
-        if spec.size_skew > 0:
-            raise UsageError("--size_skew does not apply to --partition shards (its shards are equal by construction)")
-        parts = _shards(y, num_clients, spec.shards_per_client, rng)
-    elif spec.kind == "classes":
-        parts = _classes(y, num_clients, spec.classes_per_client, weights, rng, num_classes)
-    else:
-        raise UsageError(f"--partition {spec.kind!r}: choose from {', '.join(PARTITIONS)}")
+    ids = None if clients is None else clients.cpu().numpy()
+    parts = PARTITIONS[spec.kind].part.split(PartitionTask(y, num_clients, spec, weights, rng, num_classes, ids, flags))
     _fill_empty(parts)
     return [torch.from_numpy(p.astype(np.int64)) for p in parts]
 
@@ -80,14 +103,18 @@ def _split_by_weights(indices: np.ndarray, weights: np.ndarray) -> list[np.ndarr
     return list(np.split(indices, np.cumsum(counts)[:-1]))
 
 
-def _dirichlet(
-    y: np.ndarray, num_clients: int, alpha: float, weights: np.ndarray, rng: np.random.Generator, num_classes: int
-) -> list[np.ndarray]:
+def _iid(task: PartitionTask) -> list[np.ndarray]:
+    """Shuffled, then cut by the size weights."""
+    return _split_by_weights(task.rng.permutation(len(task.labels)), task.weights)
+
+
+def _dirichlet(task: PartitionTask) -> list[np.ndarray]:
     """Each class split among the clients by proportions ~ Dir(alpha), tilted by the size weights."""
+    y, num_clients, alpha, weights, rng = task.labels, task.num_clients, task.spec.dirichlet_alpha, task.weights, task.rng
     if not alpha > 0:
         raise UsageError(f"--dirichlet_alpha must be positive, got {alpha}")
     pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
-    for c in range(num_classes):
+    for c in range(task.num_classes):
         members = rng.permutation(np.flatnonzero(y == c))
         if len(members) == 0:
             continue
@@ -98,8 +125,11 @@ def _dirichlet(
     return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
 
 
-def _shards(y: np.ndarray, num_clients: int, per_client: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _shards(task: PartitionTask) -> list[np.ndarray]:
     """McMahan et al.'s pathological split: sort by label, cut ``num_clients * per_client`` shards, deal them out."""
+    if task.spec.size_skew > 0:
+        raise UsageError("--size_skew does not apply to --partition shards (its shards are equal by construction)")
+    y, num_clients, per_client, rng = task.labels, task.num_clients, task.spec.shards_per_client, task.rng
     if per_client < 1:
         raise UsageError(f"--shards_per_client must be a positive integer, got {per_client}")
     num_shards = num_clients * per_client
@@ -116,11 +146,11 @@ def _shards(y: np.ndarray, num_clients: int, per_client: int, rng: np.random.Gen
     ]
 
 
-def _classes(
-    y: np.ndarray, num_clients: int, per_client: int, weights: np.ndarray, rng: np.random.Generator, num_classes: int
-) -> list[np.ndarray]:
+def _classes(task: PartitionTask) -> list[np.ndarray]:
     """Each client holds only ``per_client`` labels; every label is held by someone; a label's samples are
     shared among its holders in proportion to their size weights."""
+    y, num_clients, per_client, weights, rng = (task.labels, task.num_clients, task.spec.classes_per_client,
+                                                task.weights, task.rng)  # fmt: skip
     present = np.unique(y)
     if not 1 <= per_client <= len(present):
         raise UsageError(f"--classes_per_client must be between 1 and {len(present)}, got {per_client}")
@@ -141,6 +171,49 @@ def _classes(
         for k, part in zip(owners, _split_by_weights(members, share)):
             pieces[k].append(part)
     return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
+
+
+def _active(flags: Flags, script: str) -> bool:
+    """The federated scripts always partition; the baseline only when its clients hold out test sets (or the
+    partition is shown)."""
+    return script != "run_baseline" or flags.client_test_frac > 0 or flags.show_partition
+
+
+PARTITIONS = Registry.of(
+    "partitions",
+    Flag("partition", "iid", str, group="partition", federated=True,
+         help="iid; dirichlet label skew (--dirichlet_alpha); shards (McMahan et al.: sort by label, deal "
+              "--shards_per_client shards to each client); classes (each client holds only --classes_per_client labels)"),
+    [
+        Entry("iid", PartitionKind(_iid), "shuffled and cut"),
+        Entry("dirichlet", PartitionKind(_dirichlet, lambda s: f" (alpha {s.dirichlet_alpha:g})"),
+              "label proportions from Dir(alpha)",
+              flags=(Flag("dirichlet_alpha", 0.5, float, group="partition", federated=True, valid=Range(1e-3, 1e4),
+                          help="Dirichlet concentration: small = skewed"),)),
+        Entry("shards", PartitionKind(_shards, lambda s: f" ({s.shards_per_client} per client)"),
+              "label-sorted shards dealt out",
+              flags=(Flag("shards_per_client", 2, int, group="partition", federated=True, count=True,
+                          help="shards per client (shards)"),)),
+        Entry("classes", PartitionKind(_classes, lambda s: f" ({s.classes_per_client} label"
+                                                         f"{'s' if s.classes_per_client != 1 else ''} per client)"),
+              "a few labels per client",
+              flags=(Flag("classes_per_client", 2, int, group="partition", federated=True, count=True,
+                          help="labels per client (classes)"),)),
+    ],
+    flags=(
+        Flag("size_skew", 0.0, float, group="partition", federated=True, valid=Range(0, 10), headline=False,
+             help="quantity skew: client sizes ~ exp(size_skew * N(0,1)); 0 = equal"),
+        Flag("show_partition", False, group="partition", federated=True, headline=False, setting=False,
+             resumable=True,
+             help="print every client's size and label histogram"),
+        Flag("client_test_frac", 0.0, float, group="partition", valid=Range(0, 1, high_open=True), headline=False,
+             help="hold out this fraction of each client's samples (stratified by label) as its own test set; the "
+                  "global model is also evaluated on each (per-client accuracy, fairness); the baseline then trains "
+                  "on the rest of the clients' samples only; 0 = off"),
+    ),
+    active=_active,
+)  # fmt: skip
+"""Every partition kind by name (``--partition``): adding one is a split function and one entry here."""
 
 
 def _fill_empty(parts: list[np.ndarray]) -> None:
@@ -193,9 +266,12 @@ class ClientPartition:
         num_clients: int,
         rng: np.random.Generator,
         num_classes: int = 10,
+        clients: torch.Tensor | None = None,
+        flags: Mapping[str, Any] | None = None,
     ) -> ClientPartition:
-        """Draw the partition ``spec`` asks for and measure it."""
-        parts = make_partition(spec, labels, num_clients, rng, num_classes)
+        """Draw the partition ``spec`` asks for and measure it (``clients``: each sample's client id, if the data
+        come with their clients)."""
+        parts = make_partition(spec, labels, num_clients, rng, num_classes, clients, flags)
         histograms = label_histograms(parts, labels, num_classes)
         return cls(spec, parts, histograms, label_skew(histograms))
 
@@ -208,12 +284,7 @@ class ClientPartition:
     def describe(self) -> str:
         """One line for the Hyperparameters table, e.g. ``dirichlet (alpha 0.1)``."""
         spec = self.spec
-        plural = "s" if spec.classes_per_client != 1 else ""
-        detail = {
-            "dirichlet": f" (alpha {spec.dirichlet_alpha:g})",
-            "shards": f" ({spec.shards_per_client} per client)",
-            "classes": f" ({spec.classes_per_client} label{plural} per client)",
-        }.get(spec.kind, "")
+        detail = PARTITIONS[spec.kind].part.describe(spec)
         return spec.kind + detail + (f", size skew {spec.size_skew:g}" if spec.size_skew else "")
 
     def summary(self) -> dict[str, object]:

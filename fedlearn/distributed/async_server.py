@@ -25,7 +25,7 @@ from ..core import seeding
 from ..events.recorder import RunRecorder
 from ..loops.skeleton import LoopOptions, RunState, Tally
 from ..loops.virtual_clock import Updates, async_fields, restore_server
-from ..server.asynchronous import TITLES, AsyncServer
+from ..server.asynchronous import AsyncServer, title
 from . import wire
 from .inbox import Job, Links, Lost, protocol_violation, stop_workers
 
@@ -63,7 +63,7 @@ def run_async_distributed(
     tally, max_updates = state.tally, budget.max_updates
     workers = _Workers(links, server, rng, next_key, lost, tally)
     workers.start(max_updates)
-    with state.progress(f"{TITLES[server.config.algorithm]} (distributed)", max_updates, tally.arrivals) as bar:
+    with state.progress(f"{title(server.config.algorithm)} (distributed)", max_updates, tally.arrivals) as advance:
         while tally.arrivals < max_updates and workers.in_flight:
             with state.watch.section("training"):  # waiting for the workers
                 event = links.inbox.get(links.timeout_s)
@@ -76,7 +76,7 @@ def run_async_distributed(
                                           num_samples)  # fmt: skip
             up, down = (t.numel() * t.element_size() for t in (event.payload, flight.start))
             tally.count(event.samples_trained, event.mean_loss, accepted, up=up, down=down)
-            bar.update(1)
+            advance(1)
             if tally.arrivals + len(workers.in_flight) < max_updates:
                 workers.dispatch(event.source)
             if tally.accepted_since_eval >= budget.eval_every:

@@ -1,28 +1,32 @@
-"""What a run prints and saves: Hyperparameters and Results tables, the results JSON."""
+"""What a run prints: the Hyperparameters table (and the partition's, if asked) before training, the Results
+table after it; the :class:`Console` listener prints them."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tabulate import tabulate
 
-from ..core.files import write_atomically
+from ..config.status import group_of, shown_flags
+from . import Listener, RunStart
 
 TABLE_FORMAT = "github"
 NOT_APPLICABLE = "-"
 DRIFT_TITLES = {"scaffold": "SCAFFOLD", "fednova": "FedNova"}
 
 
-def hyperparameter_table(flags: Mapping[str, Any], context: dict[str, Any]) -> str:
-    """Every flag with its (resolved) value, then facts of the run (dataset, device, ...)."""
-    rows = [[f"--{name}", _show(value)] for name, value in flags.items()]
-    rows += [[name, _show(value)] for name, value in context.items()]
+def hyperparameter_table(flags: Mapping[str, Any], context: Mapping[str, Any], shown: Sequence[str]) -> str:
+    """The ``shown`` flags with their (resolved) values, by ``--help`` group, then facts of the run (dataset,
+    device, ...) as the group ``run``."""
+    rows, last = [], None
+    for name in shown:
+        group = group_of(name)
+        rows.append([group if group != last else "", f"--{name}", _show(flags[name])])
+        last = group
+    rows += [["run" if i == 0 else "", name, _show(value)] for i, (name, value) in enumerate(context.items())]
     return "Hyperparameters\n" + tabulate(
-        rows, headers=["Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True
+        rows, headers=["Group", "Setting", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True
     )
 
 
@@ -161,18 +165,19 @@ def _show(value: Any) -> str:
     return NOT_APPLICABLE if value is None else str(value)
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null so the file stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+STEP_NAMES = {"run_baseline": "Epochs", "run_federated": "Rounds"}
+"""What each script's steps are called in the Results table (run_async counts updates, already shown)."""
 
 
-def write_results(path: str | os.PathLike, document: dict[str, Any]) -> None:
-    """Write the results JSON (``--save``) atomically: a reader never sees a partial file."""
-    text = json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n"
-    write_atomically(path, text.encode(), "--save")
+class Console(Listener):
+    """Prints the Hyperparameters table (and with ``--show_partition`` the partition's) when the run starts, and
+    the Results table when it ends, on stdout."""
+
+    def on_start(self, run: RunStart) -> None:
+        shown = shown_flags(run.flags, run.given, run.script)
+        print(hyperparameter_table(run.flags, run.context, shown), flush=True)
+        if run.flags.get("show_partition") and run.partition is not None:
+            print(partition_table(run.partition.histograms, run.partition.skew), flush=True)
+
+    def on_end(self, document: dict[str, Any]) -> None:
+        print(results_table(document["final"], STEP_NAMES.get(document["script"])), flush=True)

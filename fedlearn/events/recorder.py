@@ -1,13 +1,16 @@
-"""A run's evaluation history and final figures, as plain dictionaries (the JSON contract)."""
+"""A run's evaluation history and final figures, as plain dictionaries (the JSON contract): the one place a
+history entry is made, and its listeners told."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..analysis.stats import fairness
 from ..core.timing import Stopwatch
 from ..core.training import EvalResult
+from . import Listener
 
 TIME_SECTIONS = ("training", "aggregation", "evaluation")
 
@@ -20,14 +23,23 @@ class RunRecorder:
     With ``target_accuracy``, the first entry that reaches it is kept as the
     run's time to accuracy. ``watch`` times the loop's sections (local
     training, server aggregation, evaluation); the rest is reported as other.
+    Each new entry is completed by the ``annotators`` (say, the privacy loss
+    by then) and then given to ``events`` (:class:`fedlearn.events.Listener`).
     """
 
-    def __init__(self, target_accuracy: float | None = None) -> None:
+    def __init__(
+        self,
+        target_accuracy: float | None = None,
+        events: Listener | None = None,
+        annotators: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ) -> None:
         self._start = time.perf_counter()
         self.history: list[dict[str, Any]] = []
         self.target_accuracy = target_accuracy
         self.reached: dict[str, Any] | None = None
         self.watch = Stopwatch()
+        self.events = events or Listener()
+        self.annotators = tuple(annotators)
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the record: history, elapsed time and the time sections."""
@@ -36,6 +48,8 @@ class RunRecorder:
     def restore(self, state: dict[str, Any]) -> None:
         """Continue a record saved by :meth:`state`: wall time and sections carry on from where it stopped."""
         self.history = list(state["history"])
+        for entry in self.history:  # entries saved before an annotator existed get its figures too
+            self._annotate(entry)
         self._start = time.perf_counter() - float(state["elapsed_s"])
         self.watch.totals.update(state["sections_s"])
         if self.target_accuracy is not None:
@@ -70,10 +84,16 @@ class RunRecorder:
             "time_breakdown_s": self._breakdown(wall),  # cumulative up to this evaluation
             **extra,
         }
+        self._annotate(entry)
         self.history.append(entry)
         if self.reached is None and self.target_accuracy is not None and evaluation.accuracy >= self.target_accuracy:
             self.reached = entry
+        self.events.on_evaluation(entry)
         return entry
+
+    def _annotate(self, entry: dict[str, Any]) -> None:
+        for annotate in self.annotators:
+            annotate(entry)
 
     def _breakdown(self, wall: float) -> dict[str, float]:
         seconds = {name: self.watch.totals.get(name, 0.0) for name in TIME_SECTIONS}

@@ -11,9 +11,9 @@ from ..core import seeding
 from ..core.training import Passes, count_batches, evaluate, make_optimizer, train
 from ..data import Dataset
 from ..data.augment import build_augment
-from ..events.progress import progress_bar
+from ..events import LoopStart
 from ..events.recorder import RunRecorder
-from .skeleton import LoopOptions, client_figures
+from .skeleton import LoopOptions, client_figures, status
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,20 @@ def run_centralized(model: nn.Module, data: Dataset, plan: Epochs, options: Loop
     opt = make_optimizer(plan.optimizer, model.parameters(), plan.lr)
     generator = seeding.torch_generator(options.seed, seeding.CENTRAL_TRAIN)
     passes = Passes(indices, 1, batch_size, generator, build_augment(plan.augment, data.black()))  # an epoch a call
-    recorder = RunRecorder(options.target_accuracy)
-    with progress_bar(count_batches(n, batch_size, epochs), "Baseline", enabled=options.show_progress) as bar:
-        tick = lambda: bar.update(1)  # noqa: E731
+    events = options.listeners()
+    recorder = options.recorder(events)
+    events.on_loop(LoopStart("Baseline", count_batches(n, batch_size, epochs)))
+    tick = lambda: events.on_progress(1)  # noqa: E731
+    try:
         for epoch in range(1, epochs + 1):
             with recorder.watch.section("training"):
                 stats = train(model, opt, data.train_x, data.train_y, passes, on_batch=tick)
             with recorder.watch.section("evaluation"):
                 ev = evaluate(model, data.test_x, data.test_y)
                 clients = client_figures(model, options.client_tests)
-            recorder.record(epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None,
-                            train_loss=stats.mean_loss, **clients)  # fmt: skip
-            bar.set_postfix_str(f"epoch {epoch}/{epochs} acc {ev.accuracy:.2%} loss {ev.loss:.4f}", refresh=False)
+            entry = recorder.record(epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None,
+                                    train_loss=stats.mean_loss, **clients)  # fmt: skip
+            events.on_status(f"epoch {epoch}/{epochs} {status(entry)}")
+    finally:
+        events.on_loop_end()
     return recorder

@@ -88,12 +88,12 @@ def run_fedavg(
         resume = state.resume
         state.restore(Tally(resume["updates"], resume["samples_trained"], bytes_up=resume["bytes_up"],
                             bytes_down=resume["bytes_down"]))  # fmt: skip
-    with state.progress("FedAvg", budget.rounds * budget.num_select, (first - 1) * budget.num_select) as bar:
+    with state.progress("FedAvg", budget.rounds * budget.num_select, (first - 1) * budget.num_select) as advance:
         for round_index in range(first, budget.rounds + 1):
             picked = [int(c) for c in select_clients(options.seed, round_index, num_clients, budget.num_select)]
             control = server.control.c if server.control is not None else None
             with state.watch.section("training"):
-                results = execute(RoundTask(picked, server.weights, round_index, control), bar.update)
+                results = execute(RoundTask(picked, server.weights, round_index, control), advance)
             with state.watch.section("aggregation"):
                 server.step([u.payload for u in results], [u.client for u in results],
                             [u.num_samples for u in results], round_index,

@@ -24,13 +24,16 @@ from ..core.checkpoint import Checkpointing, save_checkpoint
 from ..core.flat import set_flat
 from ..core.training import ClientTests, evaluate
 from ..data import Dataset
-from ..events.progress import progress_bar
+from ..events import Listener, LoopStart
+from ..events.progress import ProgressBar
 from ..events.recorder import RunRecorder
 
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """What every loop is told besides its budget: the seed, the target accuracy, the bar, checkpoints."""
+    """What every loop is told besides its budget: the seed, the target accuracy, checkpoints, the clients' test
+    sets, who watches (``events``; without any, a progress bar when ``show_progress``) and what completes each
+    history entry (``annotators``)."""
 
     seed: int = 0
     target_accuracy: float | None = None
@@ -38,6 +41,18 @@ class LoopOptions:
     checkpointing: Checkpointing | None = None
     resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
     client_tests: ClientTests | None = None  # every client's held-out set (--client_test_frac)
+    events: Listener | None = None
+    annotators: tuple[Callable[[dict[str, Any]], None], ...] = ()
+
+    def listeners(self) -> Listener:
+        """Who watches the loop: ``events``, else a progress bar if asked, else nobody."""
+        if self.events is not None:
+            return self.events
+        return ProgressBar() if self.show_progress else Listener()
+
+    def recorder(self, events: Listener) -> RunRecorder:
+        """A new record of the run, telling ``events`` of each entry."""
+        return RunRecorder(self.target_accuracy, events, self.annotators)
 
 
 @dataclass
@@ -87,6 +102,11 @@ class Tally:
         return cls(**{name: state[name] for name in cls.FIELDS})
 
 
+def status(entry: dict[str, Any]) -> str:
+    """A history entry's figures in a few characters, e.g. ``acc 81.20% loss 0.5310``."""
+    return f"acc {entry['test_accuracy']:.2%} loss {entry['test_loss']:.4f}"
+
+
 def client_figures(model: nn.Module, tests: ClientTests | None) -> dict[str, Any]:
     """A history entry's per-client accuracies (``client_accuracy``), when clients hold test sets."""
     return {} if tests is None else {"client_accuracy": tests.accuracies(model)}
@@ -98,10 +118,10 @@ class RunState:
 
     def __init__(self, eval_model: nn.Module, data: Dataset, options: LoopOptions) -> None:
         self.eval_model, self.data, self.options = eval_model, data, options
-        self.recorder = RunRecorder(options.target_accuracy)
+        self.events = options.listeners()
+        self.recorder = options.recorder(self.events)
         self.watch = self.recorder.watch  # times the loop's sections
         self.tally = Tally()
-        self._bar: Any = None
 
     @property
     def resume(self) -> dict[str, Any] | None:
@@ -114,11 +134,14 @@ class RunState:
         self.tally = tally
 
     @contextmanager
-    def progress(self, title: str, total: int, initial: float) -> Iterator[Any]:
-        """The bar, counting client updates from ``initial`` to ``total`` (fractions per batch)."""
-        with progress_bar(total, title, self.options.show_progress, "update", initial, fractional=True) as bar:
-            self._bar = bar
-            yield bar
+    def progress(self, title: str, total: int, initial: float) -> Iterator[Callable[[float], None]]:
+        """The loop's progress in client updates from ``initial`` to ``total`` (fractions per batch): yields the
+        call that advances it."""
+        self.events.on_loop(LoopStart(title, total, initial, "update", fractional=True))
+        try:
+            yield self.events.on_progress
+        finally:
+            self.events.on_loop_end()
 
     def evaluate(self, weights: torch.Tensor, step: int, sim_time: float | None, **extra: Any) -> None:
         """Evaluate ``weights`` and add the history entry of ``step`` from the tally, which then starts over."""
@@ -147,11 +170,9 @@ class RunState:
         return self.recorder
 
     def show(self, where: str) -> None:
-        """Put ``where`` (say, ``round 3/10``) and the last evaluation's figures after the bar."""
-        if self._bar is not None and self.recorder.history:
-            last = self.recorder.history[-1]
-            status = f"acc {last['test_accuracy']:.2%} loss {last['test_loss']:.4f}"
-            self._bar.set_postfix_str(f"{where} {status}", refresh=False)
+        """Tell the listeners ``where`` the loop is (say, ``round 3/10``) and the last evaluation's figures."""
+        if self.recorder.history:
+            self.events.on_status(f"{where} {status(self.recorder.history[-1])}")
 
     def checkpoint(self, step: int, last: int, fields: Callable[[], dict[str, Any]]) -> None:
         """Save a checkpoint after ``step`` of ``last`` when one is due (every ``--checkpoint_every``, and at

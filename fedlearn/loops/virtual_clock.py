@@ -21,7 +21,7 @@ from ..core import seeding
 from ..errors import DataError
 from ..events.progress import batch_ticks
 from ..events.recorder import RunRecorder
-from ..server.asynchronous import TITLES, AsyncServer
+from ..server.asynchronous import AsyncServer, title
 from .skeleton import LoopOptions, RunState, Tally
 
 Sent = dict[int, tuple[torch.Tensor, int]]
@@ -102,17 +102,17 @@ def run_async(
     if state.resume is not None:
         sent, clock = _restore(state, server, timeline)
         trainer.restore(state.resume)
-    tally, title = state.tally, TITLES[server.config.algorithm]
+    tally, name = state.tally, title(server.config.algorithm)
     source = (jobs or (lambda *_: InProcessJobs(trainer)))(plan, tally.arrivals, budget.max_updates)
     for after in sorted(sent):
         source.start(after, *sent[after])
-    with state.progress(title, budget.max_updates, tally.arrivals) as bar:
+    with state.progress(name, budget.max_updates, tally.arrivals) as advance:
         while tally.arrivals < budget.max_updates:
             job = timeline.next_arrival()
             start, tau = sent[job.dispatched_after]
             clock = job.arrival_time
             with state.watch.section("training"):
-                update = source.take(job, start, bar.update)
+                update = source.take(job, start, advance)
             with state.watch.section("aggregation"):
                 accepted = server.receive(update.payload, start, tau, update.client, update.num_samples)
             down = start.numel() * start.element_size()

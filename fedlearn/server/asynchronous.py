@@ -13,13 +13,103 @@ from typing import Any
 import torch
 
 from ..comm.codecs import Codec
+from ..registry import Entry, Flag, Flags, Range, Registry, require
+from .attacks import ATTACK_KINDS
 from .checks import rejection_reason
 from .pipeline import Batch, RobustAggregator, ServerPipeline, decode_delta
+from .rules import check_rule_on
 from .staleness import staleness_weight
 from .steps import ServerStep, build_step
 
-ALGORITHMS = ("fedasync", "fedbuff")
-TITLES = {"fedasync": "FedAsync", "fedbuff": "FedBuff"}
+
+@dataclass(frozen=True)
+class AsyncAlgorithm:
+    """An asynchronous algorithm: its title, and whether arriving deltas wait in a buffer of ``--buffer_size``
+    for a server step (FedBuff) rather than each being mixed in alone (FedAsync)."""
+
+    title: str
+    buffered: bool
+
+
+def _async_check(flags: Flags, script: str) -> None:
+    """The loop's budget and cadence; the concurrency a distributed run's processes set."""
+    require(
+        not (flags.distributed and "concurrency" in flags.given),
+        "--concurrency: with --distributed every worker process trains one client at a time, "
+        "so the number of worker processes sets it",
+    )
+    require(
+        1 <= flags.concurrency <= flags.num_clients,
+        f"--concurrency must be between 1 and --num_clients ({flags.num_clients}), got {flags.concurrency}",
+    )
+    if flags.max_staleness is not None:
+        require(flags.max_staleness >= 0, f"--max_staleness must be >= 0, got {flags.max_staleness}")
+
+
+def _fedasync_check(flags: Flags, script: str) -> None:
+    """FedAsync applies each update alone: no rule over several, no attack that sees the others, no optimizer."""
+    require(
+        flags.gar == "mean",
+        f"--gar {flags.gar} needs several updates at once, but FedAsync applies each update alone: "
+        "use --algorithm fedbuff (the rule replaces the buffer's mean)",
+    )
+    require(
+        not ATTACK_KINDS[flags.attack].part.needs_honest,
+        f"--attack {flags.attack} needs the honest updates of a batch, but FedAsync applies each update alone: "
+        "use --algorithm fedbuff",
+    )
+    require(
+        flags.server_opt == "sgd",
+        f"--server_opt {flags.server_opt}: FedAsync mixes each update in with --alpha and has no server optimizer; "
+        "use --algorithm fedbuff",
+    )
+
+
+def _fedbuff_check(flags: Flags, script: str) -> None:
+    """FedBuff steps on full buffers, which the rule must be able to combine."""
+    require(
+        flags.buffer_size <= flags.max_updates,
+        f"--buffer_size ({flags.buffer_size}) exceeds --max_updates ({flags.max_updates}): FedBuff would never step",
+    )
+    check_rule_on(flags, flags.buffer_size, "--buffer_size")
+
+
+def _async_flag(name: str, default: Any, kind: type, help: str, **options: Any) -> Flag:
+    return Flag(name, default, kind, group="async", scripts=("run_async",), help=help, **options)
+
+
+ASYNC_ALGORITHMS = Registry.of(
+    "asynchronous algorithms",
+    _async_flag("algorithm", "fedasync", str, "fedasync: mix every update in (Xie et al. 2019); fedbuff: step on "
+                "buffered deltas (Nguyen et al. 2022)"),
+    [
+        Entry("fedasync", AsyncAlgorithm("FedAsync", buffered=False), "FedAsync", check=_fedasync_check, flags=(
+            _async_flag("alpha", 0.6, float, "FedAsync mixing weight alpha (0.6: a value Xie et al. 2019 evaluate)",
+                        valid=Range(0, 1, low_open=True)),)),
+        Entry("fedbuff", AsyncAlgorithm("FedBuff", buffered=True), "FedBuff", check=_fedbuff_check, flags=(
+            _async_flag("buffer_size", 10, int, "FedBuff K: deltas per server step (Nguyen et al. 2022)",
+                        count=True),)),
+    ],
+    flags=(
+        _async_flag("concurrency", None, int, "clients training at once (default --num_select_clients)",
+                    derive=lambda flags, script: flags.num_select_clients),
+        _async_flag("max_updates", None, int, "client updates to receive (default --global_epoch x "
+                    "--num_select_clients: FedAvg's number of local jobs)", count=True, resumable=True,
+                    derive=lambda flags, script: flags.global_epoch * flags.num_select_clients),
+        _async_flag("max_staleness", None, int, "discard (and count) updates staler than this; default: none",
+                    headline=False),
+        _async_flag("eval_every", None, int, "accepted updates between evaluations (default --num_select_clients)",
+                    count=True, headline=False, derive=lambda flags, script: flags.num_select_clients),
+    ),
+    check=_async_check,
+    scripts=("run_async",),
+)  # fmt: skip
+"""Every asynchronous algorithm by name (``--algorithm``, run_async)."""
+
+
+def title(algorithm: str) -> str:
+    """The algorithm's name for people (``FedBuff``)."""
+    return ASYNC_ALGORITHMS[algorithm].part.title
 
 
 @dataclass(frozen=True)
@@ -60,11 +150,12 @@ class AsyncServer:
         step: ServerStep | None = None,
         codec: Codec | None = None,
     ):
-        if config.algorithm not in ALGORITHMS:
+        if config.algorithm not in ASYNC_ALGORITHMS:
             raise ValueError(f"unknown algorithm {config.algorithm!r}")
         self.config = config
+        self._buffers = ASYNC_ALGORITHMS[config.algorithm].part.buffered
         self.aggregator = aggregator or RobustAggregator(weights.numel())
-        step = step or build_step(config.algorithm, alpha=config.alpha)
+        step = step or build_step(mix=None if self._buffers else config.alpha)
         self.pipeline = ServerPipeline(self.aggregator, step)
         self.weights = weights.clone()
         self.codec = codec
@@ -101,7 +192,7 @@ class AsyncServer:
             self.discarded += 1
             return False
         weight = staleness_weight(cfg.staleness, s, cfg.staleness_a, cfg.staleness_b)
-        if cfg.algorithm == "fedasync":
+        if not self._buffers:
             batch = Batch([client_weights], [client], [num_samples], origin=start_weights)
             mixed = self.pipeline.apply(self.weights, batch, self.received, scale=weight)
             if mixed is None:  # rejected by the checks (and counted there)

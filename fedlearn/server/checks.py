@@ -6,6 +6,17 @@ import math
 
 import torch
 
+from ..registry import FEDERATED_SCRIPTS, Flag, FlagSet, Range
+
+CLIPPING = FlagSet(
+    "norm clipping",
+    (Flag("clip_norm", None, float, group="byzantine", federated=True, valid=Range(0, 1e12, low_open=True),
+          help="bound every update's L2 norm by this (default: no clipping)"),),
+    active=lambda flags, script: flags.clip_norm is not None,
+    scripts=FEDERATED_SCRIPTS,
+)  # fmt: skip
+"""``--clip_norm``: every received update's norm bounded (:func:`clip_norm`)."""
+
 
 def rejection_reason(
     vector: torch.Tensor, expected_numel: int, dtype: torch.dtype = torch.float32, check_values: bool = True

@@ -38,10 +38,10 @@ import torch
 
 from ..comm.codecs import Codec, DecodeError
 from ..core import seeding
-from .attacks import NEEDS_HONEST, corrupt
+from .attacks import ATTACK_KINDS, corrupt
 from .checks import clip_norm, rejection_reason
 from .privacy import GaussianSum
-from .rules import SELECTION_RULES, Aggregate, RuleConfig, aggregate, min_inputs, weighted_average
+from .rules import AGGREGATION_RULES, Aggregate, RuleConfig, aggregate, min_inputs, weighted_average
 from .steps import Combined, ServerStep
 
 
@@ -56,12 +56,12 @@ class Threat:
     @property
     def active(self) -> bool:
         """Whether any update is corrupted at aggregation time (label flip acts in training instead)."""
-        return bool(self.byzantine) and self.attack not in ("none", "labelflip")
+        return bool(self.byzantine) and ATTACK_KINDS[self.attack].part.rewrite is not None
 
     @property
     def omniscient(self) -> bool:
         """Whether the attack needs the honest updates of its batch."""
-        return self.attack in NEEDS_HONEST
+        return ATTACK_KINDS[self.attack].part.needs_honest
 
 
 class RobustAggregator:
@@ -218,7 +218,7 @@ class RobustAggregator:
             out["clipped_updates"] = self.clipped
         if self.privacy is not None:
             out["dp_clipped_updates"] = self.privacy.clipped
-        if self.rule.name in SELECTION_RULES:
+        if AGGREGATION_RULES[self.rule.name].part.selects:
             out["selected_updates"] = self.selected
             out["byzantine_selected"] = self.byzantine_selected
         return out

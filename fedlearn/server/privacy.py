@@ -25,6 +25,54 @@ from typing import Any
 import torch
 
 from ..core import seeding
+from ..registry import FEDERATED_SCRIPTS, Flag, Flags, FlagSet, Range, require
+
+
+def _check_privacy(flags: Flags, script: str) -> None:
+    """DP-FedAvg: synchronous, the plain mean, no other clipping or drift correction."""
+    if flags.dp_clip is None:
+        return
+    require(script != "run_async", "--dp_clip: client-level DP is accounted for synchronous rounds "
+            "(K of N clients sampled without replacement); use run_federated.py")  # fmt: skip
+    require(
+        flags.gar == "mean",
+        f"--dp_clip with --gar {flags.gar}: the privacy accounting bounds one client's effect on a sum of clipped "
+        "updates; a robust rule's output has another sensitivity. Use --gar mean",
+    )
+    require(flags.clip_norm is None, "--dp_clip with --clip_norm: DP clips each update itself; drop --clip_norm")
+    require(
+        flags.drift_correction == "none",
+        f"--dp_clip with --drift_correction {flags.drift_correction}: its extra state (control variates, step "
+        "counts) would reach the server without noise; run DP without it",
+    )
+
+
+def _dp_flag(name: str, default: Any, help: str, **options: Any) -> Flag:
+    return Flag(name, default, float, group="privacy", federated=True, older=default, help=help, **options)
+
+
+PRIVACY = FlagSet(
+    "client-level differential privacy",
+    (
+        _dp_flag(
+            "dp_clip",
+            None,
+            "bound each client's update norm by S and add Gaussian noise to the sum (McMahan et al. 2018)",
+            valid=Range(0, 1e12, low_open=True),
+        ),
+        _dp_flag("dp_noise", 1.0, "noise multiplier z: the noise std on the sum is z S", valid=Range(0, 1e6)),
+        _dp_flag(
+            "dp_delta",
+            1e-5,
+            "delta of the (epsilon, delta) reported by dp-accounting's RDP accountant",
+            valid=Range(0, 1, low_open=True, high_open=True),
+        ),
+    ),
+    check=_check_privacy,
+    active=lambda flags, script: flags.dp_clip is not None,
+    scripts=FEDERATED_SCRIPTS,
+)
+"""DP-FedAvg's flags (``--dp_clip`` turns it on)."""
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,19 @@ Each rule tolerates up to ``f`` Byzantine rows when its condition on ``n = K``
 holds (see :func:`min_inputs`). Pairwise distances are computed in float64 on
 median-centred rows (Gram-matrix form), and aggregates come back in the stack's
 dtype. Rows must be finite: reject bad updates first (:mod:`fedlearn.server.checks`).
-Each rule is one entry of :data:`REGISTRY`.
+Each rule is one entry of :data:`AGGREGATION_RULES` (``--gar``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from ..errors import UsageError
+from ..registry import FEDERATED_SCRIPTS, Entry, Flag, Flags, Registry, require
 
 GM_TOL = 1e-10  # Weiszfeld stops once a step is below GM_TOL * (1 + |z|)
 
@@ -260,7 +264,7 @@ def _two_f_plus_1(config: RuleConfig) -> int:
     return 2 * config.f + 1
 
 
-REGISTRY: dict[str, Rule] = {
+_RULES: dict[str, Rule] = {
     "mean": Rule(lambda c: 1, _at_least("mean", lambda c: 1, "n >= 1", "n"),
                  lambda s, w, c: Aggregate(weighted_average(s, w), None)),
     "median": Rule(_two_f_plus_1, _at_least("median", _two_f_plus_1, "n > 2f"),
@@ -275,15 +279,71 @@ REGISTRY: dict[str, Rule] = {
     "geomedian": Rule(_two_f_plus_1, _at_least("geomedian", _two_f_plus_1, "n > 2f"),
                       lambda s, w, c: Aggregate(geometric_median(s, w, c.gm_iters, c.gm_eps), None)),
 }  # fmt: skip
-"""Every rule by name: adding one is a function (or three) and one entry here."""
-RULES = tuple(REGISTRY)
-SELECTION_RULES = tuple(name for name, rule in REGISTRY.items() if rule.selects)
+
+
+def rule_config(flags: Flags) -> RuleConfig:
+    """The rule the flags ask for."""
+    return RuleConfig(flags.gar, flags.gar_f, flags.trim, flags.multikrum_m, flags.gm_iters)
+
+
+def check_rule_on(flags: Flags, n: int, where: str) -> None:
+    """UsageError unless the rule the flags ask for can run on ``n`` updates (``where``: the flag that sets n)."""
+    rule = rule_config(flags)
+    try:
+        check_condition(rule, n)
+    except ValueError as exc:
+        need = min_inputs(rule)
+        hint = f"; {where} must be at least {need}" if n < need else ""
+        raise UsageError(f"--gar {flags.gar}: {exc} (n is {where}){hint}") from None
+
+
+def _check_rule(flags: Flags, script: str) -> None:
+    """f and trim are counts; the rule's condition on a round's updates (run_async's algorithms check their
+    own batches)."""
+    require(flags.gar_f >= 0, f"--gar_f must be >= 0, got {flags.gar_f}")
+    if flags.trim is not None:
+        require(flags.trim >= 0, f"--trim must be >= 0, got {flags.trim}")
+    if script != "run_async":
+        check_rule_on(flags, flags.num_select_clients, "--num_select_clients")
+
+
+def _rule_flag(name: str, default: Any, help: str, **options: Any) -> Flag:
+    return Flag(name, default, int, group="byzantine", federated=True, help=help, **options)
+
+
+AGGREGATION_RULES = Registry.of(
+    "aggregation rules",
+    Flag("gar", "mean", str, group="byzantine", federated=True,
+         help="aggregation rule over a round's updates (run_async: over the FedBuff buffer): mean (FedAvg); "
+              "coordinate-wise median; trimmed-mean (--trim per side); krum (n >= 2f+3); multi-krum (--multikrum_m); "
+              "bulyan (n >= 4f+3); geomedian (Weiszfeld, --gm_iters)"),
+    [
+        Entry("mean", _RULES["mean"], "FedAvg's weighted mean"),
+        Entry("median", _RULES["median"], "coordinate-wise median", uses=("gar_f",)),
+        Entry("trimmed-mean", _RULES["trimmed-mean"], "coordinate-wise trimmed mean", uses=("gar_f",),
+              flags=(_rule_flag("trim", None, "values trimmed per side by trimmed-mean (default f)"),)),
+        Entry("krum", _RULES["krum"], "Krum", uses=("gar_f",)),
+        Entry("multi-krum", _RULES["multi-krum"], "Multi-Krum", uses=("gar_f",),
+              flags=(_rule_flag("multikrum_m", None, "updates multi-krum averages (default n - f)", count=True),)),
+        Entry("bulyan", _RULES["bulyan"], "Bulyan", uses=("gar_f",)),
+        Entry("geomedian", _RULES["geomedian"], "geometric median", uses=("gar_f",),
+              flags=(_rule_flag("gm_iters", 100, "most Weiszfeld iterations of geomedian", count=True),)),
+    ],
+    flags=(_rule_flag("gar_f", None, "f the rule assumes (default --byzantine)", headline=False,
+                      derive=lambda flags, script: flags.byzantine),),
+    check=_check_rule,
+    off="mean",
+    scripts=FEDERATED_SCRIPTS,
+)  # fmt: skip
+"""Every aggregation rule by name (``--gar``): adding one is a function (or three) and one entry here."""
+RULES = tuple(AGGREGATION_RULES)
+SELECTION_RULES = tuple(name for name, entry in AGGREGATION_RULES.entries.items() if entry.part.selects)
 
 
 def _rule(config: RuleConfig) -> Rule:
     """The registered rule ``config`` names, after the checks every rule shares."""
-    if config.name not in REGISTRY:
-        raise ValueError(f"unknown rule {config.name!r}; choose from {', '.join(RULES)}")
+    if config.name not in AGGREGATION_RULES:
+        raise ValueError(f"unknown rule {config.name!r}; choose from {', '.join(AGGREGATION_RULES)}")
     if config.f < 0:
         raise ValueError(f"f must be >= 0 (f={config.f})")
     if config.name == "trimmed-mean" and _trim_of(config) < 0:
@@ -291,7 +351,7 @@ def _rule(config: RuleConfig) -> Rule:
     if config.name == "geomedian" and (config.gm_iters < 1 or not config.gm_eps > 0):
         raise ValueError(f"geomedian needs gm_iters >= 1 and gm_eps > 0 (gm_iters={config.gm_iters}, "
                          f"gm_eps={config.gm_eps})")  # fmt: skip
-    return REGISTRY[config.name]
+    return AGGREGATION_RULES[config.name].part
 
 
 def min_inputs(config: RuleConfig) -> int:
@@ -315,4 +375,4 @@ def aggregate(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) ->
     _check_weights(weights, n)
     if not bool(torch.isfinite(stack).all()):
         raise ValueError("stack has non-finite values; reject such updates first")
-    return REGISTRY[config.name].combine(stack, weights, config)
+    return AGGREGATION_RULES[config.name].part.combine(stack, weights, config)

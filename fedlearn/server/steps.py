@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ..registry import FEDERATED_SCRIPTS, Entry, Flag, Range, Registry
+
 
 @dataclass(frozen=True)
 class Combined:
@@ -75,11 +77,11 @@ class ServerOptConfig:
 
     def describe(self) -> str:
         """The optimizer and the settings it uses, e.g. ``adam (eta 0.01, b1 0.9, b2 0.99, tau 0.001)``."""
-        used = {"sgd": ("eta",), "avgm": ("eta", "beta"), "adagrad": ("eta", "b1", "tau")}.get(
-            self.name, ("eta", "b1", "b2", "tau")
-        )
-        values = {"eta": self.lr, "beta": self.momentum, "b1": self.b1, "b2": self.b2, "tau": self.tau}
-        return f"{self.name} ({', '.join(f'{key} {values[key]:g}' for key in used)})"
+        entry = SERVER_STEPS[self.name]
+        used = ("server_lr", *(f.name for f in entry.flags), *entry.uses)
+        values = {"server_lr": self.lr, "server_momentum": self.momentum, "server_b1": self.b1,
+                  "server_b2": self.b2, "server_tau": self.tau}  # fmt: skip
+        return f"{self.name} ({', '.join(f'{SYMBOLS[key]} {values[key]:g}' for key in used)})"
 
 
 @dataclass
@@ -163,23 +165,62 @@ def fedasync_mix(weights: torch.Tensor, client_weights: torch.Tensor, alpha_t: f
     return (1.0 - alpha_t) * weights + alpha_t * client_weights
 
 
-SERVER_OPTIMIZERS: dict[str, Callable[[ServerOptConfig], ServerStep]] = {
-    "sgd": lambda c: ServerSGD(c.lr),
-    "avgm": lambda c: ServerMomentum(c.lr, c.momentum),
-    **{kind: (lambda c, kind=kind: Adaptive(kind, c.lr, c.b1, c.b2, c.tau)) for kind in SECOND_MOMENTS},
-}
-"""Every server optimizer by name (``--server_opt``); adding one is one class and one entry here."""
+@dataclass(frozen=True)
+class StepInfo:
+    """A server optimizer's default learning rate and the tensors its :meth:`state` holds once it has stepped
+    (checked on ``--resume``)."""
 
-STATE_KEYS = {"sgd": (), "avgm": ("u",), **{kind: ("m", "v") for kind in SECOND_MOMENTS}}
-"""The tensors each optimizer's :meth:`state` holds once it has stepped (checked on ``--resume``)."""
+    default_lr: float
+    state_keys: tuple[str, ...] = ()
 
 
-def build_step(
-    algorithm: str | None = None, optimizer: ServerOptConfig = ServerOptConfig(), alpha: float = 0.6
-) -> ServerStep:
-    """The server step: FedAsync's mix (``algorithm == "fedasync"``, with ``alpha``), else ``optimizer``."""
-    if algorithm == "fedasync":
-        return Mix(alpha)
-    if optimizer.name not in SERVER_OPTIMIZERS:
-        raise ValueError(f"unknown server optimizer {optimizer.name!r}; choose from {', '.join(SERVER_OPTIMIZERS)}")
-    return SERVER_OPTIMIZERS[optimizer.name](optimizer)
+def _server_flag(name: str, default: Any, help: str, **options: Any) -> Flag:
+    options.setdefault("older", default)  # runs saved before server optimizers stepped with plain SGD
+    return Flag(name, default, float, group="server", federated=True, help=help, **options)
+
+
+SYMBOLS = {"server_lr": "eta", "server_momentum": "beta", "server_b1": "b1", "server_b2": "b2", "server_tau": "tau"}
+_ADAPTIVE = ("server_b1", "server_b2", "server_tau")
+D = ServerOptConfig()
+SERVER_STEPS = Registry.of(
+    "server optimizers",
+    Flag("server_opt", "sgd", str, group="server", federated=True, older="sgd",
+         help="step on the pseudo-gradient D (the combined update): sgd w+eta*D (FedAvg, FedBuff); avgm: FedAvgM "
+              "(Hsu et al. 2019); adam, yogi, adagrad: FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021)"),
+    [
+        Entry("sgd", lambda c: ServerSGD(c.lr), "w + eta D", info=StepInfo(1.0)),
+        Entry("avgm", lambda c: ServerMomentum(c.lr, c.momentum), "FedAvgM", info=StepInfo(1.0, ("u",)), flags=(
+            _server_flag("server_momentum", D.momentum, "avgm's beta (Hsu et al. 2019: 0.9)",
+                         valid=Range(0, 1, high_open=True)),)),
+        *(Entry(kind, lambda c, kind=kind: Adaptive(kind, c.lr, c.b1, c.b2, c.tau), f"Fed{kind.capitalize()}",
+                info=StepInfo(0.01, ("m", "v")), uses=_ADAPTIVE if kind != "adagrad" else ("server_b1", "server_tau"))
+          for kind in ("adam", "yogi", "adagrad")),
+    ],
+    flags=(
+        _server_flag("server_lr", None, "server learning rate eta (FedBuff's eta_g); default 1 for sgd and avgm, "
+                     "0.01 for adam, yogi and adagrad (Reddi et al. tune it per task)", older=1.0,
+                     valid=Range(0, 100, low_open=True),
+                     derive=lambda flags, script: SERVER_STEPS[flags.server_opt].info.default_lr),
+        _server_flag("server_b1", D.b1, "adam/yogi/adagrad first moment decay (Reddi et al.)",
+                     valid=Range(0, 1, high_open=True), headline=False),
+        _server_flag("server_b2", D.b2, "adam/yogi second moment decay (Reddi et al.)",
+                     valid=Range(0, 1, high_open=True), headline=False),
+        _server_flag("server_tau", D.tau, "adaptivity tau (Reddi et al.'s experiments: 1e-3)",
+                     valid=Range(0, 1e9, low_open=True), headline=False),
+    ),
+    off="sgd",
+    scripts=FEDERATED_SCRIPTS,
+)  # fmt: skip
+"""Every server optimizer by name (``--server_opt``): an entry's part builds the step from a
+:class:`ServerOptConfig`; adding one is one class and one entry here. ``--server_lr``'s default per optimizer:
+1 keeps FedAvg / FedBuff as published (and FedAvgM as Hsu et al. 2019 run it); Reddi et al. 2021 tune eta per
+task over a grid, 0.01 is in it (and is Flower's FedYogi default)."""
+
+
+def build_step(optimizer: ServerOptConfig = ServerOptConfig(), mix: float | None = None) -> ServerStep:
+    """The server step: FedAsync's mix with weight ``mix`` when given, else the server optimizer."""
+    if mix is not None:
+        return Mix(mix)
+    if optimizer.name not in SERVER_STEPS:
+        raise ValueError(f"unknown server optimizer {optimizer.name!r}; choose from {', '.join(SERVER_STEPS)}")
+    return SERVER_STEPS[optimizer.name].part(optimizer)

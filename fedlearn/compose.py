@@ -1,0 +1,237 @@
+"""Composition: a :class:`~fedlearn.config.RunConfig` into the run's parts, built in one place for the scripts,
+the library entry (:func:`fedlearn.run`), the worker processes and the benchmark.
+
+Each part comes from its registry entry (the dataset's source, the model's builder, the partition kind, the
+local algorithm, the codec, the rule, the server step, the sinks); this module only wires them: the data and
+the model, the clients' partition, the local trainer with its speeds and links, the server's pipeline, the
+loop's options (checkpoints, resumption, the clients' test sets) and the run's listeners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .client import LocalJobConfig, LocalTrainer
+from .client.uplink import Uplink
+from .comm.clock import ClientSpeeds, draw_links, draw_speeds
+from .comm.codecs import Codec, build_codec, describe_upload, job_bytes
+from .config import RunConfig, Script, from_flags
+from .config.coerce import coerce_flags
+from .config.status import older_values, resumable
+from .core import seeding
+from .core.checkpoint import Checkpointing, Expected, Layout, load_checkpoint
+from .core.training import ClientTests, momentum_of
+from .data import Dataset, load_dataset
+from .data.partitions import ClientPartition, partition_sizes
+from .events import Events, Listener
+from .events.console import Console
+from .events.progress import ProgressBar
+from .events.results_file import ResultsFile
+from .events.sinks import open_sinks
+from .loops.skeleton import LoopOptions
+from .models import build_model, count_parameters
+from .server.attacks import ATTACK_KINDS, choose_byzantine
+from .server.pipeline import RobustAggregator, Threat
+from .server.privacy import Accountant, GaussianSum, PrivacyConfig
+from .server.steps import SERVER_STEPS, ServerStep, build_step
+
+
+def config_for(script: str, **flags: Any) -> RunConfig:
+    """The configuration a run of ``script`` with ``flags`` (keywords, as :func:`fedlearn.run` takes them) has:
+    checked and resolved as the command line would."""
+    values, given = coerce_flags(script, flags)
+    return from_flags(values, Script(script), given)
+
+
+def load_data(cfg: RunConfig, name: str, device: torch.device) -> Dataset:
+    """The dataset ``name`` (already prepared) on ``device``, in the run's memory layout."""
+    return load_dataset(name, cfg.data.data_dir).to(device, cfg.training.channels_last)
+
+
+def initial_model(cfg: RunConfig, data: Dataset) -> nn.Module:
+    """The model every run of this seed starts from (its own seeded stream), on the data's device."""
+    torch.manual_seed(seeding.derive_seed(cfg.training.seed, seeding.INIT))
+    return worker_model(cfg, data)
+
+
+def worker_model(cfg: RunConfig, data: Dataset) -> nn.Module:
+    """A model of the run's kind on the data's device (its weights are set before use)."""
+    return build_model(cfg.training.model, data.num_classes, cfg.training.channels_last).to(data.train_x.device)
+
+
+def describe(data: Dataset, name: str, how: str, model: nn.Module, device: torch.device) -> dict[str, Any]:
+    """The run's facts for the Hyperparameters table and the JSON's ``run``."""
+    return {
+        "dataset": name,
+        "dataset source": f"{data.source} ({how})",
+        "training / test samples": f"{data.train_y.numel()} / {data.test_y.numel()}",
+        "normalization (mean, std)": data.describe_normalization(),
+        "test set fingerprint": data.test_fingerprint,
+        "model parameters": count_parameters(model),
+        "device": str(device),
+        "torch threads": torch.get_num_threads(),
+    }
+
+
+def needs_partition(cfg: RunConfig) -> bool:
+    """Federated runs split the data; the baseline only to hold out the clients' test sets or to show it."""
+    federation = cfg.federation
+    return cfg.script is not Script.BASELINE or federation.show_partition or federation.client_test_frac > 0
+
+
+def make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> ClientPartition:
+    """The clients' data as ``--partition`` asks, with their test sets held out if asked; notes it in ``context``."""
+    rng = seeding.numpy_rng(cfg.training.seed, seeding.PARTITION)
+    federation = cfg.federation
+    partition = ClientPartition.create(federation.partition, data.train_y, federation.num_clients, rng,
+                                       data.num_classes, data.train_clients, cfg.flags)  # fmt: skip
+    fraction = federation.client_test_frac
+    if fraction > 0:
+        partition = partition.holding_out(
+            fraction, data.train_y, seeding.numpy_rng(cfg.training.seed, seeding.HOLD_OUT)
+        )
+        held = sum(partition_sizes(partition.held_out))
+        context["client test sets"] = f"{fraction:g} of each client's samples, stratified ({held} in all)"
+    sizes = partition_sizes(partition.parts)
+    context["partition"] = partition.describe()
+    context["client samples (min / max)"] = f"{min(sizes)} / {max(sizes)}"
+    context["label skew (mean TV distance, 0 = iid)"] = f"{float(partition.skew.mean()):.3f}"
+    return partition
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The clients' side of a federated run: the local trainer, their speeds and links, who is Byzantine, and
+    the JSON's ``clients`` section."""
+
+    trainer: LocalTrainer
+    speeds: ClientSpeeds
+    threat: Threat
+    summary: dict[str, Any]
+
+
+def codec(cfg: RunConfig) -> Codec | None:
+    """How clients encode their updates (None: they send their weights)."""
+    return build_codec(cfg.flags)
+
+
+def setup_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition, context: dict[str, Any]) -> Clients:
+    """Draw the Byzantine clients, build the local trainer over ``partition``, draw client speeds and links;
+    notes them in ``context``."""
+    t, federation = cfg.training, cfg.federation
+    job = LocalJobConfig(t.optimizer, t.lr, t.batch_size, federation.local_epochs, t.seed, federation.prox_mu,
+                         federation.drift_correction, t.augment, cfg.flags)  # fmt: skip
+    threat = Threat(choose_byzantine(t.seed, federation.num_clients, cfg.threat.byzantine), cfg.threat.attack,
+                    cfg.threat.attack_scale)  # fmt: skip
+    if threat.byzantine:
+        context["Byzantine clients"] = ", ".join(map(str, threat.byzantine))
+    model, encoding = worker_model(cfg, data), codec(cfg)
+    flipped = frozenset(threat.byzantine) if ATTACK_KINDS[threat.attack].part.flips_labels else frozenset()
+    uplink = Uplink(encoding, cfg.comm.error_feedback, t.seed)
+    trainer = LocalTrainer(model, data, partition.parts, job, label_flip=flipped, uplink=uplink)
+    dim = count_parameters(model)
+    context["client upload"] = describe_upload(encoding, dim, cfg.comm.error_feedback)
+    speeds = client_speeds(cfg, job_bytes(dim, encoding, trainer.sends_control), context)
+    summary = {"sizes": partition_sizes(partition.parts), "rates": [float(r) for r in speeds.rates],
+               "byzantine": list(threat.byzantine)}  # fmt: skip
+    if speeds.links is not None:
+        summary["downlink_mbps"] = [float(r) / 1e6 for r in speeds.links.down_bps]  # inf (null): no limit
+        summary["uplink_mbps"] = [float(r) / 1e6 for r in speeds.links.up_bps]
+    return Clients(trainer, speeds, threat, summary)
+
+
+def client_speeds(cfg: RunConfig, sizes: tuple[int, int], context: dict[str, Any]) -> ClientSpeeds:
+    """Every client's training rate and, when sending takes time, its link (each drawn once from the seed; a
+    job moves ``sizes`` bytes down and up)."""
+    n, seed = cfg.federation.num_clients, cfg.training.seed
+    speeds = draw_speeds(n, seeding.numpy_rng(seed, seeding.CLOCK), cfg.clock)
+    context["client rates (min / max, samples/s)"] = f"{speeds.rates.min():.1f} / {speeds.rates.max():.1f}"
+    links = draw_links(n, seeding.numpy_rng(seed, seeding.BANDWIDTH), cfg.clock, sizes)
+    if links is None:
+        return speeds
+    transfer = [links.transfer_seconds(c) for c in range(n)]
+    context["client transfer per job (min / max, simulated s)"] = f"{min(transfer):.3f} / {max(transfer):.3f}"
+    return replace(speeds, links=links)
+
+
+def privacy(cfg: RunConfig) -> PrivacyConfig | None:
+    """DP-FedAvg's settings, when ``--dp_clip`` asks for it."""
+    p, fed = cfg.privacy, cfg.federation
+    return None if p.clip is None else PrivacyConfig(p.clip, p.noise, p.delta, fed.num_select, fed.num_clients)
+
+
+def server_parts(cfg: RunConfig, dim: int, threat: Threat) -> tuple[RobustAggregator, ServerStep]:
+    """The server's parts as the configuration asks: attack simulation, checks, clipping and rule (the
+    aggregator; DP's noisy sum in the rule's place), then the server step (FedAsync's mix, or the optimizer)."""
+    dp = privacy(cfg)
+    noisy = GaussianSum(dp, cfg.training.seed) if dp is not None else None
+    aggregator = RobustAggregator(dim, cfg.threat.rule, threat, cfg.threat.clip_norm, cfg.training.seed, noisy)
+    if cfg.asynchronous is None:
+        return aggregator, build_step(cfg.server_opt)
+    server = cfg.asynchronous.server
+    buffered = cfg.asynchronous.buffered
+    return aggregator, build_step(cfg.server_opt, mix=None if buffered else server.alpha)
+
+
+def privacy_annotator(dp: PrivacyConfig) -> Any:
+    """Adds the privacy loss so far (``dp_epsilon``) to each history entry as it is made."""
+    accountant = Accountant(dp)
+    return lambda entry: entry.__setitem__("dp_epsilon", accountant.epsilon(entry["step"]))
+
+
+def checkpoint_layout(cfg: RunConfig, dim: int, trainer: LocalTrainer | None = None) -> Layout:
+    """What this run's parts keep in a checkpoint (the schema a resumed checkpoint must fit)."""
+    keys = SERVER_STEPS[cfg.server_opt.name].info.state_keys
+    client_state = trainer.client_state_keys if trainer is not None else ()
+    control = trainer is not None and trainer.sends_control
+    return Layout(dim, RobustAggregator.COUNTERS, keys, client_state, control)
+
+
+def loop_options(
+    cfg: RunConfig,
+    data: Dataset,
+    partition: ClientPartition | None,
+    context: dict[str, Any],
+    events: Listener,
+    layout: Layout | None = None,
+) -> LoopOptions:
+    """What every loop is told: seed, target, listeners, the clients' test sets (from ``partition``), what
+    ``--checkpoint`` and ``--resume`` ask for (``layout``: what this run checkpoints), and with DP the privacy
+    loss on every history entry; notes a resumption in ``context``."""
+    settings, script, multi = dict(cfg.flags), cfg.script.value, cfg.multi
+    checkpointing = None
+    if multi.checkpoint:
+        checkpointing = Checkpointing(multi.checkpoint, multi.checkpoint_every, settings, script)
+    resume = None
+    if multi.resume:
+        expected = Expected(script, settings, resumable(), older_values(), layout or Layout(0))
+        resume = load_checkpoint(multi.resume, expected)
+        done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
+        context["resumed from"] = f"{multi.resume} (after {done})"
+    held_out = partition.held_out if partition is not None else None
+    tests = None if held_out is None else ClientTests.gather(data.train_x, data.train_y, held_out)
+    dp = privacy(cfg) if cfg.script is not Script.BASELINE else None
+    annotators = (privacy_annotator(dp),) if dp is not None else ()
+    t = cfg.training
+    return LoopOptions(t.seed, t.target_accuracy, cfg.output.progress, checkpointing, resume, tests, events,
+                       annotators)  # fmt: skip
+
+
+def listeners(cfg: RunConfig) -> Events:
+    """The run's listeners: the tables, the progress bar, every ``--log`` sink, the results JSON."""
+    found: list[Listener] = [Console()]
+    if cfg.output.progress:
+        found.append(ProgressBar())
+    found += open_sinks(cfg.flags)
+    if cfg.output.save:
+        found.append(ResultsFile(cfg.output.save))
+    return Events(found)
+
+
+def fednova_momentum(cfg: RunConfig) -> float:
+    """The local optimizer's heavy-ball momentum (FedNova normalizes by it)."""
+    return momentum_of(cfg.training.optimizer) or 0.0
