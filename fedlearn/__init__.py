@@ -6,7 +6,9 @@ with the command line's flags as keywords and returns its results document (:fun
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "run"]
 
 
 def run(script: str, **flags: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def config_for(script: str, **flags: Any) -> RunConfig:
 
 def load_data(cfg: RunConfig, name: str, device: torch.device) -> Dataset:
     """The dataset ``name`` (already prepared) on ``device``, in the run's memory layout."""
-    return load_dataset(name, cfg.data.data_dir).to(device, cfg.training.channels_last)
+    return load_dataset(name, cfg.data.data_dir, cfg.flags).to(device, cfg.training.channels_last)
 
 
 def initial_model(cfg: RunConfig, data: Dataset) -> nn.Module:
@@ -60,7 +60,9 @@ def initial_model(cfg: RunConfig, data: Dataset) -> nn.Module:
 
 def worker_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     """A model of the run's kind on the data's device (its weights are set before use)."""
-    return build_model(cfg.training.model, data.num_classes, cfg.training.channels_last).to(data.train_x.device)
+    return build_model(cfg.training.model, data.num_classes, cfg.training.channels_last, cfg.flags).to(
+        data.train_x.device
+    )
 
 
 def describe(data: Dataset, name: str, how: str, model: nn.Module, device: torch.device) -> dict[str, Any]:

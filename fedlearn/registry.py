@@ -176,6 +176,11 @@ class Entry:
     check: Check | None = None
     info: Any = None
 
+    def own(self, flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The values of the flags the entry declares, from ``flags`` (their defaults where a flag is absent):
+        what a model's or a dataset's factory is given as keywords."""
+        return {f.name: flags[f.name] if flags is not None and f.name in flags else f.default for f in self.flags}
+
 
 @dataclass(frozen=True)
 class Registry(FlagSet):

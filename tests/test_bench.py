@@ -7,6 +7,8 @@ import torch
 
 from fedlearn import bench
 from fedlearn.bench import cifar as bench_cifar
+from fedlearn.bench import data as bench_data
+from fedlearn.bench import scaling as bench_scaling
 from fedlearn.bench import state as bench_state
 from fedlearn.bench import workers as bench_workers
 from fedlearn.bench.variants import many_clients_step
@@ -51,8 +53,8 @@ def test_the_cifar_section_times_each_model_with_and_without_augmentation():
 
 
 def test_client_evaluation_section_counts_every_held_out_sample():
-    data = bench.synthetic_dataset(1000, 300)
-    result = bench.client_evaluation_section(data, reps=1, clients=(10,), fraction=0.2)
+    data = bench_data.synthetic_dataset(1000, 300)
+    result = bench_scaling.client_evaluation_section(data, reps=1, clients=(10,), fraction=0.2)
     held = result["samples"]["10 clients' held-out sets, one pass (fedlearn)"]
     assert held == result["samples"]["10 clients' held-out sets, client by client"]
     assert abs(held - 200) <= 10 * 10  # 20 % of each client's samples, rounded per label
@@ -70,7 +72,7 @@ def test_scaling_child_splits_rounds_and_measures_memory():
         "num_test": 200,
         "threads": threads,
     }
-    result = bench.summarize_scaling([bench.scaling_child(config), bench.scaling_child(config)])
+    result = bench_scaling.summarize_scaling([bench_scaling.scaling_child(config), bench_scaling.scaling_child(config)])
     assert result["picked"] == 10 and result["processes"] == 2 and result["rounds_pooled"] == 4
     assert 0 < result["batches_per_round"] <= 10 * 10
     assert set(result["breakdown_s"]) == {"training", "aggregation", "evaluation", "other"}
@@ -80,14 +82,14 @@ def test_scaling_child_splits_rounds_and_measures_memory():
 
 
 def test_plain_jobs_loop_trains_every_job_from_a_fresh_optimizer():
-    data = bench.synthetic_dataset(300, 10)
+    data = bench_data.synthetic_dataset(300, 10)
     jobs = [list(torch.arange(0, 150).split(100)), list(torch.arange(150, 300).split(100))]
-    assert bench.plain_jobs_seconds(data, jobs) > 0
-    assert bench.plain_jobs_seconds(data, []) < bench.plain_jobs_seconds(data, jobs)
+    assert bench_data.plain_jobs_seconds(data, jobs) > 0
+    assert bench_data.plain_jobs_seconds(data, []) < bench_data.plain_jobs_seconds(data, jobs)
 
 
 def test_vectorized_many_client_step_computes_what_the_sequential_one_does():
-    data = bench.synthetic_dataset(600, 10)
+    data = bench_data.synthetic_dataset(600, 10)
     sequential = many_clients_step(data, clients=3, samples=20, vectorized=False)
     vectorized = many_clients_step(data, clients=3, samples=20, vectorized=True)
     a, b = sequential(), vectorized()

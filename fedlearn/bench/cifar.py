@@ -17,12 +17,9 @@ from tabulate import tabulate
 from ..core.timing import interleaved_times
 from ..data import Dataset
 from ..data.cifar import INFO as CIFAR
-from ..loops.centralized import Epochs, run_centralized
-from ..loops.skeleton import LoopOptions
 from ..models import MODELS, build_model, count_parameters
-
-BATCH_SIZE = 100
-LR = 1e-3
+from .data import BATCH_SIZE
+from .runs import baseline_seconds
 
 
 def synthetic_cifar(num_train: int, num_test: int, seed: int = 0) -> Dataset:
@@ -36,12 +33,9 @@ def synthetic_cifar(num_train: int, num_test: int, seed: int = 0) -> Dataset:
 
 
 def epoch_seconds(data: Dataset, model_name: str, augment: str, seed: int = 0) -> float:
-    """One epoch of the baseline's training of ``model_name`` on ``data`` (evaluation excluded)."""
-    torch.manual_seed(seed)
-    model = build_model(model_name, channels_last=True)
-    plan = Epochs(1, BATCH_SIZE, "adam", LR, augment)
-    final = run_centralized(model, data, plan, LoopOptions(seed, show_progress=False)).final()
-    return final["wall_time_s"] - final["time_breakdown_s"]["evaluation"]
+    """One epoch of the baseline's training of ``model_name`` on ``data`` (evaluation excluded), configured as
+    ``run_baseline --dataset cifar10 --model model_name --augment augment`` would be."""
+    return baseline_seconds(data, seed, dataset="cifar10", model=model_name, augment=augment)
 
 
 def cifar_models() -> list[str]:

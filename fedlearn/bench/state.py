@@ -10,59 +10,41 @@ memory is its own.
 
 from __future__ import annotations
 
-import resource
 import statistics
 from typing import Any
 
-import numpy as np
 import torch
 from tabulate import tabulate
 
-from ..client import LocalJobConfig, LocalTrainer
-from ..comm.clock import ClientSpeeds
-from ..core import seeding
-from ..core.flat import get_flat
 from ..core.runtime import make_deterministic
-from ..data.partitions import PartitionSpec, make_partition
-from ..loops.rounds import Rounds, run_fedavg
-from ..loops.skeleton import LoopOptions
-from ..models import build_model
-from ..server.scaffold import ServerControl
-from ..server.synchronous import SyncServer
+from .data import synthetic_dataset
+from .runs import config_for, federated, peak_rss_mib
 
-LOCAL = {"optimizer": "sgd-momentum", "lr": 0.01, "batch_size": 64}  # NIID-Bench's local training
+LOCAL = {"optimizer": "sgd-momentum", "init_lr": 0.01, "batch_size": 64}  # NIID-Bench's local training
 METHODS = ("none", "scaffold")  # --drift_correction
 
 
 def state_child(config: dict[str, Any]) -> dict[str, Any]:
     """One run of ``config["drift_correction"]`` with ``config["clients"]`` IID clients, all picked every round."""
-    from . import synthetic_dataset  # the benchmark's data, shared with its other sections
-
     torch.set_num_threads(config["threads"])
     make_deterministic()
     data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
     n, method = config["clients"], config["drift_correction"]
-    parts = make_partition(PartitionSpec("iid"), data.train_y, n, seeding.numpy_rng(0, seeding.PARTITION))
-    job = LocalJobConfig(epochs=1, seed=0, drift_correction=method, **LOCAL)
-    trainer = LocalTrainer(build_model("cnn", channels_last=True), data, parts, job)
-    torch.manual_seed(0)
-    model = build_model("cnn", channels_last=True)
-    weights = get_flat(model)
-    server = SyncServer(weights, control=ServerControl(weights.numel(), n) if method == "scaffold" else None)
-    options = LoopOptions(0, show_progress=False)
-    speeds = ClientSpeeds(rates=np.full(n, 1000.0))
-    recorder = run_fedavg(trainer, model, server, speeds, Rounds(config["rounds"], n), options)
+    cfg = config_for("run_federated", **LOCAL, num_clients=n, num_select_clients=n, global_epoch=config["rounds"],
+                     drift_correction=method, seed=0)  # fmt: skip
+    run = federated(cfg, data)  # SCAFFOLD: the server's control variate and the clients' c_i, as the script has them
+    recorder = run.run()
     cumulative = [e["time_breakdown_s"] for e in recorder.history]
     rounds = [{k: now[k] - before[k] for k in now} for before, now in zip(cumulative, cumulative[1:])]
-    summary = server.summary()
+    summary = run.server.summary()
     return {
         **config,
-        "parameters": int(weights.numel()),
+        "parameters": int(run.server.weights.numel()),
         "round_s_excl_eval": statistics.median(sum(v for k, v in r.items() if k != "evaluation") for r in rounds),
         "aggregation_s": statistics.median(r["aggregation"] for r in rounds),
         "clients_with_control_variates": summary.get("clients_with_control_variates", 0),
         "client_control_variates_mib": summary.get("client_control_variates_mib", 0.0),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -92,8 +74,8 @@ def render_state(runs: list[dict[str, Any]]) -> list[str]:
     return [
         "",
         f"Client state: SCAFFOLD's control variates ({first['parameters']:,}-parameter CNN, every client picked "
-        f"every round, {LOCAL['optimizer']} lr {LOCAL['lr']} batch {LOCAL['batch_size']}, 1 local epoch; medians of "
-        f"rounds 2-{first['rounds']}, one process per row)",
+        f"every round, {LOCAL['optimizer']} lr {LOCAL['init_lr']} batch {LOCAL['batch_size']}, 1 local epoch; "
+        f"medians of rounds 2-{first['rounds']}, one process per row)",
         tabulate(rows, headers=["method", "clients", "round (s, excl. eval)", "vs FedAvg", "aggregation (s)",
                                 "clients holding c_i", "c_i memory (MiB)", "peak RSS (MiB)", "vs FedAvg (MiB)"],
                  tablefmt="github", disable_numparse=True),

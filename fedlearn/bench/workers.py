@@ -11,64 +11,37 @@ onwards (round 1 is the warm-up: kernels are built there).
 
 from __future__ import annotations
 
-import resource
 import statistics
-from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from tabulate import tabulate
 
-from ..client import LocalJobConfig, LocalTrainer
-from ..comm.clock import ClientSpeeds
-from ..core import seeding
-from ..core.flat import get_flat
 from ..core.runtime import make_deterministic, usable_cores
-from ..data import Dataset
-from ..data.partitions import PartitionSpec, make_partition
-from ..distributed.pool import PoolJobs, PoolSpec, WorkerPool, pool_rounds
-from ..loops.rounds import Rounds, run_fedavg
-from ..loops.skeleton import LoopOptions
-from ..models import build_model
-from ..server.synchronous import SyncServer
+from ..distributed.launch import pool_jobs, spawn_workers
+from ..distributed.pool import pool_rounds
+from .data import synthetic_dataset
+from .runs import config_for, federated, peak_rss_mib
 
-JOB = LocalJobConfig(optimizer="sgd", lr=0.01, batch_size=100, epochs=1, seed=0)
-
-
-def _clients(data: Dataset, parts: list[torch.Tensor]) -> tuple[LocalTrainer, ClientSpeeds]:
-    """A trainer over the clients (in a worker: built from the shared data)."""
-    return LocalTrainer(build_model("cnn", channels_last=True), data, parts, JOB), ClientSpeeds(
-        np.full(len(parts), 1e3)
-    )
+LOCAL = {"optimizer": "sgd", "init_lr": 0.01, "batch_size": 100}  # 1 local epoch (the benchmark's runs)
 
 
 def workers_child(config: dict[str, Any]) -> dict[str, Any]:
     """One FedAvg run with ``config["workers"]`` worker processes; returns its per-round figures."""
-    from . import synthetic_dataset  # the benchmark's data, shared with its other sections
-
     workers, threads = config["workers"], config["threads"]
-    torch.set_num_threads(threads)
+    cfg = config_for("run_federated", **LOCAL, num_clients=config["clients"], num_select_clients=config["picked"],
+                     global_epoch=config["rounds"], seed=0, workers=workers, threads_per_worker=threads)  # fmt: skip
+    torch.set_num_threads(threads)  # as run_federated does with --threads_per_worker, in every process
     make_deterministic()
-    pool = WorkerPool(PoolSpec(workers, threads, 300.0)) if workers > 1 else None
-    data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
-    n, picked = config["clients"], config["picked"]
-    parts = make_partition(PartitionSpec("iid"), data.train_y, n, seeding.numpy_rng(0, seeding.PARTITION))
-    trainer, speeds = _clients(data, parts)
-    torch.manual_seed(0)
-    model = build_model("cnn", channels_last=True)
-    execute = None
-    if pool is not None:
-        pool.start(partial(_clients, data.shared_for_training(), parts), trainer)
-        execute = pool_rounds(PoolJobs(pool, trainer, pinned=False))
+    pool = spawn_workers(cfg)  # first, as the scripts start them: they come up while the data are made
     try:
-        options = LoopOptions(0, show_progress=False)
-        recorder = run_fedavg(trainer, model, SyncServer(get_flat(model)), speeds, Rounds(config["rounds"], picked),
-                              options, execute=execute)  # fmt: skip
+        data = synthetic_dataset(config["num_train"], config["num_test"]).to(torch.device("cpu"), channels_last=True)
+        run = federated(cfg, data)
+        with pool_jobs(cfg, data, run.partition, run.clients.trainer, pool) as jobs:  # None: in-process
+            recorder = run.run(pool_rounds(jobs) if jobs is not None else None)
     finally:
         if pool is not None:
-            pool.close()
-            pool.kill()
+            pool.kill()  # after a clean close, only what is left of processes that said BYE
     history = recorder.history
     cumulative = [e["time_breakdown_s"] for e in history]
     seconds = [sum(v - before[k] for k, v in now.items() if k != "evaluation")
@@ -79,7 +52,7 @@ def workers_child(config: dict[str, Any]) -> dict[str, Any]:
         "round_s_excl_eval": statistics.median(seconds),
         "samples_per_s": sum(samples) / sum(seconds),
         "test_accuracy": history[-1]["test_accuracy"],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -103,7 +76,7 @@ def render_workers(runs: list[dict[str, Any]]) -> list[str]:
     return [
         "",
         f"Workers: FedAvg with the clients trained by N processes (cores // N torch threads each; 1 = in-process), "
-        f"1 local epoch of SGD, batch {JOB.batch_size}; rounds 2-{first['rounds']}, evaluation excluded",
+        f"1 local epoch of SGD, batch {LOCAL['batch_size']}; rounds 2-{first['rounds']}, evaluation excluded",
         tabulate(rows, headers=["clients", "picked", "workers", "threads each", "round (s)", "samples/s", "speed-up",
                                 "test accuracy"], tablefmt="github", disable_numparse=True),
     ]  # fmt: skip

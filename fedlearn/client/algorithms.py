@@ -26,12 +26,14 @@ class LocalAlgorithm:
     job configuration (:class:`fedlearn.client.LocalJobConfig`; its ``flags`` hold a plug-in's own);
     ``normalize(local_steps, momentum)`` the server's part before its checks (None: none);
     ``sends_control``: jobs take the server's control variate and return its change; ``client_state``: the
-    checkpoint key of the per-client vectors it keeps between jobs (None: it keeps nothing)."""
+    checkpoint key of the per-client vectors it keeps between jobs (None: it keeps nothing), ``state_name`` what
+    one is called in messages."""
 
     objective: Callable[[Any], Objective]
     normalize: Callable[[Callable[[int], int], float], Callable[..., Any]] | None = None
     sends_control: bool = False
     client_state: str | None = None
+    state_name: str = "state"
 
 
 def _plain_or_proximal(config: Any) -> Objective:
@@ -50,8 +52,15 @@ def _sgd_rounds(flags: Flags, script: str) -> None:
     require(flags.prox_mu == 0, f"--drift_correction {name} with --prox_mu: two corrections of client drift; pick one")
 
 
+def _keeps_state(flags: Flags, script: str) -> None:
+    """An algorithm that keeps state per client between jobs needs that state where checkpoints reach it."""
+    algorithm = LOCAL_ALGORITHMS[flags.drift_correction].part
+    if algorithm.client_state is not None:
+        refuse_outside_checkpoints(flags, f"--drift_correction {flags.drift_correction}", algorithm.state_name)
+
+
 def _scaffold_check(flags: Flags, script: str) -> None:
-    """SCAFFOLD: as FedNova, and its control variates travel unguarded and uncompressed, kept per client."""
+    """SCAFFOLD: as FedNova, and its control variates travel unguarded and uncompressed."""
     _sgd_rounds(flags, script)
     require(
         flags.byzantine == 0 and flags.gar == "mean",
@@ -63,7 +72,6 @@ def _scaffold_check(flags: Flags, script: str) -> None:
         f"--compress {flags.compress} with --drift_correction scaffold: the control variates' changes would go "
         "uncompressed beside the delta; run SCAFFOLD without --compress",
     )
-    refuse_outside_checkpoints(flags, "--drift_correction scaffold", "control variate")
 
 
 LOCAL_ALGORITHMS = Registry.of(
@@ -74,12 +82,13 @@ LOCAL_ALGORITHMS = Registry.of(
     [
         Entry("none", LocalAlgorithm(_plain_or_proximal), "plain local training (FedProx with --prox_mu)"),
         Entry("scaffold", LocalAlgorithm(lambda config: objectives.Scaffold(config.lr), sends_control=True,
-                                         client_state=objectives.STATE_KEY),
+                                         client_state=objectives.STATE_KEY, state_name="control variate"),
               "SCAFFOLD", check=_scaffold_check),
         Entry("fednova", LocalAlgorithm(_plain_or_proximal, normalize=FedNova), "FedNova", check=_sgd_rounds),
     ],
     flags=(Flag("prox_mu", 0.0, float, group="federation", federated=True, valid=Range(0, 1e4),
                 help="FedProx: add mu/2 * ||w - w_global||^2 to every local objective (0 = plain local training)"),),
+    check=_keeps_state,
     off="none",
     scripts=FEDERATED_SCRIPTS,
 )  # fmt: skip

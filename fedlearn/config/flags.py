@@ -87,18 +87,20 @@ def _federation_flag(name: str, default: int, help: str, **options: object) -> F
     return Flag(name, default, int, group="federation", federated=True, count=True, help=help, **options)
 
 
+NOT_BASELINE = ("run_baseline",)
 FEDERATION = FlagSet(
     "federation",
     (
-        _federation_flag("global_epoch", 5, "rounds of FedAvg", resumable=True),
-        _federation_flag("local_epoch", 5, "local epochs per client job"),
+        _federation_flag("global_epoch", 5, "rounds of FedAvg", resumable=True, unused_by=NOT_BASELINE),
+        _federation_flag("local_epoch", 5, "local epochs per client job", unused_by=NOT_BASELINE),
         _federation_flag("num_clients", 8, "clients sharing the training set (split by --partition)"),
-        _federation_flag("num_select_clients", 4, "clients picked at random each round"),
+        _federation_flag("num_select_clients", 4, "clients picked at random each round", unused_by=NOT_BASELINE),
     ),
     check=_check_federation,
-    scripts=FEDERATED_SCRIPTS,
+    active=lambda flags, script: script != "run_baseline" or flags.client_test_frac > 0,
 )
-"""Clients and rounds: the reference system's federated flags."""
+"""Clients and rounds: the reference system's federated flags (the baseline uses the number of clients when
+they hold out test sets)."""
 
 
 def _check_output(flags: Flags, script: str) -> None:

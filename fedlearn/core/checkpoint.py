@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..errors import DataError
+from ..version import __version__
 from . import schema
 from .files import write_atomically
 from .schema import SchemaError

@@ -8,8 +8,8 @@ import platform
 import numpy as np
 import torch
 
-from .. import __version__
 from ..errors import UsageError
+from ..version import __version__
 
 
 def resolve_device(requested: str) -> torch.device:

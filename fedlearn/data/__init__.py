@@ -1,7 +1,8 @@
 """Datasets chosen by ``--dataset``: one registry entry each (:data:`DATASETS`), read once into in-memory tensors.
 
 An entry's ``part`` is a source with ``folder(data_dir)``, ``prepare(data_dir, download_allowed) -> how`` (the
-files in place, downloaded if need be) and ``load(data_dir) -> Dataset``; its ``info`` is a
+files in place, downloaded if need be) and ``load(data_dir) -> Dataset``, each also given the values of the flags
+the entry declares as keywords; its ``info`` is a
 :class:`~.dataset.DatasetInfo` (input shape, classes, task, whether samples carry a client id, the default
 model and augmentation), which the flags' checks read before any file is. MNIST and Fashion-MNIST:
 :mod:`.idx`; CIFAR-10: :mod:`.cifar`. Partitions among clients: :mod:`.partitions`; augmentation:
@@ -11,8 +12,9 @@ model and augmentation), which the flags' checks read before any file is. MNIST 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..registry import Flag, Flags, Registry, require
 from . import cifar, idx
@@ -58,15 +60,19 @@ def title(name: str) -> str:
     return dataset_info(name).title
 
 
-def raw_folder(name: str, data_dir: str | os.PathLike) -> Path:
+def raw_folder(name: str, data_dir: str | os.PathLike, flags: Mapping[str, Any] | None = None) -> Path:
     """Where the files of ``name`` are under ``data_dir`` (IDX files, or CIFAR-10's batches)."""
-    return DATASETS[name].part.folder(data_dir)
+    entry = DATASETS[name]
+    return entry.part.folder(data_dir, **entry.own(flags))
 
 
-def prepare_files(name: str, data_dir: str | os.PathLike, download: bool = True) -> str:
+def prepare_files(
+    name: str, data_dir: str | os.PathLike, download: bool = True, flags: Mapping[str, Any] | None = None
+) -> str:
     """Make sure the files of ``name`` are in ``data_dir``; return how they got there. Files in place are used as
     they are; new ones are staged and checked before they are moved in. Raises DataError naming the folder."""
-    return DATASETS[name].part.prepare(Path(data_dir), download)
+    entry = DATASETS[name]
+    return entry.part.prepare(Path(data_dir), download, **entry.own(flags))
 
 
 def resolve_dataset(
@@ -74,6 +80,7 @@ def resolve_dataset(
     data_dir: str | os.PathLike,
     download: bool = True,
     notify: Callable[[str], None] = print,
+    flags: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
     """Pick the dataset to use and make its files ready; returns ``(name, how)``.
 
@@ -81,7 +88,7 @@ def resolve_dataset(
     notice (never CIFAR-10). A dataset named explicitly is never swapped for another.
     """
     if requested != AUTO:
-        return requested, prepare_files(requested, data_dir, download)
+        return requested, prepare_files(requested, data_dir, download, flags)
     first, fallback = AUTO_ORDER
     try:
         return first, prepare_files(first, data_dir, download)
@@ -95,9 +102,10 @@ def resolve_dataset(
     return fallback, how
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike) -> Dataset:
+def load_dataset(name: str, data_dir: str | os.PathLike, flags: Mapping[str, Any] | None = None) -> Dataset:
     """Read both splits of ``name`` once, normalized (images: each channel with the training set's mean and std)."""
-    return DATASETS[name].part.load(Path(data_dir))
+    entry = DATASETS[name]
+    return entry.part.load(Path(data_dir), **entry.own(flags))
 
 
 __all__ = ["DATASETS", "Dataset", "DatasetInfo", "DatasetNotFound", "dataset_info", "load_dataset",

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..registry import Entry, Flag, Flags, Range, Registry
+from ..registry import Entry, Flag, Flags, Range, Registry, require
+from . import dataset_info
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,25 @@ def _classes(task: PartitionTask) -> list[np.ndarray]:
     return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
 
 
+def _natural(task: PartitionTask) -> list[np.ndarray]:
+    """Each client id the samples carry is one client, holding its samples in their order."""
+    if task.clients is None:
+        raise UsageError("--partition natural: the dataset's samples carry no client ids")
+    if task.spec.size_skew > 0:
+        raise UsageError("--size_skew does not apply to --partition natural (the clients' sizes are the data's)")
+    ids, owner = np.unique(task.clients, return_inverse=True)
+    if len(ids) != task.num_clients:
+        raise UsageError(f"--num_clients {task.num_clients}: the dataset's samples belong to {len(ids)} clients "
+                         f"(--partition natural); give --num_clients {len(ids)}")  # fmt: skip
+    order = np.argsort(owner, kind="stable")
+    return list(np.split(order, np.cumsum(np.bincount(owner, minlength=len(ids)))[:-1]))
+
+
+def _check_natural(flags: Flags, script: str) -> None:
+    require(dataset_info(flags.dataset).client_ids, f"--partition natural: --dataset {flags.dataset}'s samples carry "
+            "no client ids; choose iid, dirichlet, shards or classes")  # fmt: skip
+
+
 def _active(flags: Flags, script: str) -> bool:
     """The federated scripts always partition; the baseline only when its clients hold out test sets (or the
     partition is shown)."""
@@ -183,7 +203,8 @@ PARTITIONS = Registry.of(
     "partitions",
     Flag("partition", "iid", str, group="partition", federated=True,
          help="iid; dirichlet label skew (--dirichlet_alpha); shards (McMahan et al.: sort by label, deal "
-              "--shards_per_client shards to each client); classes (each client holds only --classes_per_client labels)"),
+              "--shards_per_client shards to each client); classes (each client holds only --classes_per_client "
+              "labels); natural: one client per client id the dataset's samples carry"),
     [
         Entry("iid", PartitionKind(_iid), "shuffled and cut"),
         Entry("dirichlet", PartitionKind(_dirichlet, lambda s: f" (alpha {s.dirichlet_alpha:g})"),
@@ -199,6 +220,8 @@ PARTITIONS = Registry.of(
               "a few labels per client",
               flags=(Flag("classes_per_client", 2, int, group="partition", federated=True, count=True,
                           help="labels per client (classes)"),)),
+        Entry("natural", PartitionKind(_natural, lambda s: " (the clients the data come with)"),
+              "the clients the data come with", check=_check_natural),
     ],
     flags=(
         Flag("size_skew", 0.0, float, group="partition", federated=True, valid=Range(0, 10), headline=False,

@@ -86,7 +86,8 @@ def _notice(message: str) -> None:
 def resolve_data(cfg: RunConfig, cluster: Cluster | None) -> tuple[str, str]:
     """The dataset to use, its files ready; in a distributed run one process per machine fetches it first, the
     others wait (and only rank 0 says anything)."""
-    resolve = partial(resolve_dataset, cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download)
+    resolve = partial(resolve_dataset, cfg.data.dataset, cfg.data.data_dir, download=cfg.data.download,
+                      flags=cfg.flags)  # fmt: skip
     if cluster is None:
         return resolve(notify=_notice)
     quiet = (lambda message: None) if cluster.rank != 0 else _notice

@@ -1,12 +1,16 @@
 """Models chosen by ``--model``: one registry entry each (:data:`MODELS`), built from the number of classes.
 
-An entry's ``part`` builds a fresh ``nn.Module`` from ``num_classes`` that maps a batch to logits; its ``info``
+An entry's ``part`` builds a fresh ``nn.Module`` that maps a batch to logits, called with ``num_classes`` and the
+values of the flags the entry declares as keywords; its ``info``
 (:class:`~.info.ModelInfo`) says which inputs it takes, checked against the dataset's description before any
 file is read. Greyscale 28x28: :mod:`.cnn`, :mod:`.mlp`, LeNet-5 (:mod:`.lenet`); CIFAR-10: NIID-Bench's CNN
 (:mod:`.lenet`), ResNet-20 (:mod:`.resnet`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,13 +49,17 @@ MODELS = Registry.of(
 """Every model by name (``--model``): adding one is a module with its builder and one entry here."""
 
 
-def build_model(name: str, num_classes: int = 10, channels_last: bool = False) -> nn.Module:
-    """A freshly initialised model (uses torch's global RNG: seed it first).
+def build_model(
+    name: str, num_classes: int = 10, channels_last: bool = False, flags: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """A freshly initialised model (uses torch's global RNG: seed it first); ``flags``: the run's, whose values
+    of the flags the model declares it is built with (else their defaults).
 
     ``channels_last`` stores conv weights (and so activations) channels-last:
     the same numbers' layout, faster convolutions on CPU (see fedlearn.bench).
     """
-    model = MODELS[name].part(num_classes)
+    entry = MODELS[name]
+    model = entry.part(num_classes=num_classes, **entry.own(flags))
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
