@@ -186,12 +186,16 @@ class Entry:
 class Registry(FlagSet):
     """An extension point: ``selector`` chooses one of ``entries`` by name; ``flags`` are shared by the entries;
     ``check`` runs for every choice, then the chosen entry's own. ``off``: the entry meaning "not used"
-    (``--compress none``): the registry's flags are then left out of the Hyperparameters table."""
+    (``--compress none``): the registry's flags are then left out of the Hyperparameters table. ``resolve``: how
+    a value that names no entry but a user's part (``MODULE:FUNCTION``, ``FILE.npz``) becomes an entry (None when
+    it is no such value; UsageError naming the flag when it cannot be used); ``spec``: such values in words."""
 
     selector: Flag | None = None
     entries: dict[str, Entry] = field(default_factory=dict)
     off: str | None = None
     extra_choices: tuple[str, ...] = ()  # choices that are not entries (``--dataset auto``)
+    resolve: Callable[[str], Entry | None] | None = None
+    spec: str = ""
 
     def __post_init__(self) -> None:
         if self.selector is None:
@@ -203,7 +207,10 @@ class Registry(FlagSet):
         return cls(name=name, selector=selector, entries={e.name: e for e in entries}, **options)
 
     def __getitem__(self, name: str) -> Entry:
-        return self.entries[name]
+        entry = self.entry(name)
+        if entry is None:
+            raise KeyError(name)
+        return entry
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -216,12 +223,32 @@ class Registry(FlagSet):
         return (*self.extra_choices, *self.entries)
 
     def selector_flag(self) -> Flag:
-        """The selector with its choices filled in from the entries."""
-        return replace(self.selector, choices=self.choices())
+        """The selector with its choices filled in from the entries (none to enforce when users' parts are
+        accepted too: the registry's check says then what a value may be)."""
+        if self.resolve is None:
+            return replace(self.selector, choices=self.choices())
+        return replace(self.selector, metavar=f"{{{','.join(self.choices())}}} or {self.spec}")
+
+    def entry(self, name: str | None) -> Entry | None:
+        """The entry ``name`` chooses: a registered one, or a user's part it names (None: neither)."""
+        if name in self.entries:
+            return self.entries[name]
+        if self.resolve is None or name is None or name in self.extra_choices:
+            return None
+        return self.resolve(name)
 
     def chosen(self, flags: Flags) -> Entry | None:
         """The entry the run's flags choose (None for a choice that is not an entry, or an unknown name)."""
-        return self.entries.get(flags.get(self.selector.name))
+        return self.entry(flags.get(self.selector.name))
+
+    def _check_choice(self, flags: Flags, script: str) -> None:
+        """A registry that accepts users' parts checks its selector's value itself (argparse cannot)."""
+        name = self.selector.name
+        value = flags.get(name)
+        require(
+            value in self.extra_choices or self.entry(value) is not None,
+            f"--{name}: invalid choice {value!r} (choose from {', '.join(self.choices())}, or give {self.spec})",
+        )
 
     def declared(self) -> Iterator[Flag]:
         """The selector, the shared flags, then each entry's own."""
@@ -231,7 +258,10 @@ class Registry(FlagSet):
             yield from entry.flags
 
     def checks(self, flags: Flags) -> Iterator[Check]:
-        """The registry's check, then the chosen entry's."""
+        """The selector's value (for a registry that accepts users' parts), the registry's check, then the chosen
+        entry's."""
+        if self.resolve is not None:
+            yield self._check_choice
         yield from super().checks(flags)
         entry = self.chosen(flags)
         if entry is not None and entry.check is not None:
