@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from .config import RunConfig, Script, build_parser, from_namespace
 from .core import signals
 from .core.flat import get_flat
 from .core.runtime import make_deterministic, resolve_device, versions
-from .data import Dataset
+from .data import DATASETS, Dataset, arrays
 from .data.partitions import ClientPartition
 from .distributed.async_server import run_async_distributed
 from .distributed.launch import Processes, note_workers, pool_jobs, resolve_data, serve, server_links, with_processes
@@ -34,6 +35,8 @@ from .loops.centralized import Epochs, run_centralized
 from .loops.rounds import Rounds, run_fedavg
 from .loops.skeleton import LoopOptions
 from .loops.virtual_clock import Updates, run_async
+from .models import MODELS
+from .models import user as user_model
 from .server.asynchronous import AsyncServer
 from .server.pipeline import ServerPipeline
 from .server.scaffold import ServerControl
@@ -60,15 +63,30 @@ def main(script: str, argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: terminated (SIGTERM); no results written{_resumable(cfg, started)}", file=sys.stderr)
         return signals.EXIT_TERMINATED
     finally:
+        arrays.forget()
         restore_signals()
 
 
-def run(script: str, **flags: Any) -> dict[str, Any]:
+def run(script: str, *, dataset: Any = None, model: Any = None, **flags: Any) -> dict[str, Any]:
     """Run what ``script`` (``run_baseline``, ``run_federated``, ``run_async``) would with ``flags`` (the command
     line's flags as keywords: ``global_epoch=3``, ``partition="dirichlet"``, ``no_progress=True``) and return
     its results document, the dictionary ``--save`` would write. Prints what the script prints. Raises
-    :class:`~fedlearn.errors.UsageError` for a flag the script would refuse, as the command line does."""
-    return execute(compose.config_for(script, **flags))
+    :class:`~fedlearn.errors.UsageError` for a flag the script would refuse, as the command line does.
+
+    ``dataset``: a dataset's name (as ``--dataset`` takes it) or your arrays, a mapping of ``x_train``,
+    ``y_train``, ``x_test``, ``y_test`` (and ``client_train``, ``client_test``: numpy arrays or tensors);
+    ``model``: a model's name (as ``--model`` takes it) or your function ``(input_shape=, num_classes=) ->
+    nn.Module``. Nothing is kept from one call to the next."""
+    with ExitStack() as given:
+        if isinstance(dataset, Mapping):
+            dataset = given.enter_context(DATASETS.registered(arrays.from_mapping(dataset))).name
+        if model is not None and not isinstance(model, str):
+            model = given.enter_context(user_model.given(MODELS, model))
+        named = {k: v for k, v in (("dataset", dataset), ("model", model)) if v is not None}
+        try:
+            return execute(compose.config_for(script, **named, **flags))
+        finally:
+            arrays.forget()
 
 
 def _resumable(cfg: RunConfig | None, started: float) -> str:
@@ -111,7 +129,7 @@ def _run_process(cfg: RunConfig, device: torch.device, procs: Processes) -> dict
     data = compose.load_data(cfg, name, device)
     model = compose.initial_model(cfg, data)
     context = compose.describe(data, name, how, model, device)
-    partition = compose.make_partition(cfg, data, context) if compose.needs_partition(cfg) else None
+    partition = compose.make_partition(cfg, data, context) if compose.needs_partition(cfg, data) else None
     if cluster is not None and cluster.rank != 0:
         serve(cfg, data, partition, cluster)
         return {}
@@ -153,7 +171,7 @@ def _baseline(
     """Centralized training on the whole training set, or (``--client_test_frac``) on what the clients keep for
     training."""
     options = compose.loop_options(cfg, data, partition, context, events)
-    if options.client_tests is not None:
+    if partition is not None and partition.held_out is not None:
         kept = torch.cat(partition.parts).sort().values.to(data.train_y.device)
         data = replace(data, train_x=data.train_x[kept], train_y=data.train_y[kept])
         context["training samples (the clients' training parts)"] = len(kept)

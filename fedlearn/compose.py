@@ -33,7 +33,7 @@ from .events.progress import ProgressBar
 from .events.results_file import ResultsFile
 from .events.sinks import open_sinks
 from .loops.skeleton import LoopOptions
-from .models import build_model, count_parameters
+from .models import build_model, check_output, count_parameters
 from .server.attacks import ATTACK_KINDS, choose_byzantine
 from .server.pipeline import RobustAggregator, Threat
 from .server.privacy import Accountant, GaussianSum, PrivacyConfig
@@ -53,36 +53,49 @@ def load_data(cfg: RunConfig, name: str, device: torch.device) -> Dataset:
 
 
 def initial_model(cfg: RunConfig, data: Dataset) -> nn.Module:
-    """The model every run of this seed starts from (its own seeded stream), on the data's device."""
+    """The model every run of this seed starts from (its own seeded stream), on the data's device; checked to map
+    a batch of the data's inputs to logits of its classes."""
     torch.manual_seed(seeding.derive_seed(cfg.training.seed, seeding.INIT))
-    return worker_model(cfg, data)
+    model = worker_model(cfg, data)
+    check_output(model, data.train_x[:2], data.num_classes, cfg.training.model)
+    return model
 
 
 def worker_model(cfg: RunConfig, data: Dataset) -> nn.Module:
     """A model of the run's kind on the data's device (its weights are set before use)."""
-    return build_model(cfg.training.model, data.num_classes, cfg.training.channels_last, cfg.flags).to(
-        data.train_x.device
-    )
+    shape = tuple(data.train_x.shape[1:])
+    model = build_model(cfg.training.model, data.num_classes, cfg.training.channels_last, cfg.flags, shape)
+    return model.to(data.train_x.device)
 
 
 def describe(data: Dataset, name: str, how: str, model: nn.Module, device: torch.device) -> dict[str, Any]:
     """The run's facts for the Hyperparameters table and the JSON's ``run``."""
-    return {
+    facts = {
         "dataset": name,
         "dataset source": f"{data.source} ({how})",
         "training / test samples": f"{data.train_y.numel()} / {data.test_y.numel()}",
+        "input (one sample)": f"{tuple(data.train_x.shape[1:])} {str(data.train_x.dtype).removeprefix('torch.')}",
+        "classes": data.num_classes,
         "normalization (mean, std)": data.describe_normalization(),
         "test set fingerprint": data.test_fingerprint,
         "model parameters": count_parameters(model),
         "device": str(device),
         "torch threads": torch.get_num_threads(),
     }
+    if data.train_clients is not None:
+        test = "" if data.test_clients is None else ", their test samples too"
+        facts["clients in the data"] = f"{len(torch.unique(data.train_clients))} (each sample's client is given{test})"
+    return facts
 
 
-def needs_partition(cfg: RunConfig) -> bool:
-    """Federated runs split the data; the baseline only to hold out the clients' test sets or to show it."""
+def needs_partition(cfg: RunConfig, data: Dataset) -> bool:
+    """Federated runs split the data; the baseline only to show it or for its clients' test sets (held out, or
+    the data's own with natural clients)."""
     federation = cfg.federation
-    return cfg.script is not Script.BASELINE or federation.show_partition or federation.client_test_frac > 0
+    own_tests = federation.partition.kind == "natural" and data.test_clients is not None
+    return (
+        cfg.script is not Script.BASELINE or federation.show_partition or federation.client_test_frac > 0 or own_tests
+    )
 
 
 def make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> ClientPartition:
@@ -214,13 +227,24 @@ def loop_options(
         resume = load_checkpoint(multi.resume, expected)
         done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
         context["resumed from"] = f"{multi.resume} (after {done})"
-    held_out = partition.held_out if partition is not None else None
-    tests = None if held_out is None else ClientTests.gather(data.train_x, data.train_y, held_out)
+    tests = client_tests(data, partition)
     dp = privacy(cfg) if cfg.script is not Script.BASELINE else None
     annotators = (privacy_annotator(dp),) if dp is not None else ()
     t = cfg.training
     return LoopOptions(t.seed, t.target_accuracy, cfg.output.progress, checkpointing, resume, tests, events,
                        annotators)  # fmt: skip
+
+
+def client_tests(data: Dataset, partition: ClientPartition | None) -> ClientTests | None:
+    """Every client's own test set: held out from its samples (``--client_test_frac``), or with natural clients
+    the data's test samples of its id; None when clients have none."""
+    if partition is None:
+        return None
+    if partition.held_out is not None:
+        return ClientTests.gather(data.train_x, data.train_y, partition.held_out)
+    if partition.spec.kind == "natural" and data.test_clients is not None:
+        return ClientTests.by_id(data.test_x, data.test_y, data.test_clients, torch.unique(data.train_clients))
+    return None
 
 
 def listeners(cfg: RunConfig) -> Events:

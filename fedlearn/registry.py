@@ -98,7 +98,8 @@ class Flag:
     """One command-line flag, declared by the part it belongs to.
 
     ``type`` parses the text (None with ``default=False``: a switch); ``valid`` bounds a number, ``count``
-    makes it a positive integer up to :data:`MAX_COUNT`; ``derive`` fills a None value from other flags.
+    makes it a positive integer up to :data:`MAX_COUNT`; ``derive`` fills a None value from other flags (after
+    those named in ``after`` are filled).
     ``scripts``: the scripts whose parser has it; ``federated``: run_baseline accepts it but acts on it only
     when its clients hold out test sets (partition flags) or never; ``unused_by``: other scripts that accept it
     and never act on it. Status: ``setting`` (False: it only says
@@ -116,6 +117,7 @@ class Flag:
     metavar: str | None = None
     action: str | None = None  # "append": repeatable
     derive: Derive | None = None
+    after: tuple[str, ...] = ()  # flags whose value ``derive`` reads and which are derived too
     group: str = "training"
     scripts: tuple[str, ...] = SCRIPTS
     federated: bool = False
@@ -241,10 +243,13 @@ class Registry(FlagSet):
         """The entry the run's flags choose (None for a choice that is not an entry, or an unknown name)."""
         return self.entry(flags.get(self.selector.name))
 
-    def _check_choice(self, flags: Flags, script: str) -> None:
-        """A registry that accepts users' parts checks its selector's value itself (argparse cannot)."""
+    def check_choice(self, flags: Flags, script: str) -> None:
+        """The selector's value names an entry, an extra choice or (a registry with a resolver) a user's part:
+        argparse checks the first two; a registry that accepts users' parts checks its selector's value here."""
         name = self.selector.name
         value = flags.get(name)
+        if value is None:  # derived from other flags (and checked by the part that derives it)
+            return
         require(
             value in self.extra_choices or self.entry(value) is not None,
             f"--{name}: invalid choice {value!r} (choose from {', '.join(self.choices())}, or give {self.spec})",
@@ -261,7 +266,7 @@ class Registry(FlagSet):
         """The selector's value (for a registry that accepts users' parts), the registry's check, then the chosen
         entry's."""
         if self.resolve is not None:
-            yield self._check_choice
+            yield self.check_choice
         yield from super().checks(flags)
         entry = self.chosen(flags)
         if entry is not None and entry.check is not None:

@@ -96,6 +96,7 @@ SHARED_FLAGS = {
     "dp_noise",
     "dp_delta",
     "log",
+    "no_normalize",
 }
 ASYNC_FLAGS = {
     "algorithm",

@@ -26,7 +26,7 @@ from ..server.rules import RuleConfig
 from ..server.steps import ServerOptConfig
 from .parser import build_parser
 from .status import all_flags
-from .validate import resolve_defaults, validate
+from .validate import check_choices, resolve_defaults, validate
 
 
 class Script(str, enum.Enum):
@@ -175,6 +175,7 @@ def from_namespace(args: argparse.Namespace, script: Script) -> RunConfig:
 def from_flags(values: Mapping[str, Any], script: Script, given: frozenset[str] = frozenset()) -> RunConfig:
     """Resolve, validate and group every flag of ``script`` (``values``: each flag's value, parsed; ``given``: those
     the user set)."""
+    check_choices(values, script.value)
     flags = resolve_defaults(values, script.value)
     validate(flags, script.value, given)
     return build(flags, script, given)

@@ -8,14 +8,16 @@ part is one line in :data:`DECLARERS`.
 
 from __future__ import annotations
 
+import math
+
 from ..client.algorithms import LOCAL_ALGORITHMS
 from ..comm.clock import BANDWIDTHS, DELAYS
 from ..comm.codecs import CODECS
 from ..core.files import check_new_file
 from ..core.training import OPTIMIZERS
-from ..data import DATASETS
+from ..data import DATASETS, dataset_info
 from ..data.augment import AUGMENTATIONS
-from ..data.partitions import PARTITIONS
+from ..data.partitions import PARTITIONS, natural
 from ..distributed.processes import PROCESSES
 from ..events.sinks import SINKS
 from ..models import MODELS
@@ -87,14 +89,38 @@ def _federation_flag(name: str, default: int, help: str, **options: object) -> F
     return Flag(name, default, int, group="federation", federated=True, count=True, help=help, **options)
 
 
+def _clients(flags: Flags, script: str) -> int:
+    """8, or with natural clients as many as the data have."""
+    return dataset_info(flags.dataset).num_clients or 8 if natural(flags) else 8
+
+
+def _picked(flags: Flags, script: str) -> int:
+    """4, or with natural clients a tenth of them (at least one)."""
+    return max(1, math.ceil(flags.num_clients / 10)) if natural(flags) else 4
+
+
 NOT_BASELINE = ("run_baseline",)
 FEDERATION = FlagSet(
     "federation",
     (
         _federation_flag("global_epoch", 5, "rounds of FedAvg", resumable=True, unused_by=NOT_BASELINE),
         _federation_flag("local_epoch", 5, "local epochs per client job", unused_by=NOT_BASELINE),
-        _federation_flag("num_clients", 8, "clients sharing the training set (split by --partition)"),
-        _federation_flag("num_select_clients", 4, "clients picked at random each round", unused_by=NOT_BASELINE),
+        _federation_flag(
+            "num_clients",
+            None,
+            "clients sharing the training set (split by --partition; default 8, "
+            "or with --partition natural the number of clients in the data)",
+            derive=_clients,
+            after=("partition",),
+        ),
+        _federation_flag(
+            "num_select_clients",
+            None,
+            "clients picked at random each round (default 4, or with --partition natural a tenth of the clients)",
+            unused_by=NOT_BASELINE,
+            derive=_picked,
+            after=("num_clients", "partition"),
+        ),
     ),
     check=_check_federation,
     active=lambda flags, script: script != "run_baseline" or flags.client_test_frac > 0,

@@ -7,9 +7,18 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..registry import MAX_COUNT, Flags, require
+from ..registry import MAX_COUNT, Flags, Registry, require
 from .flags import DECLARERS
 from .status import all_flags
+
+
+def check_choices(flags: Mapping[str, Any], script: str) -> None:
+    """The parts the flags name exist (a user's part too: its module, file or function is found), before any
+    default is derived from them."""
+    view = Flags(flags)
+    for owner in DECLARERS:
+        if isinstance(owner, Registry) and owner.resolve is not None and script in owner.selector.scripts:
+            owner.check_choice(view, script)
 
 
 def resolve_defaults(flags: Mapping[str, Any], script: str) -> dict[str, Any]:
@@ -17,9 +26,13 @@ def resolve_defaults(flags: Mapping[str, Any], script: str) -> dict[str, Any]:
     ``--model`` and ``--augment`` from ``--dataset``, ``--gar_f`` from ``--byzantine``, ``--server_lr`` from
     ``--server_opt``; run_async's ``--staleness_a``, ``--concurrency``, ``--max_updates``, ``--eval_every``)."""
     resolved = dict(flags)
-    for flag in all_flags(script):
-        if flag.derive is not None and resolved.get(flag.name) is None:
+    pending = [flag for flag in all_flags(script) if flag.derive is not None and resolved.get(flag.name) is None]
+    while pending:
+        waiting = {flag.name for flag in pending}
+        ready = [flag for flag in pending if not waiting & set(flag.after)] or pending[:1]
+        for flag in ready:
             resolved[flag.name] = flag.derive(Flags(resolved), script)
+        pending = [flag for flag in pending if flag not in ready]
     return resolved
 
 

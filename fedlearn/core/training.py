@@ -170,6 +170,15 @@ class ClientTests:
         owner = torch.repeat_interleave(torch.arange(len(held_out), device=x.device), sizes)
         return cls(x[index], y[index], owner, len(held_out))
 
+    @classmethod
+    def by_id(cls, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, clients: torch.Tensor) -> ClientTests:
+        """The test samples of each client: sample ``i`` belongs to the client whose id ``clients[k]`` (ascending)
+        equals ``ids[i]``; samples of an id no client has are left out."""
+        clients = clients.to(ids.device)
+        where = torch.searchsorted(clients, ids).clamp(max=len(clients) - 1)
+        known = clients[where] == ids
+        return cls(x[known], y[known], where[known].to(x.device), len(clients))
+
     def accuracies(self, model: nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> list[float | None]:
         """Each client's accuracy on its own test set (None for a client without one), in one pass over all."""
         model.eval()

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import Flag, Flags, Registry, require
-from . import cifar, idx
+from ..core.usercode import SPEC_FORMS
+from . import arrays, cifar, idx
 from .dataset import Dataset, DatasetInfo, pixel_statistics
 from .provision import DatasetNotFound
 
@@ -36,16 +37,21 @@ def _check_data_dir(flags: Flags, script: str) -> None:
 DATASETS = Registry.of(
     "datasets",
     Flag("dataset", "auto", str, group="data",
-         help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice; never CIFAR-10)"),
+         help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice; never CIFAR-10); your own "
+              "data: a FILE.npz of arrays x_train, y_train, x_test, y_test (client_train, client_test), or a "
+              "function returning them (docs/own-data.md)"),
     [*idx.ENTRIES, cifar.ENTRY],
     flags=(
         Flag("data_dir", "./data", str, group="data", setting=False, resumable=True,
              help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/..., DATA_DIR/cifar-10-batches-py/...)"),
         Flag("no_download", False, group="data", setting=False, resumable=True, headline=False,
              help="never try to download a missing dataset"),
+        arrays.NO_NORMALIZE,
     ),
     check=_check_data_dir,
     extra_choices=(AUTO,),
+    resolve=arrays.resolve,
+    spec=f"FILE.npz, {SPEC_FORMS} (your arrays)",
 )  # fmt: skip
 """Every dataset by name (``--dataset``); adding one is a module with its source and one entry here."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..core.training import Augment
-from ..registry import Entry, Flag, Registry
+from ..registry import Entry, Flag, Flags, Registry, require
 from . import dataset_info
 
 PAD = 4
@@ -49,13 +49,20 @@ class CropFlip:
         return out if images.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
 
+def _images_only(flags: Flags, script: str) -> None:
+    shape = dataset_info(flags.dataset).input_shape
+    require(len(shape) == 3, f"--augment crop-flip crops and flips images (C, H, W); --dataset {flags.dataset}'s "
+            f"samples are {shape}")  # fmt: skip
+
+
 AUGMENTATIONS = Registry.of(
     "augmentations",
     Flag("augment", None, str, group="data", older="none",
          derive=lambda flags, script: dataset_info(flags.dataset).default_augment,
          help="training batches only: crop-flip = random crops of the 4-pixel-padded image and left-right flips, "
               "drawn from the run's seed (default: the dataset's: crop-flip on CIFAR-10, none on the greyscale sets)"),
-    [Entry("none", None, "batches as they are"), Entry("crop-flip", CropFlip, "padded random crops and flips")],
+    [Entry("none", None, "batches as they are"),
+     Entry("crop-flip", CropFlip, "padded random crops and flips", check=_images_only)],
     off="none",
 )  # fmt: skip
 """``--augment``'s choices: each entry's part builds its augmentation from the channels' padding value (None:

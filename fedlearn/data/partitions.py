@@ -189,8 +189,22 @@ def _natural(task: PartitionTask) -> list[np.ndarray]:
 
 
 def _check_natural(flags: Flags, script: str) -> None:
-    require(dataset_info(flags.dataset).client_ids, f"--partition natural: --dataset {flags.dataset}'s samples carry "
-            "no client ids; choose iid, dirichlet, shards or classes")  # fmt: skip
+    """Natural clients need data that carry client ids, as many clients as the data have, and no other test sets
+    than theirs."""
+    data = dataset_info(flags.dataset)
+    require(data.client_ids, f"--partition natural: --dataset {flags.dataset}'s samples carry no client ids; "
+            "choose iid, dirichlet, shards or classes")  # fmt: skip
+    known = data.num_clients is not None  # else found when the data are split
+    require(not known or flags.num_clients == data.num_clients,
+            f"--num_clients {flags.num_clients}: the data's samples belong to {data.num_clients} clients "
+            f"(--partition natural); give --num_clients {data.num_clients} or leave it out")  # fmt: skip
+    require(not (data.client_tests and flags.client_test_frac > 0), "--client_test_frac: the data give each client "
+            "its own test samples (client_test); drop --client_test_frac")  # fmt: skip
+
+
+def natural(flags: Flags) -> bool:
+    """Whether the run's clients are the ones its data come with."""
+    return flags.partition == "natural"
 
 
 def _active(flags: Flags, script: str) -> bool:
@@ -201,10 +215,12 @@ def _active(flags: Flags, script: str) -> bool:
 
 PARTITIONS = Registry.of(
     "partitions",
-    Flag("partition", "iid", str, group="partition", federated=True,
+    Flag("partition", None, str, group="partition", federated=True, older="iid",
+         derive=lambda flags, script: dataset_info(flags.dataset).default_partition,
          help="iid; dirichlet label skew (--dirichlet_alpha); shards (McMahan et al.: sort by label, deal "
               "--shards_per_client shards to each client); classes (each client holds only --classes_per_client "
-              "labels); natural: one client per client id the dataset's samples carry"),
+              "labels); natural: one client per client id the dataset's samples carry (default: natural for such "
+              "data, else iid)"),
     [
         Entry("iid", PartitionKind(_iid), "shuffled and cut"),
         Entry("dirichlet", PartitionKind(_dirichlet, lambda s: f" (alpha {s.dirichlet_alpha:g})"),

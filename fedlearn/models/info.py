@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model's accepted input: one sample's shape (None: any shape). Its output is ``num_classes`` logits."""
+    """A model's accepted input: one sample's shape (None: any shape; ``takes_input_shape``: its factory is told
+    the data's). Its output is ``num_classes`` logits."""
 
     input_shape: tuple[int, ...] | None = None
+    takes_input_shape: bool = False
 
     def accepts(self, shape: tuple[int, ...]) -> bool:
         """Whether the model takes samples of ``shape``."""
