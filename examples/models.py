@@ -1,4 +1,5 @@
-"""A model for the examples' tabular data: a small multilayer perceptron, built from the data's shape."""
+"""Models for the examples, built from the data's shape: a small multilayer perceptron (tabular data) and a
+small CNN (images)."""
 
 import math
 
@@ -10,3 +11,13 @@ def mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     features = math.prod(input_shape)
     return nn.Sequential(nn.Flatten(), nn.Linear(features, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
                          nn.Linear(64, num_classes))  # fmt: skip
+
+
+def small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Two 3x3 convolution blocks (16, 32 channels), global average pooling, a linear layer: any image size."""
+    channels = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+    )  # fmt: skip
