@@ -23,6 +23,7 @@ from .core.flat import get_flat
 from .core.runtime import make_deterministic, resolve_device, versions
 from .data import DATASETS, Dataset, arrays
 from .data.partitions import ClientPartition
+from .data.windows import take
 from .distributed.async_server import run_async_distributed
 from .distributed.launch import Processes, note_workers, pool_jobs, resolve_data, serve, server_links, with_processes
 from .distributed.pool import PooledAsyncJobs, pool_rounds
@@ -152,6 +153,7 @@ def _run_process(cfg: RunConfig, device: torch.device, procs: Processes) -> dict
             "history": outcome.recorder.history,
             "run": context,
             **({"partition": partition.summary()} if partition is not None else {}),
+            **({"kept_clients": list(data.kept_clients)} if data.kept_clients is not None else {}),
             **outcome.document,
             "versions": versions(),
         }
@@ -173,7 +175,7 @@ def _baseline(
     options = compose.loop_options(cfg, data, partition, context, events)
     if partition is not None and partition.held_out is not None:
         kept = torch.cat(partition.parts).sort().values.to(data.train_y.device)
-        data = replace(data, train_x=data.train_x[kept], train_y=data.train_y[kept])
+        data = replace(data, train_x=take(data.train_x, kept), train_y=data.train_y[kept])
         context["training samples (the clients' training parts)"] = len(kept)
     t = cfg.training
     plan = Epochs(t.epochs, t.batch_size, t.optimizer, t.lr, t.augment)

@@ -26,6 +26,7 @@ from .core import seeding
 from .core.checkpoint import Checkpointing, Expected, Layout, load_checkpoint
 from .core.training import ClientTests, momentum_of
 from .data import Dataset, load_dataset
+from .data.dataset import keep_clients
 from .data.partitions import ClientPartition, partition_sizes
 from .events import Events, Listener
 from .events.console import Console
@@ -48,8 +49,13 @@ def config_for(script: str, **flags: Any) -> RunConfig:
 
 
 def load_data(cfg: RunConfig, name: str, device: torch.device) -> Dataset:
-    """The dataset ``name`` (already prepared) on ``device``, in the run's memory layout."""
-    return load_dataset(name, cfg.data.data_dir, cfg.flags).to(device, cfg.training.channels_last)
+    """The dataset ``name`` (already prepared; with ``--data_fraction``, a seeded share of its clients) on
+    ``device``, in the run's memory layout."""
+    data = load_dataset(name, cfg.data.data_dir, cfg.flags)
+    fraction = cfg.flags["data_fraction"]
+    if fraction < 1:
+        data = keep_clients(data, fraction, seeding.numpy_rng(cfg.training.seed, seeding.DATA_FRACTION))
+    return data.to(device, cfg.training.channels_last)
 
 
 def initial_model(cfg: RunConfig, data: Dataset) -> nn.Module:
@@ -85,6 +91,8 @@ def describe(data: Dataset, name: str, how: str, model: nn.Module, device: torch
     if data.train_clients is not None:
         test = "" if data.test_clients is None else ", their test samples too"
         facts["clients in the data"] = f"{len(torch.unique(data.train_clients))} (each sample's client is given{test})"
+    if data.kept_clients is not None:
+        facts["clients kept (--data_fraction)"] = f"{len(data.kept_clients)}, drawn from the seed"
     return facts
 
 

@@ -97,6 +97,11 @@ SHARED_FLAGS = {
     "dp_delta",
     "log",
     "no_normalize",
+    "data_fraction",
+    "synthetic_alpha",
+    "synthetic_beta",
+    "synthetic_devices",
+    "synthetic_seed",
 }
 ASYNC_FLAGS = {
     "algorithm",

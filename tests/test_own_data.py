@@ -106,6 +106,11 @@ def test_a_model_from_a_file_on_tabular_arrays_with_natural_clients(files, tmp_p
     assert "| --partition " in out or script == "run_baseline"
 
 
+def test_features_default_to_logistic_regression(files, tmp_path, capsys):
+    doc, _ = run("run_baseline", ["--dataset", str(files / "tab.npz"), *FAST], tmp_path, capsys)
+    assert doc["args"]["model"] == "logreg" and doc["run"]["model parameters"] == 6 * 3 + 3
+
+
 def test_a_model_from_an_importable_module(files, tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(files))
     doc, _ = run("run_federated", ["--dataset", str(files / "tab.npz"), "--model", "usermodels:mlp", *FAST], tmp_path,
@@ -265,7 +270,7 @@ def test_arrays_from_a_function_and_its_failures(files, tmp_path, capsys):
             "--client_test_frac: the data give each",
         ),
         (["--dataset", "{files}/tab.npz", "--model", "cnn"], "--model cnn takes 28x28 greyscale images"),
-        (["--dataset", "{files}/tab.npz"], "--model: no built-in model takes inputs of shape (6,)"),
+        (["--dataset", "{files}/tokens.npz"], "--model: no built-in model takes inputs of shape (12,)"),
         (["--dataset", "nosuch.npz"], "--dataset nosuch.npz: no such file"),
         (["--dataset", "cifar-100"], "--dataset: invalid choice 'cifar-100'"),
     ],

@@ -40,7 +40,7 @@ def epoch_seconds(data: Dataset, model_name: str, augment: str, seed: int = 0) -
 
 def cifar_models() -> list[str]:
     """The models that take CIFAR-10's images."""
-    return sorted(name for name, entry in MODELS.entries.items() if entry.info.accepts(CIFAR.input_shape))
+    return sorted(name for name, entry in MODELS.entries.items() if entry.info.input_shape == CIFAR.input_shape)
 
 
 def cifar_section(num_train: int, reps: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ..core.files import check_new_file
 from ..core.training import OPTIMIZERS
 from ..data import DATASETS, dataset_info
 from ..data.augment import AUGMENTATIONS
+from ..data.dataset import kept_count
 from ..data.partitions import PARTITIONS, natural
 from ..distributed.processes import PROCESSES
 from ..events.sinks import SINKS
@@ -90,8 +91,9 @@ def _federation_flag(name: str, default: int, help: str, **options: object) -> F
 
 
 def _clients(flags: Flags, script: str) -> int:
-    """8, or with natural clients as many as the data have."""
-    return dataset_info(flags.dataset).num_clients or 8 if natural(flags) else 8
+    """8, or with natural clients as many as the data have (those ``--data_fraction`` keeps)."""
+    count = dataset_info(flags.dataset).clients(flags) if natural(flags) else None
+    return 8 if count is None else kept_count(count, flags.data_fraction)
 
 
 def _picked(flags: Flags, script: str) -> int:

@@ -44,3 +44,5 @@ def torch_generator(seed: int, *keys: int) -> torch.Generator:
 COMPRESSION = 10  # QSGD's random rounding, per job
 DP_NOISE = 11  # the Gaussian noise of client-level DP, per round
 BANDWIDTH = 12  # clients' link speeds
+DATA_FRACTION = 13  # the clients --data_fraction keeps
+SYNTHETIC = 14  # Synthetic(alpha, beta)'s devices (from --synthetic_seed) and their split

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.windows import take
 from ..registry import Entry, Flag, Registry
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -132,25 +133,34 @@ def train(
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Accuracy (correct / samples, in [0, 1]) and mean cross-entropy on a labelled set."""
+    """Accuracy (correct / samples, in [0, 1]) and mean cross-entropy on a labelled set; ``hits``: whether each
+    sample was classified right, when asked for."""
 
     accuracy: float
     loss: float
+    hits: torch.Tensor | None = field(default=None, compare=False)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> EvalResult:
-    """Accuracy and mean loss of ``model`` on ``(x, y)``, in large batches without autograd."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE, keep_hits: bool = False
+) -> EvalResult:
+    """Accuracy and mean loss of ``model`` on ``(x, y)``, in large batches without autograd (``keep_hits``: with
+    each sample's hit, for the clients' accuracies when their test sets are this one)."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    hits = torch.empty(y.shape[0], dtype=torch.bool, device=y.device) if keep_hits else None
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start : start + batch_size])
             target = y[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum")
-            correct += (logits.argmax(dim=1) == target).sum()
+            hit = logits.argmax(dim=1) == target
+            correct += hit.sum()
+            if hits is not None:
+                hits[start : start + batch_size] = hit
     n = x.shape[0]
-    return EvalResult(accuracy=int(correct) / n, loss=float(loss_sum) / n)
+    return EvalResult(accuracy=int(correct) / n, loss=float(loss_sum) / n, hits=hits)
 
 
 @dataclass(frozen=True)
@@ -161,6 +171,7 @@ class ClientTests:
     y: torch.Tensor
     owner: torch.Tensor  # int64, one client index per sample
     num_clients: int
+    covers_test_set: bool = False  # the samples are the test set's, in its order (one evaluation serves both)
 
     @classmethod
     def gather(cls, x: torch.Tensor, y: torch.Tensor, held_out: list[torch.Tensor]) -> ClientTests:
@@ -168,7 +179,7 @@ class ClientTests:
         index = torch.cat(held_out).to(x.device)
         sizes = torch.tensor([len(h) for h in held_out], device=x.device)
         owner = torch.repeat_interleave(torch.arange(len(held_out), device=x.device), sizes)
-        return cls(x[index], y[index], owner, len(held_out))
+        return cls(take(x, index), y[index], owner, len(held_out))
 
     @classmethod
     def by_id(cls, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, clients: torch.Tensor) -> ClientTests:
@@ -177,16 +188,16 @@ class ClientTests:
         clients = clients.to(ids.device)
         where = torch.searchsorted(clients, ids).clamp(max=len(clients) - 1)
         known = clients[where] == ids
-        return cls(x[known], y[known], where[known].to(x.device), len(clients))
+        index = torch.nonzero(known).squeeze(1)
+        owner = where[known].to(y.device)
+        return cls(take(x, index), y[index.to(y.device)], owner, len(clients), covers_test_set=bool(known.all()))
 
     def accuracies(self, model: nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> list[float | None]:
         """Each client's accuracy on its own test set (None for a client without one), in one pass over all."""
-        model.eval()
-        correct = torch.empty(self.y.shape[0], dtype=torch.float64, device=self.y.device)
-        with torch.inference_mode():
-            for start in range(0, self.x.shape[0], batch_size):
-                logits = model(self.x[start : start + batch_size])
-                correct[start : start + batch_size] = logits.argmax(dim=1) == self.y[start : start + batch_size]
-        hits = torch.bincount(self.owner, weights=correct, minlength=self.num_clients).tolist()
+        return self.accuracies_from(evaluate(model, self.x, self.y, batch_size, keep_hits=True).hits)
+
+    def accuracies_from(self, hits: torch.Tensor) -> list[float | None]:
+        """Each client's accuracy from every sample's hit (None for a client without a test sample)."""
+        correct = torch.bincount(self.owner, weights=hits.to(torch.float64), minlength=self.num_clients).tolist()
         sizes = torch.bincount(self.owner, minlength=self.num_clients).tolist()
-        return [h / n if n else None for h, n in zip(hits, sizes)]
+        return [h / n if n else None for h, n in zip(correct, sizes)]

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..registry import Flag, Flags, Registry, require
+from ..registry import Flag, Flags, Range, Registry, require
 from ..core.usercode import SPEC_FORMS
-from . import arrays, cifar, idx
+from . import arrays, cifar, idx, shakespeare, synthetic
 from .dataset import Dataset, DatasetInfo, pixel_statistics
 from .provision import DatasetNotFound
 
@@ -26,12 +26,15 @@ AUTO = "auto"
 AUTO_ORDER = ("mnist", "fashion-mnist")  # what auto tries, in order; never CIFAR-10
 
 
-def _check_data_dir(flags: Flags, script: str) -> None:
-    """``--data_dir``, when it exists, is a readable folder."""
+def _check_data(flags: Flags, script: str) -> None:
+    """``--data_dir``, when it exists, is a readable folder; ``--data_fraction`` is for data that come with clients."""
     path = Path(flags.data_dir)
     if path.exists():
         require(path.is_dir(), f"--data_dir {path}: not a directory")
         require(os.access(path, os.R_OK | os.X_OK), f"--data_dir {path}: not readable")
+    if flags.data_fraction < 1:
+        require(dataset_info(flags.dataset).client_ids, f"--data_fraction keeps a share of the clients a dataset "
+                f"comes with; --dataset {flags.dataset}'s samples carry none")  # fmt: skip
 
 
 DATASETS = Registry.of(
@@ -40,15 +43,18 @@ DATASETS = Registry.of(
          help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice; never CIFAR-10); your own "
               "data: a FILE.npz of arrays x_train, y_train, x_test, y_test (client_train, client_test), or a "
               "function returning them (docs/own-data.md)"),
-    [*idx.ENTRIES, cifar.ENTRY],
+    [*idx.ENTRIES, cifar.ENTRY, shakespeare.ENTRY, synthetic.ENTRY],
     flags=(
         Flag("data_dir", "./data", str, group="data", setting=False, resumable=True,
              help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/..., DATA_DIR/cifar-10-batches-py/...)"),
         Flag("no_download", False, group="data", setting=False, resumable=True, headline=False,
              help="never try to download a missing dataset"),
         arrays.NO_NORMALIZE,
+        Flag("data_fraction", 1.0, float, group="data", valid=Range(0, 1, low_open=True), older=1.0,
+             help="keep this seeded random share of the clients a dataset comes with, each whole (LEAF's --sf), "
+                  "for runs that fit a machine; the baseline trains on what the kept clients hold"),
     ),
-    check=_check_data_dir,
+    check=_check_data,
     extra_choices=(AUTO,),
     resolve=arrays.resolve,
     spec=f"FILE.npz, {SPEC_FORMS} (your arrays)",

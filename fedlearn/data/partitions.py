@@ -18,6 +18,7 @@ import torch
 from ..errors import UsageError
 from ..registry import Entry, Flag, Flags, Range, Registry, require
 from . import dataset_info
+from .dataset import kept_count
 
 
 @dataclass(frozen=True)
@@ -194,10 +195,11 @@ def _check_natural(flags: Flags, script: str) -> None:
     data = dataset_info(flags.dataset)
     require(data.client_ids, f"--partition natural: --dataset {flags.dataset}'s samples carry no client ids; "
             "choose iid, dirichlet, shards or classes")  # fmt: skip
-    known = data.num_clients is not None  # else found when the data are split
-    require(not known or flags.num_clients == data.num_clients,
-            f"--num_clients {flags.num_clients}: the data's samples belong to {data.num_clients} clients "
-            f"(--partition natural); give --num_clients {data.num_clients} or leave it out")  # fmt: skip
+    count = data.clients(flags)  # None: found when the data are split
+    count = None if count is None else kept_count(count, flags.data_fraction)
+    require(count is None or flags.num_clients == count,
+            f"--num_clients {flags.num_clients}: the data's samples belong to {count} clients "
+            f"(--partition natural); give --num_clients {count} or leave it out")  # fmt: skip
     require(not (data.client_tests and flags.client_test_frac > 0), "--client_test_frac: the data give each client "
             "its own test samples (client_test); drop --client_test_frac")  # fmt: skip
 

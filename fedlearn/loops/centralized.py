@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from ..core import seeding
-from ..core.training import Passes, count_batches, evaluate, make_optimizer, train
+from ..core.training import Passes, count_batches, make_optimizer, train
 from ..data import Dataset
 from ..data.augment import build_augment
 from ..events import LoopStart
 from ..events.recorder import RunRecorder
-from .skeleton import LoopOptions, client_figures, status
+from .skeleton import LoopOptions, evaluate_run, status
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ def run_centralized(model: nn.Module, data: Dataset, plan: Epochs, options: Loop
             with recorder.watch.section("training"):
                 stats = train(model, opt, data.train_x, data.train_y, passes, on_batch=tick)
             with recorder.watch.section("evaluation"):
-                ev = evaluate(model, data.test_x, data.test_y)
-                clients = client_figures(model, options.client_tests)
+                ev, clients = evaluate_run(model, data, options.client_tests)
             entry = recorder.record(epoch, ev, sim_time=None, samples_trained=epoch * n, client_updates=None,
                                     train_loss=stats.mean_loss, **clients)  # fmt: skip
             events.on_status(f"epoch {epoch}/{epochs} {status(entry)}")

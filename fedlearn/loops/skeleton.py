@@ -22,7 +22,7 @@ from torch import nn
 
 from ..core.checkpoint import Checkpointing, save_checkpoint
 from ..core.flat import set_flat
-from ..core.training import ClientTests, evaluate
+from ..core.training import ClientTests, EvalResult, evaluate
 from ..data import Dataset
 from ..events import Listener, LoopStart
 from ..events.progress import ProgressBar
@@ -107,9 +107,14 @@ def status(entry: dict[str, Any]) -> str:
     return f"acc {entry['test_accuracy']:.2%} loss {entry['test_loss']:.4f}"
 
 
-def client_figures(model: nn.Module, tests: ClientTests | None) -> dict[str, Any]:
-    """A history entry's per-client accuracies (``client_accuracy``), when clients hold test sets."""
-    return {} if tests is None else {"client_accuracy": tests.accuracies(model)}
+def evaluate_run(model: nn.Module, data: Dataset, tests: ClientTests | None) -> tuple[EvalResult, dict[str, Any]]:
+    """The test set's accuracy and loss and, when clients hold test sets, each one's accuracy on its own
+    (``client_accuracy``): in one pass when the clients' test sets are the test set."""
+    shared = tests is not None and tests.covers_test_set
+    result = evaluate(model, data.test_x, data.test_y, keep_hits=shared)
+    if tests is None:
+        return result, {}
+    return result, {"client_accuracy": tests.accuracies_from(result.hits) if shared else tests.accuracies(model)}
 
 
 class RunState:
@@ -147,8 +152,8 @@ class RunState:
         """Evaluate ``weights`` and add the history entry of ``step`` from the tally, which then starts over."""
         with self.watch.section("evaluation"):
             set_flat(self.eval_model, weights)
-            result = evaluate(self.eval_model, self.data.test_x, self.data.test_y)
-            extra.update(client_figures(self.eval_model, self.options.client_tests))
+            result, clients = evaluate_run(self.eval_model, self.data, self.options.client_tests)
+            extra.update(clients)
         self.recorder.record(
             step,
             result,

@@ -20,7 +20,7 @@ from ..data import dataset_info
 from ..data.dataset import describe_input
 from ..errors import UsageError
 from ..registry import Flag, Flags, Registry, require
-from . import cnn, lenet, mlp, resnet, user
+from . import cnn, lenet, linear, mlp, resnet, text, user
 from .info import ModelInfo
 from .resnet import BasicBlock
 
@@ -30,7 +30,8 @@ def _default(flags: Flags, script: str) -> str | None:
     data = dataset_info(flags.dataset)
     if data.default_model is not None:
         return data.default_model
-    return next((name for name, entry in MODELS.entries.items() if entry.info.accepts(data.input_shape)), None)
+    fitting = (name for name, entry in MODELS.entries.items() if entry.info.accepts(data.input_shape, data.input_dtype))
+    return next(fitting, None)
 
 
 def _fits_the_dataset(flags: Flags, script: str) -> None:
@@ -39,9 +40,9 @@ def _fits_the_dataset(flags: Flags, script: str) -> None:
     require(flags.model is not None, f"--model: no built-in model takes {describe_input(data.input_shape)} "
             f"(--dataset {flags.dataset}); give your own, --model {SPEC_FORMS}")  # fmt: skip
     model = MODELS[flags.model]
-    fitting = [name for name, entry in MODELS.entries.items() if entry.info.accepts(data.input_shape)]
-    takes = describe_input(model.info.input_shape)
-    require(model.info.accepts(data.input_shape), f"--model {flags.model} takes {takes}; "
+    fitting = [name for name, entry in MODELS.entries.items() if entry.info.accepts(data.input_shape, data.input_dtype)]
+    takes = describe_input(model.info.input_shape) + (" of token ids" if model.info.input_dtype == torch.int64 else "")
+    require(model.info.accepts(data.input_shape, data.input_dtype), f"--model {flags.model} takes {takes}; "
             f"--dataset {flags.dataset} needs one of {', '.join(sorted(fitting))}")  # fmt: skip
     other_processes = flags.get("workers", 1) > 1 or flags.get("distributed")
     require(not (flags.model.startswith("python:") and other_processes),
@@ -57,7 +58,7 @@ MODELS = Registry.of(
               "resnet20 = He et al.'s ResNet-20 (270k) with GroupNorm instead of BatchNorm, since batch statistics "
               "averaged over non-IID clients hurt (Hsieh et al. 2020) (default: the dataset's: cnn, or cnn-cifar on "
               "CIFAR-10)"),
-    [*cnn.ENTRIES, mlp.ENTRY, *lenet.ENTRIES, resnet.ENTRY],
+    [*cnn.ENTRIES, mlp.ENTRY, *lenet.ENTRIES, resnet.ENTRY, *text.ENTRIES, linear.ENTRY],
     flags=(Flag("no_channels_last", False, headline=False,
                 help="keep conv weights and images in the default NCHW layout (channels-last is faster on CPU)"),),
     check=_fits_the_dataset,

@@ -1,4 +1,4 @@
-"""The reference system's CNN and McMahan et al.'s, for 28x28 greyscale images."""
+"""The reference system's CNN, McMahan et al.'s and LEAF's FEMNIST CNN, for 28x28 greyscale images."""
 
 from __future__ import annotations
 
@@ -38,7 +38,25 @@ def cnn_fedavg(num_classes: int = 10) -> nn.Module:
     )
 
 
+def cnn_femnist(num_classes: int = 62) -> nn.Module:
+    """LEAF's FEMNIST CNN (Caldas et al. 2018): conv 5x5 32 (same), pool, conv 5x5 64 (same), pool, dense 2048,
+    dense ``num_classes`` (6,603,710 parameters for 62 classes)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 2048),
+        nn.ReLU(),
+        nn.Linear(2048, num_classes),
+    )
+
+
 ENTRIES = (
     Entry("cnn", cnn_004, "two 5x5 conv blocks and a linear layer (29k weights)", info=ModelInfo((1, 28, 28))),
     Entry("cnn-fedavg", cnn_fedavg, "McMahan et al.'s (1.66M)", info=ModelInfo((1, 28, 28))),
+    Entry("cnn-femnist", cnn_femnist, "LEAF's FEMNIST CNN (6.6M)", info=ModelInfo((1, 28, 28))),
 )

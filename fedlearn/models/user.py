@@ -28,7 +28,12 @@ def _build(factory: Callable[..., Any], spec: str, num_classes: int, input_shape
 
 def entry_for(spec: str, factory: Callable[..., Any]) -> Entry:
     """The model entry of a user's ``factory``, named ``spec``."""
-    return Entry(spec, partial(_build, factory, spec), "your model", info=ModelInfo(None, takes_input_shape=True))
+    return Entry(
+        spec,
+        partial(_build, factory, spec),
+        "your model",
+        info=ModelInfo(None, takes_input_shape=True, input_dtype=None),
+    )
 
 
 def resolve(spec: str) -> Entry | None:
