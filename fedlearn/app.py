@@ -22,6 +22,7 @@ from .core import signals
 from .core.flat import get_flat
 from .core.runtime import make_deterministic, resolve_device, versions
 from .data import DATASETS, Dataset, arrays
+from .data import forget as forget_data
 from .data.partitions import ClientPartition
 from .data.windows import take
 from .distributed.async_server import run_async_distributed
@@ -64,7 +65,7 @@ def main(script: str, argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: terminated (SIGTERM); no results written{_resumable(cfg, started)}", file=sys.stderr)
         return signals.EXIT_TERMINATED
     finally:
-        arrays.forget()
+        forget_data()
         restore_signals()
 
 
@@ -87,7 +88,7 @@ def run(script: str, *, dataset: Any = None, model: Any = None, **flags: Any) ->
         try:
             return execute(compose.config_for(script, **named, **flags))
         finally:
-            arrays.forget()
+            forget_data()
 
 
 def _resumable(cfg: RunConfig | None, started: float) -> str:

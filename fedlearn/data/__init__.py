@@ -18,7 +18,7 @@ from typing import Any
 
 from ..registry import Flag, Flags, Range, Registry, require
 from ..core.usercode import SPEC_FORMS
-from . import arrays, cifar, idx, shakespeare, synthetic
+from . import arrays, cifar, idx, leaf, shakespeare, synthetic
 from .dataset import Dataset, DatasetInfo, pixel_statistics
 from .provision import DatasetNotFound
 
@@ -43,7 +43,7 @@ DATASETS = Registry.of(
          help="auto: MNIST if present or downloadable, else Fashion-MNIST (with a notice; never CIFAR-10); your own "
               "data: a FILE.npz of arrays x_train, y_train, x_test, y_test (client_train, client_test), or a "
               "function returning them (docs/own-data.md)"),
-    [*idx.ENTRIES, cifar.ENTRY, shakespeare.ENTRY, synthetic.ENTRY],
+    [*idx.ENTRIES, cifar.ENTRY, shakespeare.ENTRY, synthetic.ENTRY, *leaf.ENTRIES],
     flags=(
         Flag("data_dir", "./data", str, group="data", setting=False, resumable=True,
              help="dataset folder in torchvision's layout (DATA_DIR/MNIST/raw/..., DATA_DIR/cifar-10-batches-py/...)"),
@@ -112,6 +112,14 @@ def resolve_dataset(
         f"using Fashion-MNIST ({how}) instead. Pass --dataset mnist to require MNIST."
     )
     return fallback, how
+
+
+def forget() -> None:
+    """Drop what was read or built for a run (users' arrays, LEAF's files, the Shakespeare build): nothing is kept
+    from one run to the next."""
+    arrays.forget()
+    leaf.forget()
+    shakespeare.forget()
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike, flags: Mapping[str, Any] | None = None) -> Dataset:
