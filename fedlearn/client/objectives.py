@@ -70,6 +70,15 @@ class Plain:
         """Nothing to continue."""
 
 
+def acts_on_steps(objective: Objective) -> bool:
+    """Whether an objective's hooks around the optimizer's steps do anything (plain training's do not: the loop
+    then skips them)."""
+    kind = type(objective)
+    return not isinstance(objective, Plain) or (
+        kind.adjust_gradients is not Plain.adjust_gradients or kind.after_step is not Plain.after_step
+    )
+
+
 @dataclass
 class Proximal(Plain):
     """FedProx's term ``mu/2 * ||w - anchor||^2``, added through its gradient ``mu (w - anchor)``; the anchor
