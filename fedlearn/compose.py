@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .client import LocalJobConfig, LocalTrainer
+from .client.stragglers import RoundStragglers
 from .client.uplink import Uplink
 from .comm.clock import ClientSpeeds, draw_links, draw_speeds
 from .comm.codecs import Codec, build_codec, describe_upload, job_bytes
@@ -155,7 +156,7 @@ def setup_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition, con
     model, encoding = worker_model(cfg, data), codec(cfg)
     flipped = frozenset(threat.byzantine) if ATTACK_KINDS[threat.attack].part.flips_labels else frozenset()
     uplink = Uplink(encoding, cfg.comm.error_feedback, t.seed)
-    trainer = LocalTrainer(model, data, partition.parts, job, label_flip=flipped, uplink=uplink)
+    trainer = LocalTrainer(model, data, partition.parts, job, flipped, uplink, round_stragglers(cfg))
     dim = count_parameters(model)
     context["client upload"] = describe_upload(encoding, dim, cfg.comm.error_feedback)
     speeds = client_speeds(cfg, job_bytes(dim, encoding, trainer.sends_control), context)
@@ -165,6 +166,15 @@ def setup_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition, con
         summary["downlink_mbps"] = [float(r) / 1e6 for r in speeds.links.down_bps]  # inf (null): no limit
         summary["uplink_mbps"] = [float(r) / 1e6 for r in speeds.links.up_bps]
     return Clients(trainer, speeds, threat, summary)
+
+
+def round_stragglers(cfg: RunConfig) -> RoundStragglers | None:
+    """Each synchronous round's stragglers (``--round_stragglers``), when some clients are cut short."""
+    flags, federation = cfg.flags, cfg.federation
+    if cfg.script is not Script.FEDERATED or not flags["round_stragglers"]:
+        return None
+    return RoundStragglers(cfg.training.seed, federation.num_clients, federation.num_select,
+                           flags["round_stragglers"], federation.local_epochs, flags["straggler_work"])  # fmt: skip
 
 
 def client_speeds(cfg: RunConfig, sizes: tuple[int, int], context: dict[str, Any]) -> ClientSpeeds:

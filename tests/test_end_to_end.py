@@ -102,6 +102,8 @@ SHARED_FLAGS = {
     "synthetic_beta",
     "synthetic_devices",
     "synthetic_seed",
+    "round_stragglers",
+    "straggler_work",
 }
 ASYNC_FLAGS = {
     "algorithm",

@@ -23,7 +23,7 @@ def fednova_round(rows, counts, steps, momentum=0.0):
     origin = torch.zeros(2, dtype=torch.float32)
     server = SyncServer(
         origin,
-        ServerPipeline(RobustAggregator(2), build_step(), FedNova(lambda c: steps[c], momentum)),
+        ServerPipeline(RobustAggregator(2), build_step(), FedNova(lambda c, key: steps[c], momentum)),
     )
     server.step([torch.tensor(r, dtype=torch.float32) for r in rows], list(range(len(rows))), counts, key=1)
     return server.weights
@@ -65,7 +65,7 @@ def test_a_malformed_row_is_left_for_the_checks():
 
 def test_fednova_needs_an_origin():
     with pytest.raises(ValueError, match="origin"):
-        FedNova(lambda c: 1)(Batch([torch.ones(2)], [0], [1.0]))
+        FedNova(lambda c, key: 1)(Batch([torch.ones(2)], [0], [1.0]), 1)
 
 
 @pytest.mark.slow

@@ -311,11 +311,12 @@ def async_parts():
         partitions = [torch.arange(10)] * 5
         config = type("C", (), {"epochs": 1})()
         data = None
+        stragglers = None
 
         def num_samples(self, client):
             return 10
 
-        def num_batches(self, client):
+        def num_batches(self, client, job_key=None):
             return 1
 
     return FakeTrainer(), torch.nn.Linear(1, 1), ClientSpeeds(rates=np.array([100.0, 30.0, 50.0, 70.0, 20.0]))

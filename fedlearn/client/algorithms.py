@@ -30,7 +30,7 @@ class LocalAlgorithm:
     one is called in messages."""
 
     objective: Callable[[Any], Objective]
-    normalize: Callable[[Callable[[int], int], float], Callable[..., Any]] | None = None
+    normalize: Callable[[Callable[[int, int], int], float], Callable[..., Any]] | None = None
     sends_control: bool = False
     client_state: str | None = None
     state_name: str = "state"

@@ -17,6 +17,7 @@ from ..data.augment import build_augment
 from ..server.attacks import flip_labels
 from .algorithms import LOCAL_ALGORITHMS
 from .objectives import Job, acts_on_steps
+from .stragglers import RoundStragglers
 from .uplink import Uplink
 
 
@@ -62,7 +63,8 @@ class LocalTrainer:
     ``--attack labelflip``) train on flipped labels ``y -> C - 1 - y``. The local
     objective is a part (:mod:`fedlearn.client.objectives`: plain or FedProx) built once
     from the job configuration; what the client sends back is another
-    (:mod:`fedlearn.client.uplink`: its trained weights, or its delta encoded by ``--compress``).
+    (:mod:`fedlearn.client.uplink`: its trained weights, or its delta encoded by ``--compress``). With
+    ``stragglers`` (:mod:`fedlearn.client.stragglers`) a round's stragglers train fewer epochs.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class LocalTrainer:
         config: LocalJobConfig,
         label_flip: frozenset[int] = frozenset(),
         uplink: Uplink | None = None,
+        stragglers: RoundStragglers | None = None,
     ):
         self.model = model
         self.params = flat_parameters(model)  # walked once, used by every job
@@ -85,6 +88,7 @@ class LocalTrainer:
         self.objective = self.algorithm.objective(config)  # a part, not a branch
         self.hooks = self.objective if acts_on_steps(self.objective) else None
         self.uplink = uplink or Uplink()  # what the server receives of a trained job
+        self.stragglers = stragglers
         self.augment = build_augment(config.augment, data.black())
         # built once, its state cleared for every job: the same numbers as a new one (500 us saved per job)
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
@@ -94,9 +98,15 @@ class LocalTrainer:
         """Samples the client holds."""
         return int(self.partitions[client].numel())
 
-    def num_batches(self, client: int) -> int:
-        """Optimizer steps of one local job of ``client``."""
-        return count_batches(self.num_samples(client), self.config.batch_size, self.config.epochs)
+    def epochs(self, client: int, job_key: int | None = None) -> int:
+        """Local epochs of ``client``'s job ``job_key`` (a round's stragglers train fewer; None: a full job)."""
+        if self.stragglers is None or job_key is None:
+            return self.config.epochs
+        return self.stragglers.epochs_of(client, job_key)
+
+    def num_batches(self, client: int, job_key: int | None = None) -> int:
+        """Optimizer steps of ``client``'s job ``job_key`` (None: a full job)."""
+        return count_batches(self.num_samples(client), self.config.batch_size, self.epochs(client, job_key))
 
     def run(
         self,
@@ -114,7 +124,8 @@ class LocalTrainer:
         self.objective.start(self.model, job)
         self.optimizer.state.clear()  # fresh state for every job
         self.generator.manual_seed(seeding.derive_seed(cfg.seed, seeding.LOCAL_TRAIN, job_key, client))
-        passes = Passes(self.partitions[client], cfg.epochs, cfg.batch_size, self.generator, self.augment)
+        epochs = self.epochs(client, job_key)
+        passes = Passes(self.partitions[client], epochs, cfg.batch_size, self.generator, self.augment)
         labels = self._flipped_y if client in self.label_flip else self.data.train_y
         stats = train(self.model, self.optimizer, self.data.train_x, labels, passes, on_batch, self.hooks)
         trained = get_flat(self.params)

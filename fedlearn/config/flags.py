@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from ..client.algorithms import LOCAL_ALGORITHMS
+from ..client.stragglers import STRAGGLERS
 from ..comm.clock import BANDWIDTHS, DELAYS
 from ..comm.codecs import CODECS
 from ..core.files import check_new_file
@@ -149,7 +150,8 @@ OUTPUT = FlagSet(
 """What the run writes and shows."""
 
 DECLARERS: tuple[FlagSet, ...] = (
-    DATASETS, AUGMENTATIONS, TRAINING, MODELS, OPTIMIZERS, RUN, FEDERATION, LOCAL_ALGORITHMS, PARTITIONS, DELAYS,
+    DATASETS, AUGMENTATIONS, TRAINING, MODELS, OPTIMIZERS, RUN, FEDERATION, STRAGGLERS, LOCAL_ALGORITHMS, PARTITIONS,
+    DELAYS,
     SERVER_STEPS, CODECS, BANDWIDTHS, PRIVACY, ATTACK_KINDS, AGGREGATION_RULES, CLIPPING, ASYNC_ALGORITHMS,
     STALENESS, PROCESSES, SINKS, OUTPUT,
 )  # fmt: skip

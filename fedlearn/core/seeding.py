@@ -46,3 +46,11 @@ DP_NOISE = 11  # the Gaussian noise of client-level DP, per round
 BANDWIDTH = 12  # clients' link speeds
 DATA_FRACTION = 13  # the clients --data_fraction keeps
 SYNTHETIC = 14  # Synthetic(alpha, beta)'s devices (from --synthetic_seed) and their split
+STRAGGLERS = 15  # each round's stragglers (--round_stragglers) and their epochs
+
+
+def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.ndarray:
+    """``k`` of ``num_clients`` uniformly without replacement, fresh for every round (sorted): a synchronous
+    round's picked clients."""
+    rng = numpy_rng(seed, SELECTION, round_index)
+    return np.sort(rng.choice(num_clients, size=k, replace=False))

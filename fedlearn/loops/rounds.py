@@ -7,23 +7,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..client import ClientUpdate, LocalTrainer
 from ..comm.clock import ClientSpeeds
-from ..core import seeding
+from ..core.seeding import select_clients
 from ..events.progress import batch_ticks
 from ..events.recorder import RunRecorder
 from ..server.synchronous import SyncServer
 from .skeleton import LoopOptions, RunState, Tally
-
-
-def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.ndarray:
-    """``k`` of ``num_clients`` uniformly without replacement, fresh for every round (sorted)."""
-    rng = seeding.numpy_rng(seed, seeding.SELECTION, round_index)
-    return np.sort(rng.choice(num_clients, size=k, replace=False))
 
 
 @dataclass(frozen=True)
@@ -46,7 +39,7 @@ def local_rounds(trainer: LocalTrainer) -> RoundExecutor:
     """Run a round's picked clients one after another in this process (the simulation)."""
 
     def execute(task: RoundTask, progress: Callable[[float], None]) -> list[ClientUpdate]:
-        ticks = {c: batch_ticks(progress, trainer.num_batches(c)) for c in task.picked}
+        ticks = {c: batch_ticks(progress, trainer.num_batches(c, task.round_index)) for c in task.picked}
         return [trainer.run(c, task.weights, task.round_index, ticks[c], task.control) for c in task.picked]
 
     return execute
@@ -91,6 +84,7 @@ def run_fedavg(
     with state.progress("FedAvg", budget.rounds * budget.num_select, (first - 1) * budget.num_select) as advance:
         for round_index in range(first, budget.rounds + 1):
             picked = [int(c) for c in select_clients(options.seed, round_index, num_clients, budget.num_select)]
+            picked, dropped = _without_dropped(trainer, round_index, picked)
             control = server.control.c if server.control is not None else None
             with state.watch.section("training"):
                 results = execute(RoundTask(picked, server.weights, round_index, control), advance)
@@ -101,6 +95,8 @@ def run_fedavg(
             down = sum(t.numel() * t.element_size() for t in (server.weights, control) if t is not None)
             for update in results:
                 state.tally.count(update.stats.samples, update.stats.mean_loss, up=update.upload_bytes, down=down)
+            state.tally.bytes_down += down * dropped  # the stragglers dropped were sent the model too
+            advance(dropped)
             sim_time += speeds.round_duration(picked, [u.stats.samples for u in results])
             state.evaluate(server.weights, round_index, sim_time)
             state.show(f"round {round_index}/{budget.rounds}")
@@ -108,6 +104,14 @@ def run_fedavg(
                 round_index, budget.rounds, partial(_checkpoint, round_index, server, trainer, sim_time, state.tally)
             )
     return state.finish(server.weights, budget.rounds, sim_time)
+
+
+def _without_dropped(trainer: LocalTrainer, round_index: int, picked: list[int]) -> tuple[list[int], int]:
+    """The picked clients that train (all but the stragglers whose work is dropped) and how many were dropped."""
+    if trainer.stragglers is None:
+        return picked, 0
+    active = trainer.stragglers.active(round_index, picked)
+    return active, len(picked) - len(active)
 
 
 def _checkpoint(

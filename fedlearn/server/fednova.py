@@ -11,7 +11,7 @@ more steps; FedNova divides each change by ``||a_i||_1`` and rescales by
 ``x <- x + tau_eff sum_i p_i (y_i - x) / ||a_i||_1``. As points for the rule
 that is ``x + (tau_eff / ||a_i||_1) (y_i - x)``, combined with the weights ``p_i``.
 The server counts the steps itself (from the client's sample count, the
-batch size and the local epochs): a worker is trusted for nothing.
+batch size and the local epochs, fewer for a round's stragglers): a worker is trusted for nothing.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ def normalized_rows(
 
 @dataclass(frozen=True)
 class FedNova:
-    """The normalizing part: ``local_steps(client)`` is the optimizer steps of a client's job."""
+    """The normalizing part: ``local_steps(client, round)`` is the optimizer steps of a client's job in a round."""
 
-    local_steps: Callable[[int], int]
+    local_steps: Callable[[int, int], int]
     momentum: float = 0.0
 
-    def __call__(self, batch: Batch) -> Batch:
-        """The batch with FedNova's points in place of the clients' weights."""
+    def __call__(self, batch: Batch, key: int) -> Batch:
+        """Round ``key``'s batch with FedNova's points in place of the clients' weights."""
         if batch.origin is None:
             raise ValueError("FedNova normalizes points trained from a known origin (synchronous rounds)")
-        norms = [momentum_norm(self.local_steps(c), self.momentum) for c in batch.clients]
+        norms = [momentum_norm(self.local_steps(c, key), self.momentum) for c in batch.clients]
         return replace(batch, rows=normalized_rows(batch.origin, batch.rows, batch.counts, norms))

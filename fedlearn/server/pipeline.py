@@ -249,7 +249,7 @@ class ServerPipeline:
     """A batch of updates through the defences (:class:`RobustAggregator`), then the server step."""
 
     def __init__(
-        self, aggregator: RobustAggregator, step: ServerStep, normalize: Callable[[Batch], Batch] | None = None
+        self, aggregator: RobustAggregator, step: ServerStep, normalize: Callable[[Batch, int], Batch] | None = None
     ) -> None:
         self.aggregator = aggregator
         self.step = step
@@ -259,7 +259,7 @@ class ServerPipeline:
         """The new global weights after ``batch``, or None when the defences left nothing to apply;
         ``key`` seeds the attack's noise, ``scale`` weighs the step (FedAsync's staleness)."""
         if self.normalize is not None:
-            batch = self.normalize(batch)
+            batch = self.normalize(batch, key)
         combined = self.aggregator.combine(
             batch.rows, batch.clients, batch.counts, key, origin=batch.origin, scales=batch.scales
         )
