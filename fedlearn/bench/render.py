@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from .cifar import render_cifar
 from .data import BATCH_SIZE
+from .natural import render_natural
 from .state import render_state
 from .workers import render_workers
 
@@ -61,6 +62,8 @@ def render(report: dict[str, Any]) -> str:
         out += render_state(report["client_state"])
     if report.get("workers"):
         out += render_workers(report["workers"])
+    if report.get("natural"):
+        out += render_natural(report["natural"])
     if report.get("variants"):
         rows = [[name, f"{v['seconds']:.2f}", f"{v['vs_default']:.3f}"] for name, v in report["variants"].items()]
         out += [
