@@ -34,6 +34,7 @@ from .events import Listener, RunStart
 from .events.recorder import RunRecorder
 from .events.results_file import json_safe
 from .loops.centralized import Epochs, run_centralized
+from .loops.local_only import run_local_only
 from .loops.rounds import Rounds, run_fedavg
 from .loops.skeleton import LoopOptions
 from .loops.virtual_clock import Updates, run_async
@@ -174,12 +175,16 @@ def _baseline(
     """Centralized training on the whole training set, or (``--client_test_frac``) on what the clients keep for
     training."""
     options = compose.loop_options(cfg, data, partition, context, events)
+    t = cfg.training
+    plan = Epochs(t.epochs, t.batch_size, t.optimizer, t.lr, t.augment)
+    if cfg.flags["local_only"]:  # (the checks made sure the clients have their own test sets)
+        context["local only"] = f"{len(partition.parts)} clients, each training alone on its own training part"
+        return Prepared(lambda: Outcome(run_local_only(model, data, partition.parts, options.client_tests, plan,
+                                                       options)), options)  # fmt: skip
     if partition is not None and partition.held_out is not None:
         kept = torch.cat(partition.parts).sort().values.to(data.train_y.device)
         data = replace(data, train_x=take(data.train_x, kept), train_y=data.train_y[kept])
         context["training samples (the clients' training parts)"] = len(kept)
-    t = cfg.training
-    plan = Epochs(t.epochs, t.batch_size, t.optimizer, t.lr, t.augment)
     return Prepared(lambda: Outcome(run_centralized(model, data, plan, options)), options)
 
 
@@ -189,10 +194,9 @@ def _federated(
 ) -> Prepared:  # fmt: skip
     """FedAvg rounds: the clients (here, or on the workers) and the synchronous server."""
     initial = get_flat(model)
-    clients = compose.setup_clients(cfg, data, partition, context)
+    clients = compose.setup_clients(cfg, data, partition, context, initial)
     trainer, dim = clients.trainer, initial.numel()
-    normalize = trainer.algorithm.normalize
-    normalize = normalize(trainer.num_batches, compose.fednova_momentum(cfg)) if normalize is not None else None
+    normalize = compose.round_preparation(cfg, trainer)
     control = ServerControl(dim, cfg.federation.num_clients) if trainer.sends_control else None
     if control is not None:
         n = cfg.federation.num_clients
@@ -203,7 +207,8 @@ def _federated(
     dp = compose.privacy(cfg)
     if dp is not None:
         context["client-level DP"] = dp.describe()
-    options = compose.loop_options(cfg, data, partition, context, events, compose.checkpoint_layout(cfg, dim, trainer))
+    layout = compose.checkpoint_layout(cfg, dim, trainer)
+    options = compose.with_personal(compose.loop_options(cfg, data, partition, context, events, layout), trainer)
     cluster = procs.cluster
     rounds = None if cluster is None else DistributedRounds(server_links(cfg, data, trainer, cluster), trainer)
     budget = Rounds(cfg.federation.rounds, cfg.federation.num_select)
@@ -235,11 +240,12 @@ def _async(
 ) -> Prepared:  # fmt: skip
     """FedAsync / FedBuff: the clients (here, or on the workers) and the asynchronous server."""
     initial = get_flat(model)
-    clients = compose.setup_clients(cfg, data, partition, context)
+    clients = compose.setup_clients(cfg, data, partition, context, initial)
     trainer, dim = clients.trainer, initial.numel()
     aggregator, step = compose.server_parts(cfg, dim, clients.threat)
     server = AsyncServer(initial, cfg.asynchronous.server, aggregator, step, compose.codec(cfg))
-    options = compose.loop_options(cfg, data, partition, context, events, compose.checkpoint_layout(cfg, dim, trainer))
+    layout = compose.checkpoint_layout(cfg, dim, trainer)
+    options = compose.with_personal(compose.loop_options(cfg, data, partition, context, events, layout), trainer)
     budget = Updates(cfg.asynchronous.max_updates, cfg.asynchronous.eval_every, cfg.asynchronous.concurrency)
     cluster = procs.cluster
     links = None if cluster is None else server_links(cfg, data, trainer, cluster)

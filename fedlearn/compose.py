@@ -9,7 +9,9 @@ loop's options (checkpoints, resumption, the clients' test sets) and the run's l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,7 +27,8 @@ from .config.coerce import coerce_flags
 from .config.status import older_values, resumable
 from .core import seeding
 from .core.checkpoint import Checkpointing, Expected, Layout, load_checkpoint
-from .core.training import ClientTests, momentum_of
+from .core.flat import get_flat
+from .core.training import CLIENT_TESTS_FACT, ClientTests, momentum_of
 from .data import Dataset, load_dataset
 from .data.dataset import keep_clients
 from .data.partitions import ClientPartition, partition_sizes
@@ -36,8 +39,9 @@ from .events.results_file import ResultsFile
 from .events.sinks import open_sinks
 from .loops.skeleton import LoopOptions
 from .models import build_model, check_output, count_parameters
+from .personal import build_personal, describe_personal
 from .server.attacks import ATTACK_KINDS, choose_byzantine
-from .server.pipeline import RobustAggregator, Threat
+from .server.pipeline import Batch, RobustAggregator, Threat
 from .server.privacy import Accountant, GaussianSum, PrivacyConfig
 from .server.steps import SERVER_STEPS, ServerStep, build_step
 
@@ -143,9 +147,15 @@ def codec(cfg: RunConfig) -> Codec | None:
     return build_codec(cfg.flags)
 
 
-def setup_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition, context: dict[str, Any]) -> Clients:
-    """Draw the Byzantine clients, build the local trainer over ``partition``, draw client speeds and links;
-    notes them in ``context``."""
+def setup_clients(
+    cfg: RunConfig,
+    data: Dataset,
+    partition: ClientPartition,
+    context: dict[str, Any],
+    initial: torch.Tensor | None = None,
+) -> Clients:
+    """Draw the Byzantine clients, build the local trainer over ``partition`` (with the run's personalization,
+    from the ``initial`` weights), draw client speeds and links; notes them in ``context``."""
     t, federation = cfg.training, cfg.federation
     job = LocalJobConfig(t.optimizer, t.lr, t.batch_size, federation.local_epochs, t.seed, federation.prox_mu,
                          federation.drift_correction, t.augment, cfg.flags)  # fmt: skip
@@ -156,8 +166,11 @@ def setup_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition, con
     model, encoding = worker_model(cfg, data), codec(cfg)
     flipped = frozenset(threat.byzantine) if ATTACK_KINDS[threat.attack].part.flips_labels else frozenset()
     uplink = Uplink(encoding, cfg.comm.error_feedback, t.seed)
-    trainer = LocalTrainer(model, data, partition.parts, job, flipped, uplink, round_stragglers(cfg))
+    personal = build_personal(cfg.flags, model, initial if initial is not None else get_flat(model))
+    trainer = LocalTrainer(model, data, partition.parts, job, flipped, uplink, round_stragglers(cfg), personal)
     dim = count_parameters(model)
+    if personal is not None:
+        context["personalization"] = describe_personal(personal, dim, cfg.federation.num_clients)
     context["client upload"] = describe_upload(encoding, dim, cfg.comm.error_feedback)
     speeds = client_speeds(cfg, job_bytes(dim, encoding, trainer.sends_control), context)
     summary = {"sizes": partition_sizes(partition.parts), "rates": [float(r) for r in speeds.rates],
@@ -166,6 +179,15 @@ def setup_clients(cfg: RunConfig, data: Dataset, partition: ClientPartition, con
         summary["downlink_mbps"] = [float(r) / 1e6 for r in speeds.links.down_bps]  # inf (null): no limit
         summary["uplink_mbps"] = [float(r) / 1e6 for r in speeds.links.up_bps]
     return Clients(trainer, speeds, threat, summary)
+
+
+def round_preparation(cfg: RunConfig, trainer: LocalTrainer) -> Callable[[Batch, int], Batch] | None:
+    """The server's part before its checks in synchronous rounds: FedNova's normalization, or FedPer's keeping
+    of the personal layers out of the average (None: neither)."""
+    normalize = trainer.algorithm.normalize
+    if normalize is not None:
+        return normalize(trainer.num_batches, fednova_momentum(cfg))
+    return getattr(trainer.personal, "server_part", None)
 
 
 def round_stragglers(cfg: RunConfig) -> RoundStragglers | None:
@@ -221,7 +243,8 @@ def checkpoint_layout(cfg: RunConfig, dim: int, trainer: LocalTrainer | None = N
     keys = SERVER_STEPS[cfg.server_opt.name].info.state_keys
     client_state = trainer.client_state_keys if trainer is not None else ()
     control = trainer is not None and trainer.sends_control
-    return Layout(dim, RobustAggregator.COUNTERS, keys, client_state, control)
+    sizes = tuple(trainer.client_state_sizes.items()) if trainer is not None else ()
+    return Layout(dim, RobustAggregator.COUNTERS, keys, client_state, control, sizes)
 
 
 def loop_options(
@@ -246,11 +269,20 @@ def loop_options(
         done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
         context["resumed from"] = f"{multi.resume} (after {done})"
     tests = client_tests(data, partition)
+    if tests is not None:
+        context[CLIENT_TESTS_FACT] = tests.fingerprint()
     dp = privacy(cfg) if cfg.script is not Script.BASELINE else None
     annotators = (privacy_annotator(dp),) if dp is not None else ()
     t = cfg.training
     return LoopOptions(t.seed, t.target_accuracy, cfg.output.progress, checkpointing, resume, tests, events,
                        annotators)  # fmt: skip
+
+
+def with_personal(options: LoopOptions, trainer: LocalTrainer) -> LoopOptions:
+    """The loop's options with the clients' personalized accuracies evaluated beside the global model's."""
+    if trainer.personal is None or options.client_tests is None:
+        return options
+    return replace(options, personal=partial(trainer.personal.accuracies, trainer, options.client_tests))
 
 
 def client_tests(data: Dataset, partition: ClientPartition | None) -> ClientTests | None:

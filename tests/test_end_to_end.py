@@ -104,6 +104,11 @@ SHARED_FLAGS = {
     "synthetic_seed",
     "round_stragglers",
     "straggler_work",
+    "personalize",
+    "finetune_epochs",
+    "personal_layers",
+    "ditto_lambda",
+    "local_only",
 }
 ASYNC_FLAGS = {
     "algorithm",

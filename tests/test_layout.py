@@ -88,5 +88,5 @@ def test_the_top_level_holds_a_handful_of_modules():
     assert {p.name for p in PACKAGE.glob("*.py")} <= TOP_LEVEL
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == {
         "analysis", "bench", "client", "comm", "config", "core", "data", "distributed", "events", "loops", "models",
-        "server",
+        "personal", "server",
     }  # fmt: skip

@@ -26,6 +26,7 @@ from ..core import schema
 from ..core.files import write_atomically
 from ..errors import FedlearnError, OneLineParser, UsageError
 from ..events.console import DRIFT_TITLES
+from .benefit import benefit_tables, is_local_only
 from .groups import Group, cost_table, group_runs, group_table
 from .stats import summarize
 
@@ -310,10 +311,11 @@ def plot_runs(groups: list[Group], path: str | Path) -> None:
     write_atomically(path, png.getvalue(), "--plot")
 
 
-def compare(paths: list[str], plot: str | None = None, baseline: list[str] | None = None) -> str:
+def compare(paths: list[str], plot: str | None = None, baseline: list[str] | None = None, clients: bool = False) -> str:
     """Load ``paths`` (and the ``baseline`` runs), print warnings to stderr, draw the plot if asked; returns the
     tables: one column per run, or per group of runs differing only in the seed; then, when there is a baseline
-    and a federated run, the cost of federation.
+    and a federated run, the cost of federation; when there is a local-only baseline, every client's benefit over
+    training alone (``clients``: and each client's figures, seed by seed).
 
     ``plot`` is checked before any file is read (UsageError if no PNG can be written there).
     """
@@ -334,12 +336,13 @@ def compare(paths: list[str], plot: str | None = None, baseline: list[str] | Non
     base = _baseline_group(groups, [Path(b).stem for b in baseline or []])
     if base is not None and any(g.docs[0]["script"] != "run_baseline" for g in groups):
         tables.append(cost_table(groups, base, run_label))
+    tables += benefit_tables(groups, run_label, clients)
     return "\n\n".join(tables)
 
 
 def _baseline_group(groups: list[Group], named: list[str]) -> Group | None:
     """The group of the ``--baseline`` runs, else the (first) group of baseline runs among the inputs."""
-    bases = [g for g in groups if g.docs[0]["script"] == "run_baseline"]
+    bases = [g for g in groups if g.docs[0]["script"] == "run_baseline" and not is_local_only(g.docs[0])]
     chosen = [g for g in bases if set(g.names) & set(named)] or bases
     if len(chosen) > 1:
         print(f"warning: several baselines; the cost of federation is against {chosen[0].name}", file=sys.stderr)
@@ -363,9 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the centralized runs (one per seed) to measure the cost of federation against; default: the "
         "run_baseline results among the inputs",
     )
+    parser.add_argument(
+        "--clients",
+        action="store_true",
+        help="with a local-only baseline: also every client's accuracy alone, global and personalized",
+    )
     args = parser.parse_args(argv)
     try:
-        print(compare(args.results, args.plot, args.baseline))
+        print(compare(args.results, args.plot, args.baseline, args.clients))
     except FedlearnError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code

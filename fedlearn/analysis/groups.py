@@ -198,9 +198,9 @@ def cost_table(groups: list[Group], base: Group, label: Callable[[dict[str, Any]
     rows: list[tuple[str, Callable[[Group], str]]] = [
         ("method", lambda g: label(g.docs[0])),
         ("seeds", lambda g: ", ".join(map(str, g.seeds))),
-        ("accuracy gap (points)", lambda g: _spread_or_dash(paired_gap(g, base, accuracy))),
+        ("accuracy gap (points)", lambda g: show_gap(paired_gap(g, base, accuracy))),
         ("worst-10 % client accuracy gap (points)",
-         lambda g: _spread_or_dash(paired_gap(g, base, _clients("worst_10pct")))),
+         lambda g: show_gap(paired_gap(g, base, _clients("worst_10pct")))),
     ]  # fmt: skip
     if any(g.docs[0]["final"].get("target_accuracy") is not None for g in groups):  # else nothing to reach
         rows += [
@@ -219,6 +219,6 @@ def cost_table(groups: list[Group], base: Group, label: Callable[[dict[str, Any]
     return f"{title}\n{tabulate(table, headers=headers, tablefmt='github', disable_numparse=True)}\n{note}"
 
 
-def _spread_or_dash(gap: Summary) -> str:
+def show_gap(gap: Summary) -> str:
     """A gap in points, signed."""
     return "-" if gap.mean is None else _spread(gap, 100, 2, signed=True)

@@ -105,8 +105,7 @@ def federated(cfg: RunConfig, data: Dataset) -> Federated:
     clients = compose.setup_clients(cfg, data, partition, {})
     initial = get_flat(model)
     trainer, dim = clients.trainer, initial.numel()
-    normalize = trainer.algorithm.normalize
-    normalize = normalize(trainer.num_batches, compose.fednova_momentum(cfg)) if normalize is not None else None
+    normalize = compose.round_preparation(cfg, trainer)
     control = ServerControl(dim, cfg.federation.num_clients) if trainer.sends_control else None
     pipeline = ServerPipeline(*compose.server_parts(cfg, dim, clients.threat), normalize)
     server = SyncServer(initial, pipeline, control, compose.codec(cfg))

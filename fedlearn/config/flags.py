@@ -23,6 +23,7 @@ from ..data.partitions import PARTITIONS, natural
 from ..distributed.processes import PROCESSES
 from ..events.sinks import SINKS
 from ..models import MODELS
+from ..personal import LOCAL_ONLY, PERSONALIZATION
 from ..registry import FEDERATED_SCRIPTS, Flag, Flags, FlagSet, Range, require
 from ..server.asynchronous import ASYNC_ALGORITHMS
 from ..server.attacks import ATTACK_KINDS
@@ -51,6 +52,7 @@ GROUPS: dict[str, tuple[str, str | None]] = {
               "Start with torchrun, e.g. torchrun --standalone --nproc-per-node 3 run_federated.py --distributed: "
               "rank 0 is the server, the other ranks host the clients (round-robin). c10d's rendezvous has no "
               "authentication: run it only inside a trusted network."),
+    "personal": ("personalization and the local-only baseline", None),
     "output": ("output", None),
 }  # fmt: skip
 """Every ``--help`` group in order: key -> (title, description). A flag of a group not listed here (a plug-in's)
@@ -153,7 +155,7 @@ DECLARERS: tuple[FlagSet, ...] = (
     DATASETS, AUGMENTATIONS, TRAINING, MODELS, OPTIMIZERS, RUN, FEDERATION, STRAGGLERS, LOCAL_ALGORITHMS, PARTITIONS,
     DELAYS,
     SERVER_STEPS, CODECS, BANDWIDTHS, PRIVACY, ATTACK_KINDS, AGGREGATION_RULES, CLIPPING, ASYNC_ALGORITHMS,
-    STALENESS, PROCESSES, SINKS, OUTPUT,
+    STALENESS, PERSONALIZATION, LOCAL_ONLY, PROCESSES, SINKS, OUTPUT,
 )  # fmt: skip
 """Every part that declares flags: its flags appear in this order within their ``--help`` group, and its checks
 run in this order (the first failing one is reported)."""

@@ -64,6 +64,7 @@ class Layout:
     step_keys: tuple[str, ...] = ()
     client_state: tuple[str, ...] = ()
     server_control: bool = False
+    client_sizes: tuple[tuple[str, int], ...] = ()  # (key, length) where a client's vector is not the model's
 
 
 def load_checkpoint(path: str | os.PathLike, expected: Expected) -> dict[str, Any]:
@@ -108,7 +109,8 @@ def checkpoint_schema(script: str, mode: Any, args: Mapping[str, Any], layout: L
     record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
                             "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
     step = _optimizer_state(layout.step_keys, dim)
-    kept = {key: _per_client(clients, dim) for key in layout.client_state}
+    sizes = dict(layout.client_sizes)
+    kept = {key: _per_client(clients, sizes.get(key, dim)) for key in layout.client_state}
     if script == "run_federated":
         return schema.record({
             "round": schema.integer(1, args["global_epoch"]), "weights": schema.vector(dim),

@@ -47,6 +47,9 @@ BANDWIDTH = 12  # clients' link speeds
 DATA_FRACTION = 13  # the clients --data_fraction keeps
 SYNTHETIC = 14  # Synthetic(alpha, beta)'s devices (from --synthetic_seed) and their split
 STRAGGLERS = 15  # each round's stragglers (--round_stragglers) and their epochs
+LOCAL_ONLY = 16  # each client's shuffles in the local-only baseline
+PERSONAL = 17  # Ditto's personal jobs, per job
+FINETUNE = 18  # fine-tuning before an evaluation, per evaluation and client
 
 
 def select_clients(seed: int, round_index: int, num_clients: int, k: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.windows import take
+from ..data.windows import Windows, take
 from ..registry import Entry, Flag, Registry
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -164,6 +165,10 @@ def evaluate(
     return EvalResult(accuracy=int(correct) / n, loss=float(loss_sum) / n, hits=hits)
 
 
+CLIENT_TESTS_FACT = "client test sets fingerprint"
+"""The run fact (JSON ``run``) holding :meth:`ClientTests.fingerprint`."""
+
+
 @dataclass(frozen=True)
 class ClientTests:
     """Every client's held-out test samples, stacked: images, labels, and the client each belongs to."""
@@ -192,6 +197,15 @@ class ClientTests:
         index = torch.nonzero(known).squeeze(1)
         owner = where[known].to(y.device)
         return cls(take(x, index), y[index.to(y.device)], owner, len(clients), covers_test_set=bool(known.all()))
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of every client's test samples and labels: runs with equal fingerprints judge
+        the same clients on the same samples, whatever their memory layout."""
+        digest = hashlib.sha256()
+        x = (self.x.text, self.x.starts) if isinstance(self.x, Windows) else (self.x,)
+        for tensor in (self.owner, self.y, *x):
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def accuracies(self, model: nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> list[float | None]:
         """Each client's accuracy on its own test set (None for a client without one), in one pass over all."""

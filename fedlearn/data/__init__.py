@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..registry import Flag, Flags, Range, Registry, require
 from ..core.usercode import SPEC_FORMS
+from ..registry import Flag, Flags, Range, Registry, require
 from . import arrays, cifar, idx, leaf, shakespeare, synthetic
 from .dataset import Dataset, DatasetInfo, pixel_statistics
 from .provision import DatasetNotFound

@@ -144,8 +144,9 @@ def to_dataset(arrays: Arrays, name: str, info: DatasetInfo, normalize: bool = T
     normalized with the training split's statistics (unless ``normalize`` is False), token ids as int64."""
     a = arrays
     if _is_image(a.x_train):
-        data = image_dataset(name, info, *((torch.from_numpy(x), torch.from_numpy(y).long())
-                                           for x, y in ((a.x_train, a.y_train), (a.x_test, a.y_test))), a.where)  # fmt: skip
+        splits = ((a.x_train, a.y_train), (a.x_test, a.y_test))
+        tensors = ((torch.from_numpy(x), torch.from_numpy(y).long()) for x, y in splits)
+        data = image_dataset(name, info, *tensors, a.where)
     else:
         mean = std = np.zeros(0)  # not normalized
         if info.input_dtype == torch.int64:

@@ -9,8 +9,6 @@ draws come from the job's seeded generator, so runs are the same bit for bit. Th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..core.training import Augment
@@ -18,7 +16,6 @@ from ..registry import Entry, Flag, Flags, Registry, require
 from . import dataset_info
 
 PAD = 4
-
 
 
 class CropFlip:

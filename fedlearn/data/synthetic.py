@@ -98,8 +98,9 @@ class SyntheticSource:
         tensors = {name: torch.from_numpy(a) for name, a in (("x", x.astype(np.float32)), ("y", y), ("c", device))}
         digest = hashlib.sha256(x[~train].astype(np.float32).tobytes() + y[~train].tobytes()).hexdigest()[:16]
         title = f"Synthetic({synthetic_alpha:g}, {synthetic_beta:g})"
-        return Dataset("synthetic", tensors["x"][train], tensors["y"][train], tensors["x"][~train], tensors["y"][~train],
-                       (), (), title, digest, CLASSES, tensors["c"][train], tensors["c"][~train])  # fmt: skip
+        x, y, c = tensors["x"], tensors["y"], tensors["c"]
+        return Dataset("synthetic", x[train], y[train], x[~train], y[~train], (), (), title, digest, CLASSES,
+                       c[train], c[~train])  # fmt: skip
 
 
 def _flag(name: str, default: Any, kind: type, help: str, **options: Any) -> Flag:
@@ -124,4 +125,3 @@ ENTRY = Entry(
     ),
     info=INFO,
 )  # fmt: skip
-

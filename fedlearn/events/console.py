@@ -62,14 +62,9 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
         rows += _traffic_rows(final, step_name)
     if final.get("target_accuracy") is not None:
         rows += _target_rows(final["target_accuracy"], final["time_to_target"])
-    if "client_accuracy" in final:
-        clients = final["client_accuracy"]
-        rows += [
-            [f"Client accuracy, {clients['clients']} held-out sets: mean / std (%)",
-             f"{_fmt(clients['mean'], 100, 2)} / {_fmt(clients['std'], 100, 2)}"],
-            ["Client accuracy: worst 10 % / best 10 % (%)",
-             f"{_fmt(clients['worst_10pct'], 100, 2)} / {_fmt(clients['best_10pct'], 100, 2)}"],
-        ]  # fmt: skip
+    for key, title in (("client_accuracy", "Client accuracy"), ("personal_client_accuracy", "Personalized")):
+        if key in final:
+            rows += _client_rows(final[key], title)
     if "server_optimizer" in final:
         rows.append(["Server optimizer", final["server_optimizer"]])
     if final.get("drift_correction", "none") != "none":
@@ -97,6 +92,16 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
     if step_name is not None:
         rows.append([step_name, _show(final["steps"])])
     return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
+
+
+def _client_rows(clients: dict[str, Any], title: str) -> list[list[str]]:
+    """Accuracy over the clients' own test sets: mean, spread, the worst and best tenth."""
+    return [
+        [f"{title}, {clients['clients']} client test sets: mean / std (%)",
+         f"{_fmt(clients['mean'], 100, 2)} / {_fmt(clients['std'], 100, 2)}"],
+        [f"{title}: worst 10 % / best 10 % (%)",
+         f"{_fmt(clients['worst_10pct'], 100, 2)} / {_fmt(clients['best_10pct'], 100, 2)}"],
+    ]  # fmt: skip
 
 
 def _traffic_rows(final: dict[str, Any], step_name: str | None) -> list[list[str]]:

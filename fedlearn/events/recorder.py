@@ -119,6 +119,7 @@ class RunRecorder:
             "time_breakdown_s": self._breakdown(wall),
             "target_accuracy": self.target_accuracy,
             **_client_summary(last.get("client_accuracy")),
+            **_client_summary(last.get("personal_client_accuracy"), "personal_client_accuracy"),
             "time_to_target": None
             if self.reached is None
             else {
@@ -137,7 +138,8 @@ class RunRecorder:
         }
 
 
-def _client_summary(accuracies: list[float | None] | None) -> dict[str, Any]:
-    """The ``final`` block's ``client_accuracy``: fairness figures over the clients' held-out sets, and each."""
+def _client_summary(accuracies: list[float | None] | None, key: str = "client_accuracy") -> dict[str, Any]:
+    """The ``final`` block's ``client_accuracy`` (or, personalized, ``personal_client_accuracy``): fairness figures
+    over the clients' own test sets, and each client's."""
     figures = fairness(accuracies) if accuracies else None
-    return {} if figures is None else {"client_accuracy": {**figures, "per_client": accuracies}}
+    return {} if figures is None else {key: {**figures, "per_client": accuracies}}

@@ -93,6 +93,7 @@ def run_fedavg(
                             [u.num_samples for u in results], round_index,
                             [u.control_delta for u in results])  # fmt: skip
             down = sum(t.numel() * t.element_size() for t in (server.weights, control) if t is not None)
+            down -= trainer.withheld * server.weights.element_size()  # FedPer: the personal layers stay put
             for update in results:
                 state.tally.count(update.stats.samples, update.stats.mean_loss, up=update.upload_bytes, down=down)
             state.tally.bytes_down += down * dropped  # the stragglers dropped were sent the model too

@@ -43,6 +43,7 @@ class LoopOptions:
     client_tests: ClientTests | None = None  # every client's held-out set (--client_test_frac)
     events: Listener | None = None
     annotators: tuple[Callable[[dict[str, Any]], None], ...] = ()
+    personal: Callable[[torch.Tensor, int], list[float | None]] | None = None  # clients' personalized accuracies
 
     def listeners(self) -> Listener:
         """Who watches the loop: ``events``, else a progress bar if asked, else nobody."""
@@ -154,6 +155,8 @@ class RunState:
             set_flat(self.eval_model, weights)
             result, clients = evaluate_run(self.eval_model, self.data, self.options.client_tests)
             extra.update(clients)
+            if self.options.personal is not None:
+                extra["personal_client_accuracy"] = self.options.personal(weights, step)
         self.recorder.record(
             step,
             result,
