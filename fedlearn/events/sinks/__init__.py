@@ -1,33 +1,22 @@
 """Metrics sinks chosen by ``--log KIND:TARGET`` (repeatable): listeners that stream each evaluation's figures
-somewhere as the run goes (:data:`SINKS`, one entry each).
+somewhere as the run goes (:data:`SINKS`, one entry each, one module each: :mod:`.csvfile`, :mod:`.tensorboard`).
 
-An entry's part is a :class:`SinkKind`: what its TARGET must be (checked before any training) and how to open
-the listener for a run. ``csv:FILE`` appends one row per evaluation to FILE, flushed as it is written, so an
-interrupted run leaves every row so far.
+An entry's part is a :class:`~.common.SinkKind`: what its TARGET must be (checked before any training) and how to
+open the listener for a run. Sinks are opened by the server's process alone (``--workers``, ``--distributed``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from ..analysis.stats import fairness
-from ..registry import Check, Entry, Flag, Flags, Registry, require
-from . import Listener, RunStart
-
-
-@dataclass(frozen=True)
-class SinkKind:
-    """How a sink opens for a run (``open(target, flags)``), and why a TARGET cannot be used (None: it can)."""
-
-    open: Callable[[str, Mapping[str, Any]], Listener]
-    problem: Callable[[str], str | None]
+from ...registry import Check, Entry, Flag, Flags, Registry, require
+from .. import Listener
+from .common import SinkKind, file_problem
+from .csvfile import CsvSink
+from .tensorboard import TensorBoardSink
+from .tensorboard import problem as tensorboard_problem
 
 
 def parse_log(spec: str) -> tuple[str, str]:
@@ -86,68 +75,20 @@ def open_sinks(flags: Mapping[str, Any]) -> list[Listener]:
     return [entry.part.open(target, flags) for entry, target in SINKS.targets(Flags(flags))]
 
 
-def file_problem(target: str) -> str | None:
-    """Why a file cannot be written (or appended to) at ``target``, or None."""
-    path = Path(target)
-    if path.is_dir():
-        return "is a folder, give a file path"
-    if path.exists() and not path.is_file():
-        return "exists and is not a regular file"
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return f"folder {parent} does not exist"
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return "cannot be written"
-    return None
-
-
-CSV_COLUMNS = ("step", "sim_time", "wall_time_s", "test_accuracy", "test_loss", "train_loss", "samples_trained",
-               "client_updates", "bytes_up", "bytes_down", "dp_epsilon", "client_accuracy_mean",
-               "client_accuracy_worst_10pct")  # fmt: skip
-
-
-def _csv_value(value: Any) -> Any:
-    """A cell: empty for a figure the run does not have (or that is not finite)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    return value
-
-
-class CsvSink(Listener):
-    """One row per evaluation appended to a CSV file (its header first when the file is new or empty)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._file: io.TextIOBase | None = None
-
-    def on_start(self, run: RunStart) -> None:
-        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        if self._file.tell() == 0:
-            self._write(CSV_COLUMNS)
-
-    def on_evaluation(self, entry: dict[str, Any]) -> None:
-        clients = fairness(entry.get("client_accuracy") or []) or {}
-        figures = {**entry, "client_accuracy_mean": clients.get("mean"),
-                   "client_accuracy_worst_10pct": clients.get("worst_10pct")}  # fmt: skip
-        self._write([_csv_value(figures.get(column)) for column in CSV_COLUMNS])
-
-    def _write(self, row: Any) -> None:
-        if self._file is not None:
-            csv.writer(self._file).writerow(row)
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 SINKS = SinkRegistry.of(
     "metrics sinks",
     Flag("log", None, str, group="output", action="append", metavar="KIND:TARGET", setting=False, resumable=True,
          older=None,
          help="stream every evaluation's figures as the run goes (repeatable)"),
-    [Entry("csv", SinkKind(lambda target, flags: CsvSink(target), file_problem), "FILE (a row per evaluation)")],
+    [
+        Entry("csv", SinkKind(lambda target, flags: CsvSink(target), file_problem),
+              "FILE (a row per evaluation; the settings in FILE's .settings.json)"),
+        Entry("tensorboard", SinkKind(lambda target, flags: TensorBoardSink(target), tensorboard_problem),
+              "DIR (event files, a folder per run)"),
+    ],
     off=None,
 )  # fmt: skip
 """Every metrics sink by name (the KIND of ``--log KIND:TARGET``): adding one is a listener and one entry here."""
+
+
+__all__ = ["SINKS", "SinkKind", "open_sinks", "parse_log"]
