@@ -42,6 +42,7 @@ from .models import MODELS
 from .models import user as user_model
 from .server.asynchronous import AsyncServer
 from .server.pipeline import ServerPipeline
+from .server.privacy import ACCOUNTANT
 from .server.scaffold import ServerControl
 from .server.synchronous import SyncServer
 
@@ -228,7 +229,9 @@ def _federated(
         if rounds is not None:
             final["unexpected_updates"] = rounds.unexpected
         if dp is not None:
-            final.update(dp_epsilon=recorder.history[-1]["dp_epsilon"], dp_delta=dp.delta, privacy=dp.describe())
+            last = recorder.history[-1]
+            final.update(dp_epsilon=last["dp_epsilon"], dp_epsilon_rdp=last["dp_epsilon_rdp"], dp_delta=dp.delta,
+                         privacy=dp.describe(), dp_accountant=ACCOUNTANT)  # fmt: skip
         return Outcome(recorder, final=final, document={"clients": clients.summary})
 
     return Prepared(train, options)

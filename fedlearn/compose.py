@@ -233,9 +233,15 @@ def server_parts(cfg: RunConfig, dim: int, threat: Threat) -> tuple[RobustAggreg
 
 
 def privacy_annotator(dp: PrivacyConfig) -> Any:
-    """Adds the privacy loss so far (``dp_epsilon``) to each history entry as it is made."""
+    """Adds the privacy loss so far to each history entry as it is made: ``dp_epsilon`` (tight) and
+    ``dp_epsilon_rdp`` (the RDP bound)."""
     accountant = Accountant(dp)
-    return lambda entry: entry.__setitem__("dp_epsilon", accountant.epsilon(entry["step"]))
+
+    def annotate(entry: dict[str, Any]) -> None:
+        entry["dp_epsilon"] = accountant.epsilon(entry["step"])
+        entry["dp_epsilon_rdp"] = accountant.epsilon_rdp(entry["step"])
+
+    return annotate
 
 
 def checkpoint_layout(cfg: RunConfig, dim: int, trainer: LocalTrainer | None = None) -> Layout:

@@ -1,5 +1,7 @@
 """Client-level DP: the clipped, noised sum by hand, and epsilon from dp-accounting itself."""
 
+import math
+
 import dp_accounting
 import pytest
 import torch
@@ -54,11 +56,56 @@ def test_epsilon_is_dp_accountings_answer_for_the_same_event(rounds):
     )
     reference = RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     reference.compose(event)
-    assert Accountant(c).epsilon(rounds) == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+    assert Accountant(c).epsilon_rdp(rounds) == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+
+
+def attained_delta(epsilon, q, sigma, sensitivity=2.0):
+    """delta(epsilon) of the pair fedlearn's mechanism attains in one round, by hand: the others send -x, the one
+    that differs x or -x; ``(1 - q) N(0, s^2) + q N(2S, s^2)`` against ``N(0, s^2)``, both orders (S = 1)."""
+    from scipy.stats import norm
+
+    def one_way(p_mix):  # H_e^eps(P || Q): the likelihood ratio is monotone in x, so {P > e^eps Q} is a half-line
+        if p_mix:  # P = mixture, Q = N(0): L(x) = log(1 - q + q exp((d x - d^2/2) / s^2)) > eps  <=>  x > t
+            ratio = (math.exp(epsilon) - (1 - q)) / q
+            t = sigma**2 / sensitivity * math.log(ratio) + sensitivity / 2
+            p = (1 - q) * norm.sf(t / sigma) + q * norm.sf((t - sensitivity) / sigma)
+            return p - math.exp(epsilon) * norm.sf(t / sigma)
+        # P = N(0), Q = mixture: N(0) > e^eps mixture  <=>  x < t (when e^-eps > 1 - q)
+        if math.exp(-epsilon) <= 1 - q:
+            return 0.0
+        t = sigma**2 / sensitivity * math.log((math.exp(-epsilon) - (1 - q)) / q) + sensitivity / 2
+        mix = (1 - q) * norm.cdf(t / sigma) + q * norm.cdf((t - sensitivity) / sigma)
+        return norm.cdf(t / sigma) - math.exp(epsilon) * mix
+
+    return max(one_way(True), one_way(False))
+
+
+@pytest.mark.parametrize("clients, per_round, noise", [(100, 10, 1.1), (1000, 100, 1.0), (50, 25, 2.0)])
+def test_one_round_is_the_attained_pairs_epsilon(clients, per_round, noise):
+    from scipy.optimize import brentq
+
+    q, sigma = per_round / clients, noise  # clip S = 1: std z, sensitivity 2
+    exact = brentq(lambda e: attained_delta(e, q, sigma) - 1e-5, 1e-9, 50)
+    tight = Accountant(config(noise=noise, per_round=per_round, num_clients=clients)).epsilon(1)
+    assert exact <= tight <= exact * 1.002 + 1e-3  # never below what the mechanism attains; pessimistic by rounding
+
+
+@pytest.mark.parametrize("clients, per_round, noise, rounds, delta",
+                         [(1000, 100, 1.0, 30, 1e-5), (100, 10, 1.1, 50, 1e-6), (500, 50, 2.0, 200, 1e-5)])  # fmt: skip
+def test_tight_epsilon_is_the_pld_of_the_dominating_pair(clients, per_round, noise, rounds, delta):
+    from dp_accounting.pld import PLDAccountant
+
+    reference = PLDAccountant(dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4)
+    event = dp_accounting.PoissonSampledDpEvent(per_round / clients, dp_accounting.GaussianDpEvent(noise / 2))
+    reference.compose(event, rounds)
+    accountant = Accountant(config(noise=noise, per_round=per_round, num_clients=clients, delta=delta))
+    tight = accountant.epsilon(rounds)
+    assert tight == pytest.approx(reference.get_epsilon(delta), rel=1e-4)
+    assert tight < accountant.epsilon_rdp(rounds)  # the RDP bound stays beside it, never below
 
 
 def test_epsilon_falls_as_the_noise_grows_and_grows_with_the_rounds():
-    by_noise = [Accountant(config(noise=z, per_round=10, num_clients=100)).epsilon(20) for z in (0.8, 1.6, 3.2)]
+    by_noise = [Accountant(config(noise=z, per_round=10, num_clients=100)).epsilon(20) for z in (1.0, 2.0, 4.0)]
     assert by_noise[0] > by_noise[1] > by_noise[2] > 0
     accountant = Accountant(config(noise=1.0, per_round=10, num_clients=100))
     by_rounds = [accountant.epsilon(r) for r in (1, 10, 100)]
@@ -80,5 +127,7 @@ def test_run_federated_reports_epsilon_after_every_round(tiny_data_dir, tmp_path
     doc = json.loads(out.read_text())
     accountant = Accountant(config(clip=0.5, noise=0.8, per_round=2, num_clients=5, delta=1e-4))
     assert [e["dp_epsilon"] for e in doc["history"]] == [accountant.epsilon(r) for r in (1, 2, 3)]
+    assert [e["dp_epsilon_rdp"] for e in doc["history"]] == [accountant.epsilon_rdp(r) for r in (1, 2, 3)]
+    assert doc["final"]["dp_epsilon_rdp"] > doc["final"]["dp_epsilon"] and "tight" in doc["final"]["dp_accountant"]
     assert doc["final"]["dp_epsilon"] == doc["history"][-1]["dp_epsilon"] and doc["final"]["dp_delta"] == 1e-4
     assert "Privacy loss epsilon (delta 0.0001)" in capsys.readouterr().out

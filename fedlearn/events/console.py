@@ -119,6 +119,8 @@ def _traffic_rows(final: dict[str, Any], step_name: str | None) -> list[list[str
         rows.append(["Upload encoding", final["upload"]])
     if "dp_epsilon" in final:
         epsilon = "inf (no noise)" if final["dp_epsilon"] is None else f"{final['dp_epsilon']:.3f}"
+        if final.get("dp_epsilon_rdp") is not None:
+            epsilon += f" (RDP bound {final['dp_epsilon_rdp']:.3f})"
         rows.append([f"Privacy loss epsilon (delta {final['dp_delta']:g})", epsilon])
     return rows
 
