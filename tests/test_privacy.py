@@ -131,3 +131,47 @@ def test_run_federated_reports_epsilon_after_every_round(tiny_data_dir, tmp_path
     assert doc["final"]["dp_epsilon_rdp"] > doc["final"]["dp_epsilon"] and "tight" in doc["final"]["dp_accountant"]
     assert doc["final"]["dp_epsilon"] == doc["history"][-1]["dp_epsilon"] and doc["final"]["dp_delta"] == 1e-4
     assert "Privacy loss epsilon (delta 0.0001)" in capsys.readouterr().out
+
+
+def test_parts_built_from_python_refuse_what_the_flags_refuse(tiny_data_dir, capsys):
+    """Every combination the flags refuse is refused where the part is built, by the same rule (one message)."""
+    from fedlearn import compose
+    from fedlearn.app import main
+    from fedlearn.client import LocalJobConfig, LocalTrainer
+    from fedlearn.client.uplink import Uplink
+    from fedlearn.comm.codecs import QSGD, TopK
+    from fedlearn.errors import UsageError
+    from fedlearn.models import build_model
+    from fedlearn.personal.strategies import FedPer
+    from fedlearn.server.rules import RuleConfig
+
+    def flag_message(*argv):
+        assert main("run_federated", ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", *argv]) == 2
+        return capsys.readouterr().err.strip().split(": error: ", 1)[1]
+
+    qsgd_ef = flag_message("--compress", "qsgd", "--error_feedback")
+    with pytest.raises(UsageError) as refused:
+        Uplink(QSGD(16), error_feedback=True)
+    assert str(refused.value) == qsgd_ef
+    Uplink(TopK(0.01), error_feedback=True)  # what the flags accept, the part accepts
+    dp_median = flag_message("--dp_clip", "1", "--gar", "median")
+    with pytest.raises(UsageError) as refused:
+        RobustAggregator(10, RuleConfig("median"), privacy=GaussianSum(config()))
+    assert str(refused.value) == dp_median
+    dp_clip = flag_message("--dp_clip", "1", "--clip_norm", "2")
+    with pytest.raises(UsageError) as refused:
+        RobustAggregator(10, clip=2.0, privacy=GaussianSum(config()))
+    assert str(refused.value) == dp_clip
+    cfg = compose.config_for("run_federated", data_dir=str(tiny_data_dir), dataset="mnist")
+    data = compose.load_data(cfg, "mnist", torch.device("cpu"))
+    parts = [torch.arange(10)]
+    scaffold = flag_message("--drift_correction", "scaffold", "--optimizer", "sgd", "--compress", "topk")
+    with pytest.raises(UsageError) as refused:
+        LocalTrainer(build_model("mlp"), data, parts, LocalJobConfig("sgd", 0.1, 10, 1, 0, drift_correction="scaffold"),
+                     uplink=Uplink(TopK(0.01)))  # fmt: skip
+    assert str(refused.value) == scaffold
+    fedper = flag_message("--personalize", "fedper", "--client_test_frac", "0.2", "--compress", "qsgd")
+    with pytest.raises(UsageError) as refused:
+        LocalTrainer(build_model("mlp"), data, parts, LocalJobConfig("sgd", 0.1, 10, 1, 0), uplink=Uplink(QSGD(16)),
+                     personal=FedPer(index=torch.arange(10)))  # fmt: skip
+    assert str(refused.value) == fedper

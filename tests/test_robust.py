@@ -1,8 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from fedlearn.server.geomedian import geometric_median, weiszfeld
 from fedlearn.server.rules import (
     RULES,
     SELECTION_RULES,
@@ -12,7 +14,6 @@ from fedlearn.server.rules import (
     bulyan,
     check_condition,
     coordinate_median,
-    geometric_median,
     krum,
     krum_scores,
     min_inputs,
@@ -135,13 +136,82 @@ def test_geometric_median_known_answers():
 
 
 def test_geometric_median_respects_iteration_budget():
+    triangle = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # the median: no data point
+    one = weiszfeld(triangle, torch.ones(3), iters=1)
+    assert one.iterations == 1 and not one.converged
+    full = weiszfeld(triangle, torch.ones(3), iters=1000)
+    assert full.converged and 1 < full.iterations < 1000
     collinear = torch.tensor([[0.0], [1.0], [10.0]])
-    one_step = geometric_median(collinear, torch.ones(3), iters=1)
-    assert one_step.item() > 1.5  # one Weiszfeld step from 11/3 is still far from 1
+    assert weiszfeld(collinear, torch.ones(3), iters=1) == weiszfeld(collinear, torch.ones(3))  # on a point: exact
     with pytest.raises(ValueError):
         geometric_median(collinear, torch.ones(3), iters=0)
     with pytest.raises(ValueError):
         geometric_median(collinear, torch.zeros(3))
+
+
+def objective(point, stack, weights):
+    return float((weights * torch.linalg.vector_norm(stack - point, dim=1)).sum())
+
+
+def reference_median(stack, weights):
+    """A high-precision reference for 3 points in many dimensions: the median lies in their plane, where the
+    objective is smooth away from the points; scipy's BFGS minimizes it there to a gradient of 1e-13."""
+    from scipy.optimize import minimize
+
+    x, w = stack.double().numpy(), weights.double().numpy()
+    basis, _ = np.linalg.qr((x[1:] - x[0]).T)  # an orthonormal basis of the points' plane
+    plane = (x - x[0]) @ basis
+
+    def f(p):
+        return float((w * np.linalg.norm(plane - p, axis=1)).sum())
+
+    def grad(p):
+        d = p - plane
+        return (w[:, None] * d / np.linalg.norm(d, axis=1)[:, None]).sum(axis=0)
+
+    found = minimize(f, plane.mean(axis=0), jac=grad, method="BFGS", options={"gtol": 1e-13, "maxiter": 10000})
+    return torch.from_numpy(x[0] + basis @ found.x)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_median_on_a_data_point_is_that_point_exactly(seed):
+    # 1-D with unequal weights: the weighted median is a data point (Weiszfeld alone crawls toward it)
+    g = torch.Generator().manual_seed(seed)
+    stack = torch.randn(7, 1, generator=g, dtype=torch.float64)
+    weights = torch.rand(7, generator=g, dtype=torch.float64) + 0.1
+    order = torch.argsort(stack[:, 0])
+    cumulative = torch.cumsum(weights[order], 0)
+    expected = stack[order[int(torch.searchsorted(cumulative, cumulative[-1] / 2))]]
+    found = weiszfeld(stack, weights)
+    assert found.converged and found.iterations == 0 and torch.equal(found.point, expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_few_points_in_many_dimensions_reach_the_median(seed):
+    g = torch.Generator().manual_seed(seed)
+    stack = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    weights = torch.ones(3, dtype=torch.float64)
+    found = weiszfeld(stack, weights, iters=100)
+    assert found.converged and found.iterations > 0  # (Gaussian triangles here have no angle of 120 degrees)
+    reference = reference_median(stack, weights)
+    scale = float(torch.linalg.vector_norm(stack - stack.mean(0), dim=1).max())
+    assert float(torch.linalg.vector_norm(found.point - reference)) <= 1e-6 * scale
+    assert objective(found.point, stack, weights) <= objective(reference, stack, weights) + 1e-12
+
+
+def test_the_json_reports_every_aggregation_s_iterations(tiny_data_dir, tmp_path, capsys):
+    import json
+
+    from fedlearn.app import main
+
+    path = tmp_path / "gm.json"
+    argv = ["--data_dir", str(tiny_data_dir), "--dataset", "mnist", "--global_epoch", "3", "--local_epoch", "1",
+            "--num_clients", "4", "--num_select_clients", "3", "--init_lr", "1e-3", "--no_progress", "--gar",
+            "geomedian", "--save", str(path)]  # fmt: skip
+    assert main("run_federated", argv) == 0
+    final = json.loads(path.read_text())["final"]
+    assert len(final["geomedian_iterations"]) == 3 and final["geomedian_unconverged"] == 0
+    assert "Weiszfeld iterations" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("rule", ROBUST)

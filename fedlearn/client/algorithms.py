@@ -67,11 +67,16 @@ def _scaffold_check(flags: Flags, script: str) -> None:
         "--drift_correction scaffold averages the clients' control variates unguarded, so a robust --gar or "
         "--byzantine clients would protect the model but not the correction every client applies; use --gar mean",
     )
-    require(
-        flags.compress == "none",
-        f"--compress {flags.compress} with --drift_correction scaffold: the control variates' changes would go "
-        "uncompressed beside the delta; run SCAFFOLD without --compress",
-    )
+    problem = compressed_control_problem(flags.compress)
+    require(problem is None, problem or "")
+
+
+def compressed_control_problem(codec: str) -> str | None:
+    """Why SCAFFOLD cannot go with ``codec`` (None: it can); the flag check and the local trainer both ask."""
+    if codec == "none":
+        return None
+    return (f"--compress {codec} with --drift_correction scaffold: the control variates' changes would go "
+            "uncompressed beside the delta; run SCAFFOLD without --compress")  # fmt: skip
 
 
 LOCAL_ALGORITHMS = Registry.of(

@@ -9,13 +9,15 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..comm.codecs import withheld_layers_problem
 from ..core import seeding
 from ..core.flat import flat_parameters, get_flat, set_flat
 from ..core.training import Passes, StepHooks, TrainStats, count_batches, make_optimizer, train
 from ..data import Dataset
 from ..data.augment import build_augment
+from ..errors import UsageError
 from ..server.attacks import flip_labels
-from .algorithms import LOCAL_ALGORITHMS
+from .algorithms import LOCAL_ALGORITHMS, compressed_control_problem
 from .objectives import Job, acts_on_steps
 from .stragglers import RoundStragglers
 from .uplink import Uplink
@@ -113,10 +115,20 @@ class LocalTrainer:
         self.uplink = uplink or Uplink()  # what the server receives of a trained job
         self.stragglers = stragglers
         self.personal = personal
+        self._refuse_what_the_flags_refuse()
         self.augment = build_augment(config.augment, data.black())
         # built once, its state cleared for every job: the same numbers as a new one (500 us saved per job)
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr)
         self.generator = torch.Generator()  # re-seeded for every job
+
+    def _refuse_what_the_flags_refuse(self) -> None:
+        """Parts built from Python meet the rules the flags are checked by (UsageError, the same line)."""
+        codec = self.uplink.codec.name if self.uplink.codec is not None else "none"
+        problem = compressed_control_problem(codec) if self.algorithm.sends_control else None
+        if problem is None and self.personal is not None and self.personal.withheld:
+            problem = withheld_layers_problem(codec)
+        if problem is not None:
+            raise UsageError(problem)
 
     def num_samples(self, client: int) -> int:
         """Samples the client holds."""

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from ..comm.codecs import Codec
+from ..comm.codecs import Codec, error_feedback_problem
 from ..core import seeding
 from ..core.client_state import from_per_client, per_client
+from ..errors import UsageError
 
 STATE_KEY = "client_residuals"
 
@@ -28,8 +29,9 @@ class Uplink:
     """Turns a job's trained weights into what the server receives (weights, or an encoded delta)."""
 
     def __init__(self, codec: Codec | None = None, error_feedback: bool = False, seed: int = 0) -> None:
-        if error_feedback and codec is None:
-            raise ValueError("error feedback needs a codec that drops something")
+        problem = error_feedback_problem(codec.name if codec is not None else "none", error_feedback)
+        if problem is not None:  # the rule the flags are checked by, for parts built from Python too
+            raise UsageError(problem)
         self.codec, self.error_feedback, self.seed = codec, error_feedback, seed
         self.residuals: dict[int, torch.Tensor] = {}
 

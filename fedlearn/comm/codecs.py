@@ -160,13 +160,28 @@ class QSGD:
         return f"QSGD delta, {self.levels} levels, {1 + self.level_bits} bits per entry"
 
 
+def error_feedback_problem(codec: str, error_feedback: bool) -> str | None:
+    """Why error feedback cannot go with ``codec`` (None: it can): it carries what top-k sparsification drops;
+    with QSGD's unbiased rounding its residual grows without bound. The flag check and the uplink both ask."""
+    if error_feedback and codec != "topk":
+        return f"--error_feedback carries what top-k sparsification drops: use it with --compress topk, not {codec}"
+    return None
+
+
+def withheld_layers_problem(codec: str) -> str | None:
+    """Why an upload that withholds layers (FedPer) cannot be encoded by ``codec`` (None: it can); the flag check
+    and the local trainer both ask."""
+    if codec == "none":
+        return None
+    return (f"--personalize fedper with --compress {codec}: the codecs encode the whole model's delta; run FedPer "
+            "uncompressed")  # fmt: skip
+
+
 def _check_error_feedback(flags: Flags, script: str) -> None:
     """Error feedback carries what top-k drops, and lives with each client (not in checkpoints of other
     processes)."""
-    require(
-        not flags.error_feedback or flags.compress == "topk",
-        f"--error_feedback carries what top-k sparsification drops: use it with --compress topk, not {flags.compress}",
-    )
+    problem = error_feedback_problem(flags.compress, flags.error_feedback)
+    require(problem is None, problem or "")
     if flags.error_feedback:
         refuse_outside_checkpoints(flags, "--error_feedback", "residual")
 

@@ -105,7 +105,9 @@ def checkpoint_schema(script: str, mode: Any, args: Mapping[str, Any], layout: L
     clients, dim = args["num_clients"], layout.dim
     privacy = {"dp_clipped": schema.integer()} if args.get("dp_clip") is not None else {}
     aggregator = schema.record({**{name: schema.integer() for name in layout.counters},
-                                "rejected": schema.dict_of(schema.integer()), **privacy})  # fmt: skip
+                                "rejected": schema.dict_of(schema.integer()), **privacy},
+                               {"solver_steps": schema.list_of(schema.integer(0)),
+                                "solver_unconverged": schema.integer(0)})  # fmt: skip
     record = schema.record({"history": schema.list_of(_HISTORY_ENTRY), "elapsed_s": schema.number(0),
                             "sections_s": schema.dict_of(schema.number(0))})  # fmt: skip
     step = _optimizer_state(layout.step_keys, dim)

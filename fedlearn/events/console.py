@@ -142,6 +142,10 @@ def _defence_rows(final: dict[str, Any]) -> list[list[str]]:
         rows.append(["Clipped updates", _show(final["clipped_updates"])])
     if "dp_clipped_updates" in final:
         rows.append(["Updates clipped by DP", _show(final["dp_clipped_updates"])])
+    if "geomedian_iterations" in final:
+        steps = final["geomedian_iterations"]
+        rows.append(["Weiszfeld iterations (max; aggregations not converged)",
+                     f"{max(steps, default=0)}; {final['geomedian_unconverged']} of {len(steps)}"])  # fmt: skip
     if "byzantine_selected" in final:
         rows.append(["Byzantine updates selected / updates selected",
                      f"{final['byzantine_selected']} / {final['selected_updates']}"])  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..comm.codecs import withheld_layers_problem
 from ..core.flat import flat_parameters
 from ..data import dataset_info
 from ..data.partitions import natural
@@ -48,8 +49,8 @@ def _check_personal(flags: Flags, script: str) -> None:
 def _check_fedper(flags: Flags, script: str) -> None:
     require(script != "run_async", "--personalize fedper: the personal layers are kept out of synchronous rounds' "
             "averages; run_async.py personalizes with finetune or ditto")  # fmt: skip
-    require(flags.compress == "none", f"--personalize fedper with --compress {flags.compress}: the codecs encode "
-            "the whole model's delta; run FedPer uncompressed")  # fmt: skip
+    problem = withheld_layers_problem(flags.compress)
+    require(problem is None, problem or "")
 
 
 def personal_index(model: nn.Module, layers: str) -> torch.Tensor:

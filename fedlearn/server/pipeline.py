@@ -38,9 +38,10 @@ import torch
 
 from ..comm.codecs import Codec, DecodeError
 from ..core import seeding
+from ..errors import UsageError
 from .attacks import ATTACK_KINDS, corrupt
 from .checks import clip_norm, rejection_reason
-from .privacy import GaussianSum
+from .privacy import GaussianSum, aggregation_problem
 from .rules import AGGREGATION_RULES, Aggregate, RuleConfig, aggregate, min_inputs, weighted_average
 from .steps import Combined, ServerStep
 
@@ -76,6 +77,8 @@ class RobustAggregator:
         seed: int = 0,
         privacy: GaussianSum | None = None,
     ) -> None:
+        if privacy is not None and (problem := aggregation_problem(rule.name, clip)) is not None:
+            raise UsageError(problem)  # the rule the flags are checked by, for parts built from Python too
         self.dim = dim
         self.privacy = privacy  # DP-FedAvg's clipped, noised sum in place of the rule
         self.rule = rule
@@ -90,6 +93,8 @@ class RobustAggregator:
         self.byzantine_received = 0
         self.byzantine_selected = 0
         self.selected = 0
+        self.solver_steps: list[int] = []  # geomedian: the Weiszfeld iterations of every aggregation
+        self.solver_unconverged = 0
 
     def combine(
         self,
@@ -146,6 +151,9 @@ class RobustAggregator:
             return weighted_average(stack, counts) if scales is None else stack.mean(dim=0)
         result = aggregate(stack, counts if scales is None else torch.ones(len(keep), dtype=torch.float64), self.rule)
         self._count_selection(result, [clients[i] for i in keep])
+        if result.solver is not None:
+            self.solver_steps.append(result.solver.iterations)
+            self.solver_unconverged += not result.solver.converged
         return result.vector
 
     def _attack(
@@ -192,13 +200,17 @@ class RobustAggregator:
     def state(self) -> dict[str, Any]:
         """The counters, for a checkpoint."""
         privacy = self.privacy.state() if self.privacy is not None else {}
-        return {**{name: getattr(self, name) for name in self.COUNTERS}, "rejected": dict(self.rejected), **privacy}
+        solver = {"solver_steps": list(self.solver_steps), "solver_unconverged": self.solver_unconverged}
+        return {**{name: getattr(self, name) for name in self.COUNTERS}, "rejected": dict(self.rejected), **solver,
+                **privacy}  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue counting from :meth:`state`."""
         for name in self.COUNTERS:
             setattr(self, name, int(state[name]))
         self.rejected = Counter(state["rejected"])
+        self.solver_steps = [int(s) for s in state.get("solver_steps", [])]  # (checkpoints before it: none)
+        self.solver_unconverged = int(state.get("solver_unconverged", 0))
         if self.privacy is not None:
             self.privacy.restore(state)
 
@@ -218,6 +230,9 @@ class RobustAggregator:
             out["clipped_updates"] = self.clipped
         if self.privacy is not None:
             out["dp_clipped_updates"] = self.privacy.clipped
+        if self.rule.name == "geomedian":
+            out["geomedian_iterations"] = list(self.solver_steps)
+            out["geomedian_unconverged"] = self.solver_unconverged
         if AGGREGATION_RULES[self.rule.name].part.selects:
             out["selected_updates"] = self.selected
             out["byzantine_selected"] = self.byzantine_selected

@@ -25,18 +25,25 @@ from ..core import seeding
 from ..registry import FEDERATED_SCRIPTS, Flag, Flags, FlagSet, Range, require
 
 
+def aggregation_problem(rule: str, clip_norm: float | None) -> str | None:
+    """Why DP's noisy sum cannot go with ``rule`` or server-side clipping (None: it can). The flag check and the
+    server's aggregator both ask."""
+    if rule != "mean":
+        return (f"--dp_clip with --gar {rule}: the privacy accounting bounds one client's effect on a sum of clipped "
+                "updates; a robust rule's output has another sensitivity. Use --gar mean")  # fmt: skip
+    if clip_norm is not None:
+        return "--dp_clip with --clip_norm: DP clips each update itself; drop --clip_norm"
+    return None
+
+
 def _check_privacy(flags: Flags, script: str) -> None:
     """DP-FedAvg: synchronous, the plain mean, no other clipping or drift correction."""
     if flags.dp_clip is None:
         return
     require(script != "run_async", "--dp_clip: client-level DP is accounted for synchronous rounds "
             "(K of N clients sampled without replacement); use run_federated.py")  # fmt: skip
-    require(
-        flags.gar == "mean",
-        f"--dp_clip with --gar {flags.gar}: the privacy accounting bounds one client's effect on a sum of clipped "
-        "updates; a robust rule's output has another sensitivity. Use --gar mean",
-    )
-    require(flags.clip_norm is None, "--dp_clip with --clip_norm: DP clips each update itself; drop --clip_norm")
+    problem = aggregation_problem(flags.gar, flags.clip_norm)
+    require(problem is None, problem or "")
     require(
         flags.drift_correction == "none",
         f"--dp_clip with --drift_correction {flags.drift_correction}: its extra state (control variates, step "

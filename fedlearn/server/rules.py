@@ -17,8 +17,7 @@ import torch
 
 from ..errors import UsageError
 from ..registry import FEDERATED_SCRIPTS, Entry, Flag, Flags, Registry, require
-
-GM_TOL = 1e-10  # Weiszfeld stops once a step is below GM_TOL * (1 + |z|)
+from .geomedian import Weiszfeld, check_stack, check_weights, weiszfeld
 
 
 @dataclass(frozen=True)
@@ -40,23 +39,12 @@ class Aggregate:
 
     vector: torch.Tensor
     selected: tuple[int, ...] | None
-
-
-def _check_stack(stack: torch.Tensor) -> None:
-    if stack.dim() != 2 or not stack.is_floating_point():
-        raise ValueError(f"expected a floating (K, D) stack, got {stack.dtype} of shape {tuple(stack.shape)}")
-
-
-def _check_weights(weights: torch.Tensor, n: int) -> None:
-    if weights.shape != (n,):
-        raise ValueError(f"expected {n} weights, got shape {tuple(weights.shape)}")
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError("weights must be finite and non-negative")
+    solver: Weiszfeld | None = None  # how an iterative rule found its vector (geomedian)
 
 
 def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
     """Coordinate-wise median; for an even number of rows, the mean of the two middle values."""
-    _check_stack(stack)
+    check_stack(stack)
     n = stack.shape[0]
     if n < 1:
         raise ValueError("median of an empty stack")
@@ -68,7 +56,7 @@ def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
 
 def trimmed_mean(stack: torch.Tensor, trim: int) -> torch.Tensor:
     """Coordinate-wise mean after dropping the ``trim`` lowest and ``trim`` highest values of each coordinate."""
-    _check_stack(stack)
+    check_stack(stack)
     check_condition(RuleConfig("trimmed-mean", trim=trim), stack.shape[0])
     n = stack.shape[0]
     return stack.sort(dim=0).values[trim : n - trim].mean(dim=0)
@@ -97,7 +85,7 @@ def _scores_from_dists(dist: torch.Tensor, neighbours: int) -> torch.Tensor:
 
 def krum_scores(stack: torch.Tensor, f: int) -> torch.Tensor:
     """Krum scores (float64): for each row, the sum of squared distances to its ``n - f - 2`` nearest other rows."""
-    _check_stack(stack)
+    check_stack(stack)
     n = stack.shape[0]
     if f < 0 or n - f - 2 < 1:
         raise ValueError(f"krum scores need f >= 0 and n - f - 2 >= 1 (n={n}, f={f})")
@@ -106,14 +94,14 @@ def krum_scores(stack: torch.Tensor, f: int) -> torch.Tensor:
 
 def krum(stack: torch.Tensor, f: int) -> int:
     """Krum (Blanchard et al. 2017): the index of the row with the lowest score (ties: lowest index)."""
-    _check_stack(stack)
+    check_stack(stack)
     check_condition(RuleConfig("krum", f=f), stack.shape[0])
     return int(torch.argmin(krum_scores(stack, f)))
 
 
 def multi_krum(stack: torch.Tensor, f: int, m: int | None = None) -> list[int]:
     """Multi-Krum: the ``m`` rows (default ``n - f``) with the lowest Krum scores, best first (ties: lowest index)."""
-    _check_stack(stack)
+    check_stack(stack)
     check_condition(RuleConfig("multi-krum", f=f, multikrum_m=m), stack.shape[0])
     n = stack.shape[0]
     m = n - f if m is None else m
@@ -130,7 +118,7 @@ def bulyan(stack: torch.Tensor, f: int) -> tuple[torch.Tensor, list[int]]:
     As the candidate set shrinks below ``f + 3`` rows, Krum's neighbour count ``r - f - 2`` is
     clamped to at least 1 (and a single remaining row is taken as is).
     """
-    _check_stack(stack)
+    check_stack(stack)
     n = stack.shape[0]
     check_condition(RuleConfig("bulyan", f=f), n)
     theta = n - 2 * f
@@ -154,36 +142,9 @@ def bulyan(stack: torch.Tensor, f: int) -> tuple[torch.Tensor, list[int]]:
     return selected.gather(0, closest).mean(dim=0), chosen
 
 
-def geometric_median(
-    stack: torch.Tensor,
-    weights: torch.Tensor,
-    iters: int = 100,
-    eps: float = 1e-6,
-    *,
-    tol: float = GM_TOL,
-) -> torch.Tensor:
-    """Weighted geometric median by Weiszfeld's algorithm (in float64), from the weighted mean.
-
-    At most ``iters`` steps; distances are floored at ``eps`` so a data point never divides by
-    zero; stops early once a step is below ``tol * (1 + |z|)``.
-    """
-    _check_stack(stack)
-    _check_weights(weights, stack.shape[0])
-    if iters < 1 or not eps > 0:
-        raise ValueError(f"need iters >= 1 and eps > 0 (iters={iters}, eps={eps})")
-    x = stack.to(torch.float64)
-    w = weights.to(dtype=torch.float64, device=stack.device)
-    if not w.sum() > 0:
-        raise ValueError("weights must have a positive sum")
-    z = (w / w.sum()) @ x
-    for _ in range(iters):
-        beta = w / torch.linalg.vector_norm(x - z, dim=1).clamp(min=eps)
-        z_next = (beta / beta.sum()) @ x
-        step = float(torch.linalg.vector_norm(z_next - z))
-        z = z_next
-        if step <= tol * (1.0 + float(torch.linalg.vector_norm(z))):
-            break
-    return z.to(stack.dtype)
+def _geomedian(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> Aggregate:
+    found = weiszfeld(stack, weights, config.gm_iters)
+    return Aggregate(found.point, None, found)
 
 
 def weighted_average(stack: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -277,7 +238,7 @@ _RULES: dict[str, Rule] = {
     "bulyan": Rule(lambda c: 4 * c.f + 3, _at_least("bulyan", lambda c: 4 * c.f + 3, "n >= 4f + 3"),
                    _bulyan_combine, True),
     "geomedian": Rule(_two_f_plus_1, _at_least("geomedian", _two_f_plus_1, "n > 2f"),
-                      lambda s, w, c: Aggregate(geometric_median(s, w, c.gm_iters, c.gm_eps), None)),
+                      lambda s, w, c: _geomedian(s, w, c)),
 }  # fmt: skip
 
 
@@ -369,10 +330,10 @@ def check_condition(config: RuleConfig, n: int) -> None:
 def aggregate(stack: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> Aggregate:
     """Apply ``config``'s rule to a ``(K, D)`` stack; ``weights`` (e.g. sample counts) are used by
     mean, multi-krum (restricted to the selected rows) and geomedian, ignored by the others."""
-    _check_stack(stack)
+    check_stack(stack)
     n = stack.shape[0]
     check_condition(config, n)
-    _check_weights(weights, n)
+    check_weights(weights, n)
     if not bool(torch.isfinite(stack).all()):
         raise ValueError("stack has non-finite values; reject such updates first")
     return AGGREGATION_RULES[config.name].part.combine(stack, weights, config)

@@ -30,8 +30,10 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for noise in (1.0, 2.0, 4.0):
         accountant = Accountant(PrivacyConfig(0.5, noise, DELTA, PER_ROUND, CLIENTS))
-        print(f"| {noise:g} | {accountant.epsilon(ROUNDS):.2f} | {accountant.epsilon_rdp(ROUNDS):.2f} | "
-              f"{poisson_add_or_remove(noise):.2f} |")
+        print(
+            f"| {noise:g} | {accountant.epsilon(ROUNDS):.2f} | {accountant.epsilon_rdp(ROUNDS):.2f} | "
+            f"{poisson_add_or_remove(noise):.2f} |"
+        )
 
 
 if __name__ == "__main__":
