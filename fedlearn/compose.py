@@ -270,7 +270,7 @@ def loop_options(
         checkpointing = Checkpointing(multi.checkpoint, multi.checkpoint_every, settings, script)
     resume = None
     if multi.resume:
-        expected = Expected(script, settings, resumable(), older_values(), layout or Layout(0))
+        expected = Expected(script, settings, resumable(script), older_values(), layout or Layout(0))
         resume = load_checkpoint(multi.resume, expected)
         done = f"{resume['round']} rounds" if "round" in resume else f"{resume['arrivals']} updates"
         context["resumed from"] = f"{multi.resume} (after {done})"

@@ -45,15 +45,17 @@ class Range:
     high: float
     low_open: bool = False
     high_open: bool = False
+    or_zero: bool = False  # 0 is valid too (it means "off"), below ``low``
 
     def __contains__(self, value: float) -> bool:
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
-        return math.isfinite(value) and above and below
+        return (self.or_zero and value == 0) or (math.isfinite(value) and above and below)
 
     def __str__(self) -> str:
         low, high = (str(end) if isinstance(end, int) else f"{end:g}" for end in (self.low, self.high))
-        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        ends = f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        return f"{ends} or 0" if self.or_zero else ends
 
 
 class Flags:

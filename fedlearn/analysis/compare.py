@@ -25,13 +25,13 @@ from tabulate import tabulate
 from ..core import schema
 from ..core.files import write_atomically
 from ..errors import FedlearnError, OneLineParser, UsageError
-from ..events.console import DRIFT_TITLES
+from ..events.console import DRIFT_TITLES, fixed
 from .benefit import benefit_tables, is_local_only
 from .groups import Group, cost_table, group_runs, group_table
 from .stats import summarize
 
 SCRIPT_TITLES = {"run_baseline": "baseline", "run_federated": "FedAvg", "run_async": None}
-MAX_SECONDS = 1e12  # about 30,000 years: larger times or counts are not from a run (and break matplotlib's axes)
+MAX_SECONDS = 1e300  # whatever finite time a script can write (a rate of 1 bit/s over a long run) is read
 MAX_COUNT = 10**15
 
 
@@ -133,7 +133,7 @@ def _pct(value: float | None) -> str:
 
 
 def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    return "-" if value is None else fixed(value, digits)
 
 
 def _traffic(doc: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..config.status import not_settings, with_older_values
+from ..events.console import fixed
 from .stats import Summary, summarize
 
 
@@ -80,7 +81,7 @@ def show_figure(summary: Summary, scale: float = 1.0, digits: int = 2) -> str:
 
 def _spread(summary: Summary, scale: float, digits: int, signed: bool = False) -> str:
     """``mean ± std [low, high]`` scaled, or the mean alone for one value."""
-    number = lambda value, plus="": f"{value * scale:{plus}.{digits}f}"  # noqa: E731
+    number = lambda value, plus="": fixed(value * scale, digits, plus)  # noqa: E731
     text = number(summary.mean, "+" if signed else "")
     if summary.std is not None:
         text += f" ± {number(summary.std)} [{number(summary.low)}, {number(summary.high)}]"

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .. import app
-from ..config import build_parser
+from ..config import Script, build_parser, from_namespace
 from ..data.partitions import PARTITIONS
 from ..errors import FedlearnError, OneLineParser, UsageError
 from .compare import compare, folder_problem
@@ -124,6 +124,23 @@ def plan_runs(
     return runs
 
 
+def check_runs(runs: list[tuple[str, str, list[str]]]) -> None:
+    """Parse and check every planned run's flags as its script would, before the first one starts: UsageError
+    naming the run on the first bad one (a sweep never stops half-way on a value it could have refused)."""
+    for script, name, argv in runs:
+        parser = build_parser(script)
+
+        def refuse(message: str, name: str = name) -> None:
+            raise UsageError(f"run {name}: {message}")
+
+        parser.error = refuse  # type: ignore[method-assign]  # one line, not argparse's exit
+        args = parser.parse_args(argv)
+        try:
+            from_namespace(args, Script(script))
+        except UsageError as exc:
+            raise UsageError(f"run {name}: {exc}") from None
+
+
 def prepare_out(text: str) -> Path:
     """Create the ``--out`` folder (and its parents); UsageError if it is a file or cannot be made or written."""
     if not text:
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         axes = [parse_axis(text) for text in args.vary]
         seeds = None if args.seeds is None else parse_seeds(args.seeds)
         runs = plan_runs(args.scripts, axes, common, seeds)
+        check_runs(runs)
         out = prepare_out(args.out)
         paths = []
         for i, (script, name, run_argv) in enumerate(runs, start=1):

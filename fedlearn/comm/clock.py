@@ -145,9 +145,9 @@ BANDWIDTHS = Registry.of(
                        help="lognormal sigma of --bandwidth lognormal"),)),
     ],
     flags=(
-        Flag("uplink_mbps", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(0, 1e6),
+        Flag("uplink_mbps", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(1e-6, 1e6, or_zero=True),
              help="client upload rate in Mbit/s (0: no limit)"),
-        Flag("downlink_mbps", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(0, 1e6),
+        Flag("downlink_mbps", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(1e-6, 1e6, or_zero=True),
              help="client download rate in Mbit/s (0: no limit)"),
         Flag("latency", 0.0, float, group="comm", federated=True, older=0.0, valid=Range(0, 1e6),
              help="one-way simulated seconds per message (2 per job)"),

@@ -39,9 +39,10 @@ def not_settings() -> frozenset[str]:
     return frozenset({"seed"} | {flag.name for flag in all_flags() if not flag.setting})
 
 
-def resumable() -> frozenset[str]:
-    """Flags that may differ between a run and its resumption (they do not change the numbers)."""
-    return frozenset(flag.name for flag in all_flags() if flag.resumable)
+def resumable(script: str | None = None) -> frozenset[str]:
+    """Flags that may differ between a run and its resumption (they do not change the numbers), with those
+    ``script`` accepts but never uses (run_federated's ``--epoch``)."""
+    return frozenset(flag.name for flag in all_flags() if flag.resumable or script in flag.unused_by)
 
 
 def older_values() -> dict[str, Any]:

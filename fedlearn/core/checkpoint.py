@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,7 @@ def load_checkpoint(path: str | os.PathLike, expected: Expected) -> dict[str, An
     """Read a checkpoint; check it was made by the same script with the same settings and that every field
     has its type, shape and range (:func:`checkpoint_schema`)."""
     script, args = expected.script, expected.args
+    _check_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -97,6 +99,23 @@ def load_checkpoint(path: str | os.PathLike, expected: Expected) -> dict[str, An
     except SchemaError as exc:
         raise DataError(f"--resume {path}: unusable checkpoint: {exc}") from None
     return state
+
+
+def _check_archive(path: str | os.PathLike) -> None:
+    """A checkpoint is the zip archive ``torch.save`` writes, every entry stored as it is (never compressed), so
+    that reading it takes no more memory than the file's size: a deflated entry (a decompression bomb) or an
+    entry larger than the file is refused before anything is read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries, size = archive.infolist(), os.path.getsize(path)
+    except FileNotFoundError:
+        raise DataError(f"--resume {path}: no such file") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"--resume {path}: not a fedlearn checkpoint ({type(exc).__name__})") from None
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED or entry.file_size > size:
+            raise DataError(f"--resume {path}: not a fedlearn checkpoint (entry {entry.filename!r} is compressed or "
+                            "larger than the file; torch.save stores entries as they are)")  # fmt: skip
 
 
 def checkpoint_schema(script: str, mode: Any, args: Mapping[str, Any], layout: Layout) -> schema.Check:
@@ -154,6 +173,7 @@ def _per_client(clients: int, dim: int) -> schema.Check:
 def _optimizer_state(keys: tuple[str, ...], dim: int) -> schema.Check:
     """The server optimizer's state: none of its tensors (before its first step) or all of them."""
     vector, shape = schema.vector(dim), schema.record({})
+    second_moment = schema.vector(dim, low=0.0)  # an adaptive optimizer's v: a sum of squares
 
     def check(value: Any, where: str) -> None:
         shape(value, where)
@@ -161,7 +181,7 @@ def _optimizer_state(keys: tuple[str, ...], dim: int) -> schema.Check:
         if present and len(present) < len(keys):
             schema.fail(where, f"holds {', '.join(present)} but not {', '.join(k for k in keys if k not in present)}")
         for key in present:
-            vector(value[key], schema.field(where, key))
+            (second_moment if key == "v" else vector)(value[key], schema.field(where, key))
 
     return check
 

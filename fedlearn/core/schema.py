@@ -86,8 +86,8 @@ def one_of(values: Iterable[Any]) -> Check:
     return leaf(f"one of {', '.join(map(str, allowed))}", lambda v: isinstance(v, (str, int)) and v in allowed)
 
 
-def vector(size: int) -> Check:
-    """A dense, finite, floating-point tensor of shape ``(size,)``."""
+def vector(size: int, low: float | None = None) -> Check:
+    """A dense, finite, floating-point tensor of shape ``(size,)`` (with ``low``: no entry below it)."""
     import torch  # here: results files are checked without loading torch
 
     def check(value: Any, where: str) -> None:
@@ -97,6 +97,8 @@ def vector(size: int) -> Check:
             fail(where, f"has shape {tuple(value.shape)}, expected ({size},) for this model")
         if not bool(torch.isfinite(value).all()):
             fail(where, "holds NaN or infinite values")
+        if low is not None and bool((value < low).any()):
+            fail(where, f"holds values below {low:g}")
 
     return check
 

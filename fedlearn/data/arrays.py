@@ -13,7 +13,9 @@ deviation, in float64 (the same bits on every run), per channel for ``(N, C, ...
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +196,40 @@ def forget() -> None:
     _RESOLVED.clear()
 
 
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _declared_sizes(path: str) -> None:
+    """Before any array is read: each one's header (shape and dtype) must fit in what its entry holds, and all of
+    them in half this machine's memory, so that a small compressed file cannot make numpy allocate terabytes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = 0
+            for entry in archive.infolist():
+                with archive.open(entry) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(f, max_header_size=10_000)
+                claimed = math.prod(shape) * dtype.itemsize
+                if claimed > entry.file_size and not dtype.hasobject:  # objects: refused by np.load, unread
+                    raise UsageError(f"{FLAG} {path}: {entry.filename} claims {claimed} bytes but holds "
+                                     f"{entry.file_size}")  # fmt: skip
+                total += entry.file_size
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError):
+        return  # np.load says what is wrong with it
+    if total > memory_bytes() // 2:
+        raise UsageError(f"{FLAG} {path}: its arrays take {total / 2**30:.1f} GiB once read, more than half this "
+                         f"machine's memory ({memory_bytes() / 2**30:.1f} GiB)")  # fmt: skip
+
+
 def _read_npz(path: str) -> Arrays:
+    _declared_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             raw = {name: archive[name] for name in archive.files}

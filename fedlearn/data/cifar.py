@@ -11,8 +11,10 @@ Files whose checksums differ from the published ones (a subset, a test's tiny co
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,10 @@ SAFE_GLOBALS = frozenset({
     ("_codecs", "encode"),
 })  # fmt: skip
 """What an array, a numpy scalar or a Python 2 byte string needs to be rebuilt, and nothing else."""
+MAX_BATCH_BYTES = 40 * 2**20
+"""The largest batch file read: a released batch holds 10,000 x 3,072 bytes (30.7 MB) and a little pickle."""
+MAX_MEMO = 2**16
+"""The largest memo index accepted (a batch uses a few dozen; the unpickler would allocate a memo that large)."""
 
 
 def _torchvision_class() -> type:
@@ -52,19 +58,47 @@ def all_files() -> list[str]:
     return [name for train in (True, False) for name, _ in batch_files(train)]
 
 
+def _plain_dtype(*args: object) -> np.dtype:
+    """``numpy.dtype`` for the integer and boolean types a batch holds; an object, void or string dtype (which
+    could make numpy allocate or call anything) is refused."""
+    dtype = np.dtype(*args)  # type: ignore[call-overload]
+    if dtype.kind not in "iub" or dtype.itemsize > 8:
+        raise pickle.UnpicklingError(f"dtype {dtype} is not allowed in a CIFAR-10 batch")
+    return dtype
+
+
 class _ArraysOnly(pickle.Unpickler):
-    """Rebuilds dicts, lists, strings, numbers and numpy arrays; refuses every other class or function."""
+    """Rebuilds dicts, lists, strings, numbers and integer numpy arrays; refuses every other class or function."""
 
     def find_class(self, module: str, name: str) -> object:
+        if (module, name) == ("numpy", "dtype"):
+            return _plain_dtype
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
 
 
+def _bounded(raw: bytes) -> None:
+    """Walk the pickle's opcodes before unpickling: every length must fit in the file and every memo index stay
+    small, so that nothing the file claims makes the unpickler allocate more than the file holds."""
+    try:
+        opcodes = list(pickletools.genops(io.BytesIO(raw)))
+    except ValueError as exc:  # a length past the end of the file, an unknown opcode, no STOP
+        raise ValueError(f"truncated or not a pickle: {exc}") from None
+    for opcode, arg, position in opcodes:
+        if opcode.name == "FRAME" and arg > len(raw) - position:
+            raise ValueError(f"a frame of {arg} bytes in a file of {len(raw)}")
+        if "PUT" in opcode.name and isinstance(arg, int) and arg >= MAX_MEMO:
+            raise ValueError(f"memo index {arg}")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A batch's ``(n, 3072)`` uint8 rows and ``n`` integer labels (ValueError if it holds anything else)."""
-    with open(path, "rb") as f:
-        entry = _ArraysOnly(f, encoding="latin1").load()
+    if path.stat().st_size > MAX_BATCH_BYTES:
+        raise ValueError(f"{path.stat().st_size} bytes, more than a CIFAR-10 batch holds")
+    raw = path.read_bytes()
+    _bounded(raw)
+    entry = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
         raise ValueError("not a dict with 'data' and 'labels'")
     data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
@@ -72,6 +106,8 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"'data' is {data.dtype} {data.shape}, not uint8 (n, {CHANNELS * SIDE * SIDE})")
     if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
         raise ValueError(f"'labels' is {labels.dtype} {labels.shape}, not a list of integers")
+    if labels.size and (labels.min() < 0 or labels.max() >= 10):
+        raise ValueError(f"labels {labels.min()} to {labels.max()} fall outside 0..9")
     if len(labels) != data.shape[0]:
         raise ValueError(f"{data.shape[0]} images for {len(labels)} labels")
     return data, labels
@@ -82,7 +118,7 @@ def _read_checked(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         return _read_batch(path)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            OverflowError, OSError) as exc:  # fmt: skip
+            OverflowError, OSError, MemoryError, SystemError) as exc:  # fmt: skip  # numpy: SystemError on bad flags
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"CIFAR-10 file {path} is corrupt ({detail}); replace or delete it") from None
 

@@ -276,9 +276,9 @@ def hold_out(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Split every client's samples into its training part and its own test set, stratified: of each label a
     client holds ``n`` samples of, ``round(fraction * n)`` (halves up) drawn at random are held out. Both
-    parts come sorted; UsageError when a client would keep no training sample."""
+    parts come sorted; UsageError when a client would keep no training sample, or hold out none."""
     y = labels.cpu().numpy()
-    train, test = [], []
+    train, test, empty = [], [], []
     for k, part in enumerate(parts):
         shuffled = rng.permutation(part.numpy())
         grouped = shuffled[np.argsort(y[shuffled], kind="stable")]  # by label, random within a label
@@ -289,8 +289,15 @@ def hold_out(
         if held.all():
             raise UsageError(f"--client_test_frac {fraction:g} leaves client {k} ({len(grouped)} samples) with "
                              "no training sample; use a smaller fraction or fewer clients")  # fmt: skip
+        if not held.any():
+            empty.append((k, 0.5 / counts.max()))  # its largest label's share rounds to no sample
         train.append(torch.from_numpy(np.sort(grouped[~held])))
         test.append(torch.from_numpy(np.sort(grouped[held])))
+    if empty:
+        raise UsageError(
+            f"--client_test_frac {fraction:g} holds out no sample of {len(empty)} client(s) (client "
+            f"{empty[0][0]} first); from {max(f for _, f in empty):.3g} on, every client holds one out"
+        )
     return train, test
 
 

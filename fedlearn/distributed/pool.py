@@ -87,6 +87,7 @@ class WorkerPool:
         self.processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self._orders: dict[int, Connection] = {}
         self._failure: list[BaseException] = []
+        self._stopping = threading.Event()
         self._spawning = threading.Thread(target=self._spawn, name="pool-spawn", daemon=True)
         self._spawning.start()  # the fork server's start-up blocks: let this process go on meanwhile
         self.inbox: Inbox | None = None
@@ -96,9 +97,11 @@ class WorkerPool:
         each would import them N times); it has run no torch op, so every child starts with a clean thread pool."""
         try:
             context = torch.multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["fedlearn.app"])
+            context.set_forkserver_preload(["fedlearn.distributed.forkserver_signals", "fedlearn.app"])
             world = self.spec.workers + 1
             for rank in range(1, world):
+                if self._stopping.is_set():  # kill() came while spawning: start no more
+                    return
                 ours, theirs = context.Pipe()
                 process = context.Process(target=_worker_main, args=(rank, world, self._store.port, self.spec, theirs),
                                           name=f"fedlearn-worker-{rank}", daemon=True)  # fmt: skip
@@ -162,13 +165,15 @@ class WorkerPool:
 
     def kill(self) -> None:
         """End the workers now (the run failed or was interrupted), then leave the group."""
+        self._stopping.set()
         self._spawning.join()
         if self.inbox is not None:
             self.inbox.close()
-        for process in self.processes.values():
+        processes = list(self.processes.values())
+        for process in processes:
             if process.is_alive():
                 process.kill()
-        for process in self.processes.values():
+        for process in processes:
             process.join(5.0)
         if self.inbox is not None:
             self.inbox.join(5.0)  # every link is closed now: no listening thread stays inside a receive

@@ -49,7 +49,7 @@ PROCESSES = FlagSet(
               "scripts; the numbers equal --workers 1's; run_baseline trains in one process)", older=1),
         _flag("threads_per_worker", None, int, "torch threads of each process, workers and server (default: the "
               "workers share the cores, the server keeps torch's default); the numbers are the same for any --workers "
-              "at one value", count=True, older=None, headline=False),
+              "at one value", count=True, valid=Range(1, 1024), older=None, headline=False),
         _flag("timeout", 300.0, float, "seconds any wait for another process may last", setting=False,
               valid=Range(0, 1e6, low_open=True), headline=False),
         _flag("checkpoint", None, str, "save the server's state here (atomically)", metavar="PATH", setting=False),

@@ -3,6 +3,7 @@ table after it; the :class:`Console` listener prints them."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -91,6 +92,8 @@ def results_table(final: dict[str, Any], step_name: str | None) -> str:
         rows.append(["Unexpected updates (ignored)", _show(final["unexpected_updates"])])
     if step_name is not None:
         rows.append([step_name, _show(final["steps"])])
+    if final.get("diverged"):
+        rows.append(["Diverged", f"at step {final['diverged']['step']}: {final['diverged']['why']}"])
     return "Results\n" + tabulate(rows, headers=["Metric", "Value"], tablefmt=TABLE_FORMAT, disable_numparse=True)
 
 
@@ -168,8 +171,13 @@ def _breakdown(seconds: dict[str, float]) -> str:
     return " / ".join(f"{seconds[name]:.1f}" for name in ("training", "aggregation", "evaluation", "other"))
 
 
+def fixed(value: float, digits: int, sign: str = "") -> str:
+    """``value`` with ``digits`` decimals, or in scientific notation from 1e12 on (a time a slow link makes)."""
+    return f"{value:{sign}.{digits}f}" if abs(value) < 1e12 else f"{value:{sign}.{digits + 2}e}"
+
+
 def _fmt(value: float | None, scale: float, digits: int) -> str:
-    return NOT_APPLICABLE if value is None else f"{value * scale:.{digits}f}"
+    return NOT_APPLICABLE if value is None else fixed(value * scale, digits)
 
 
 def _show(value: Any) -> str:
@@ -192,3 +200,10 @@ class Console(Listener):
 
     def on_end(self, document: dict[str, Any]) -> None:
         print(results_table(document["final"], STEP_NAMES.get(document["script"])), flush=True)
+        if document["final"].get("diverged"):
+            diverged = document["final"]["diverged"]
+            print(
+                f"{document['script']}.py: warning: diverged at step {diverged['step']}: {diverged['why']}",
+                file=sys.stderr,
+                flush=True,
+            )

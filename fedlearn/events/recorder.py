@@ -3,6 +3,7 @@ history entry is made, and its listeners told."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -118,6 +119,7 @@ class RunRecorder:
             "steps": last["step"],
             "time_breakdown_s": self._breakdown(wall),
             "target_accuracy": self.target_accuracy,
+            "diverged": divergence(self.history),
             **_client_summary(last.get("client_accuracy")),
             **_client_summary(last.get("personal_client_accuracy"), "personal_client_accuracy"),
             "time_to_target": None
@@ -136,6 +138,20 @@ class RunRecorder:
                 if key in self.reached
             },
         }
+
+
+def divergence(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first evaluation whose test loss or simulated time is not finite (its ``step`` and ``why``), or None: a
+    run that diverged says so instead of leaving a silent null in its figures."""
+    for entry in history:
+        loss, clock = entry["test_loss"], entry["sim_time"]
+        if loss is None or not math.isfinite(loss):
+            return {"step": entry["step"], "why": f"the test loss became {loss if loss is not None else 'nan'} (the "
+                    "model's outputs are no longer finite: try a smaller --init_lr or --server_lr)"}  # fmt: skip
+        if clock is not None and not math.isfinite(clock):
+            return {"step": entry["step"], "why": f"the simulated time became {clock} (a rate too small to send or "
+                    "train in finite time)"}  # fmt: skip
+    return None
 
 
 def _client_summary(accuracies: list[float | None] | None, key: str = "client_accuracy") -> dict[str, Any]:

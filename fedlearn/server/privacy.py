@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..core import seeding
@@ -126,6 +127,10 @@ class GaussianSum:
 
 ACCOUNTANT = "tight: dp-accounting PLD of the dominating pair; RDP bound beside it"
 """What ``final.dp_accountant`` says: ``dp_epsilon`` is the tight figure (runs before it reported the RDP bound)."""
+TIGHT_CAP = 100.0
+"""Above this RDP bound the tight figure is not computed and ``dp_epsilon`` is the RDP bound: such an epsilon promises
+no privacy either way, and the PLD's grid grows with epsilon (at z = 0.001 one round would need 30 GiB)."""
+ACCOUNTANT_CAPPED = f"RDP bound: above {TIGHT_CAP:g} the tight PLD is not computed (no privacy either way)"
 PLD_DISCRETIZATION = 1e-3
 """The privacy-loss discretization of the tight accountant (its estimate stays pessimistic; at 1e-3 epsilon agrees
 with 1e-4 to 5 digits, ten times faster)."""
@@ -145,16 +150,28 @@ class Accountant:
         self._composed: dict[int, float] = {}
         if config.noise > 0:  # without noise there is no privacy to account for (epsilon is infinite)
             accountant = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
-            accountant.compose(one_round_event(config))
+            with np.errstate(divide="ignore", over="ignore"):  # a vanishing z: infinite RDP, said as inf
+                accountant.compose(one_round_event(config))
             self.orders, self.one_round = accountant.orders, accountant.rdp
-            self.pld = dominating_pair(config)
+
+    def is_tight(self, rounds: int) -> bool:
+        """Whether :meth:`epsilon` is the tight figure after ``rounds`` rounds (else the RDP bound, above
+        :data:`TIGHT_CAP`, or infinite without noise)."""
+        return self.one_round is not None and self.epsilon_rdp(rounds) <= TIGHT_CAP
+
+    def method(self, rounds: int) -> str:
+        """What ``final.dp_accountant`` says of :meth:`epsilon` after ``rounds`` rounds."""
+        return ACCOUNTANT if self.is_tight(rounds) or self.one_round is None else ACCOUNTANT_CAPPED
 
     def epsilon(self, rounds: int) -> float:
-        """The tight privacy loss after ``rounds`` rounds at the configured delta (inf without noise)."""
+        """The tight privacy loss after ``rounds`` rounds at the configured delta (inf without noise; the RDP bound
+        where that is above :data:`TIGHT_CAP`)."""
         if rounds == 0:
             return 0.0
+        if not self.is_tight(rounds):
+            return self.epsilon_rdp(rounds)
         if self.pld is None:
-            return float("inf")
+            self.pld = dominating_pair(self.config)
         if rounds not in self._composed:
             self._composed[rounds] = float(self.pld.self_compose(rounds).get_epsilon_for_delta(self.config.delta))
         return self._composed[rounds]
@@ -165,7 +182,8 @@ class Accountant:
             return 0.0
         if self.one_round is None:
             return float("inf")
-        return float(self._compute_epsilon(self.orders, rounds * self.one_round, self.config.delta)[0])
+        with np.errstate(over="ignore", invalid="ignore"):
+            return float(self._compute_epsilon(self.orders, rounds * self.one_round, self.config.delta)[0])
 
 
 def dominating_pair(config: PrivacyConfig) -> Any:

@@ -205,8 +205,8 @@ SERVER_STEPS = Registry.of(
                      valid=Range(0, 1, high_open=True), headline=False),
         _server_flag("server_b2", D.b2, "adam/yogi second moment decay (Reddi et al.)",
                      valid=Range(0, 1, high_open=True), headline=False),
-        _server_flag("server_tau", D.tau, "adaptivity tau (Reddi et al.'s experiments: 1e-3)",
-                     valid=Range(0, 1e9, low_open=True), headline=False),
+        _server_flag("server_tau", D.tau, "adaptivity tau (Reddi et al.'s experiments: 1e-3; from 1e-12, "
+                     "so that tau^2 stays a float32)", valid=Range(1e-12, 1e9), headline=False),
     ),
     off="sgd",
     scripts=FEDERATED_SCRIPTS,
