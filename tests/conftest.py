@@ -135,6 +135,15 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def run_torchrun(script: str, *args: str, nproc: int = 3) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node NPROC SCRIPT --distributed ARGS`` as the README shows."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), script,
+         "--distributed", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+
+
 def run_script(
     script: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, run_torchrun
 from fedlearn.comm.codecs import QSGD, TopK
 
 TINY = [
@@ -39,11 +39,7 @@ pytestmark = pytest.mark.slow  # every test here starts processes
 
 def torchrun(script, data_dir, out, *extra, nproc=3):
     """``torchrun --standalone --nproc-per-node 3 SCRIPT --distributed ...`` as the README shows."""
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), script,
-         "--distributed", "--data_dir", str(data_dir), "--save", str(out), *TINY, *extra],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    return run_torchrun(script, "--data_dir", str(data_dir), "--save", str(out), *TINY, *extra, nproc=nproc)
 
 
 def free_port():

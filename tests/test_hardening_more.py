@@ -248,3 +248,10 @@ def test_a_test_share_that_holds_out_nothing_is_refused(tiny_data_dir, capsys):
     argv = ["--data_dir", str(tiny_data_dir), *TINY, "--client_test_frac", "0.001"]
     code, err = call("run_federated", argv, capsys)
     assert code == 2 and len(err) == 1 and "--client_test_frac 0.001 holds out no sample" in err[0], err
+
+
+def test_a_sweep_may_log_into_its_own_out_folder(tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "S" / "runs"
+    common = ["--data_dir", str(tiny_data_dir), *TINY, *FLAGS, "--log", f"csv:{out}/metrics.csv"]
+    assert sweep.main(["--out", str(out), "--scripts", "run_federated", "--", *common]) == 0
+    assert (out / "metrics.csv").is_file() and (out / "federated.json").is_file()

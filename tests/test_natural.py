@@ -3,8 +3,6 @@ and on the real archive when it is there), LEAF's JSON files, Synthetic(alpha, b
 
 import io
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_script
+from conftest import REPO, run_script, run_torchrun
 from fedlearn.app import main
 from fedlearn.data import load_dataset, shakespeare, synthetic
 from fedlearn.data.leaf import read_femnist, read_shakespeare
@@ -157,6 +155,10 @@ def test_text_models_end_to_end(tmp_path, monkeypatch, script, model, capsys):
     assert doc["final"]["client_accuracy"]["clients"] == 2 and 0 <= doc["final"]["test_accuracy"] <= 1
 
 
+SMALL_GRU = ["--model", "gru-small", "--global_epoch", "2", "--local_epoch", "1", "--batch_size", "32", "--init_lr",
+             "1e-2", "--no_progress"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -170,25 +172,7 @@ def test_text_models_end_to_end(tmp_path, monkeypatch, script, model, capsys):
 def test_text_runs_through_the_servers_parts(tmp_path, monkeypatch, extra, capsys):
     data_dir = archive(tmp_path, monkeypatch)
     out = tmp_path / "r.json"
-    argv = [
-        "--data_dir",
-        str(data_dir),
-        "--dataset",
-        "shakespeare",
-        "--model",
-        "gru-small",
-        "--global_epoch",
-        "2",
-        "--local_epoch",
-        "1",
-        "--batch_size",
-        "32",
-        "--init_lr",
-        "1e-2",
-        "--no_progress",
-        "--save",
-        str(out),
-    ]
+    argv = ["--data_dir", str(data_dir), "--dataset", "shakespeare", *SMALL_GRU, "--save", str(out)]
     assert main("run_federated", [*argv, *extra]) == 0, capsys.readouterr().err
     assert json.loads(out.read_text())["final"]["client_updates"] >= 2
 
@@ -228,31 +212,9 @@ def test_text_runs_with_workers_and_resumed_equal_the_simulation(tmp_path, monke
 def test_text_runs_over_torchrun_equal_the_simulation(tmp_path):
     train, test, names = shakespeare.build(iter([("testing", PLAY), ("other", PLAY.replace("Kent", "Edgar"))]))
     write_leaf_shakespeare(tmp_path / "shakespeare", train, test, names)
-    argv = [
-        "--data_dir",
-        str(tmp_path),
-        "--dataset",
-        "leaf-shakespeare",
-        "--model",
-        "gru-small",
-        "--global_epoch",
-        "2",
-        "--local_epoch",
-        "1",
-        "--batch_size",
-        "32",
-        "--init_lr",
-        "1e-2",
-        "--no_progress",
-        "--timeout",
-        "60",
-    ]
+    argv = ["--data_dir", str(tmp_path), "--dataset", "leaf-shakespeare", *SMALL_GRU, "--timeout", "60"]
     assert run_script("run_federated.py", *argv, "--save", str(tmp_path / "sim.json")).returncode == 0
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "run_federated.py",
-         "--distributed", *argv, "--save", str(tmp_path / "dist.json")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    proc = run_torchrun("run_federated.py", *argv, "--save", str(tmp_path / "dist.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert figures(tmp_path / "dist.json") == figures(tmp_path / "sim.json")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fedlearn
-from conftest import REPO, run_script, synthetic_digits
+from conftest import REPO, run_script, run_torchrun, synthetic_digits
 from fedlearn.app import main
 from fedlearn.core.training import ClientTests
 from fedlearn.data import DATASETS, arrays
@@ -307,11 +307,7 @@ def test_distributed_equals_the_simulation_with_a_user_model(files, tmp_path):
     argv = ["--dataset", str(files / "tab.npz"), "--model", f"{files / 'usermodels.py'}:mlp", *FAST, "--timeout",
             "60"]  # fmt: skip
     assert run_script("run_federated.py", *argv, "--save", str(tmp_path / "sim.json")).returncode == 0
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", "run_federated.py",
-         "--distributed", *argv, "--save", str(tmp_path / "dist.json")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    proc = run_torchrun("run_federated.py", *argv, "--save", str(tmp_path / "dist.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     sim, dist = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("sim", "dist"))
     assert [e["test_loss"] for e in dist["history"]] == [e["test_loss"] for e in sim["history"]]

@@ -95,6 +95,8 @@ def run_label(doc: dict[str, Any]) -> str:
     """Short name of the method a run used: baseline, FedAvg, FedAsync, FedBuff (+ FedProx, + SCAFFOLD or
     FedNova, + server optimizer and its learning rate unless plain SGD at 1)."""
     args = doc["args"]
+    if args.get("local_only"):
+        return "each client alone"
     title = SCRIPT_TITLES.get(doc["script"]) or {"fedasync": "FedAsync", "fedbuff": "FedBuff"}.get(
         args.get("algorithm", ""), doc["script"]
     )
@@ -109,7 +111,8 @@ def run_label(doc: dict[str, Any]) -> str:
 
 
 def _cost_label(doc: dict[str, Any]) -> str:
-    """`` + top-k 1 % EF``, `` + QSGD 16``, `` + DP z 1``: what a run paid for its traffic and privacy."""
+    """`` + top-k 1 % EF``, `` + QSGD 16``, `` + DP z 1``, `` + 50% stragglers (drop)``: what a run paid for its
+    traffic and privacy, and the work its clients could not do."""
     args, text = doc["args"], ""
     if doc["script"] == "run_baseline":
         return text
@@ -119,6 +122,10 @@ def _cost_label(doc: dict[str, Any]) -> str:
         text += f" + QSGD {args['qsgd_levels']}"
     if args.get("dp_clip") is not None:
         text += f" + DP z {args['dp_noise']:g}"
+    if args.get("personalize", "none") != "none":
+        text += f" + {args['personalize']}"
+    if doc["script"] == "run_federated" and args.get("round_stragglers"):
+        text += f" + {args['round_stragglers']:.0%} stragglers ({args.get('straggler_work', 'drop')})"
     return text
 
 

@@ -141,6 +141,11 @@ def check_runs(runs: list[tuple[str, str, list[str]]]) -> None:
             raise UsageError(f"run {name}: {exc}") from None
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    return [folder for folder in (path, *path.parents) if not folder.exists()]
+
+
 def prepare_out(text: str) -> Path:
     """Create the ``--out`` folder (and its parents); UsageError if it is a file or cannot be made or written."""
     if not text:
@@ -180,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         axes = [parse_axis(text) for text in args.vary]
         seeds = None if args.seeds is None else parse_seeds(args.seeds)
         runs = plan_runs(args.scripts, axes, common, seeds)
-        check_runs(runs)
-        out = prepare_out(args.out)
+        made = _missing_folders(Path(args.out)) if args.out else []
+        out = prepare_out(args.out)  # first: a run's --log or --checkpoint may point into it
+        try:
+            check_runs(runs)
+        except UsageError:
+            for folder in made:  # nothing is left behind (rmdir: only the empty folders made here)
+                folder.rmdir()
+            raise
         paths = []
         for i, (script, name, run_argv) in enumerate(runs, start=1):
             path = out / f"{name}.json"
