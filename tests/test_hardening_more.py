@@ -255,3 +255,19 @@ def test_a_sweep_may_log_into_its_own_out_folder(tiny_data_dir, tmp_path, capsys
     common = ["--data_dir", str(tiny_data_dir), *TINY, *FLAGS, "--log", f"csv:{out}/metrics.csv"]
     assert sweep.main(["--out", str(out), "--scripts", "run_federated", "--", *common]) == 0
     assert (out / "metrics.csv").is_file() and (out / "federated.json").is_file()
+
+
+def test_labels_past_int64_are_refused_without_a_warning(tmp_path):
+    import warnings
+
+    from fedlearn.data.cifar import _read_checked
+    from fedlearn.errors import DataError
+
+    folder = write_cifar(tmp_path, n_train=50, n_test=10)
+    (folder / "test_batch").write_bytes(
+        pickle.dumps({"data": np.zeros((10, 3072), np.uint8), "labels": [2**64 - 1] * 10})
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RuntimeWarning would fail here
+        with pytest.raises(DataError, match="labels 18446744073709551615 to 18446744073709551615 fall outside 0..9"):
+            _read_checked(folder / "test_batch")

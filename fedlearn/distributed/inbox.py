@@ -13,6 +13,8 @@ from ..core.training import TrainStats
 from . import wire
 from .cluster import Placement, first_line
 
+SILENT = "silent past --timeout"  # a loss's reason when a wait timed out (gloo then closes every link)
+
 
 @dataclass(frozen=True)
 class Lost:
@@ -162,7 +164,7 @@ def loss_reason(exc: BaseException) -> str:
     """Why a worker's link failed, in a few words."""
     text = first_line(exc)
     if "timeout" in text.lower() or "timed out" in text.lower():
-        return "silent past --timeout"
+        return SILENT
     if isinstance(exc, wire.ProtocolError):
         return f"protocol error: {text}"
     return "link closed (process gone?)"

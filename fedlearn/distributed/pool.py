@@ -18,9 +18,11 @@ import multiprocessing.process
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 
 import torch
@@ -33,7 +35,8 @@ from ..core.runtime import make_deterministic
 from ..loops.rounds import RoundExecutor, RoundTask
 from . import wire
 from .cluster import Placement, WorkerLost, first_line, leave_process_group
-from .inbox import Inbox, Job, Lost, loss_reason, protocol_violation, stop_workers, to_client_update
+from .handover import Orders, take
+from .inbox import SILENT, Inbox, Job, Lost, loss_reason, protocol_violation, stop_workers, to_client_update
 from .worker import serve_clients
 
 ClientFactory = Callable[[], tuple[LocalTrainer, ClientSpeeds]]
@@ -57,7 +60,7 @@ def _worker_main(rank: int, world: int, port: int, spec: PoolSpec, orders: Conne
     try:
         torch.set_num_threads(spec.threads)
         make_deterministic()
-        build: ClientFactory = orders.recv()  # the data it closes over arrive as shared memory
+        build: ClientFactory = take(orders)  # the data it closes over arrive as shared memory
         orders.close()
         timeout = timedelta(seconds=spec.timeout_s)
         store = dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout)
@@ -67,7 +70,8 @@ def _worker_main(rank: int, world: int, port: int, spec: PoolSpec, orders: Conne
     except EOFError:  # the server ended before handing over the clients: nothing to report
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - one line, no traceback; the server reports the loss
-        print(f"fedlearn worker {rank}: {first_line(exc)}", file=sys.stderr, flush=True)
+        if "closed by peer" not in str(exc):  # else the server closed the link (it gave up): it names whom to blame
+            print(f"fedlearn worker {rank}: {first_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(1)
     finally:
         leave_process_group()
@@ -117,11 +121,12 @@ class WorkerPool:
         self._spawning.join()
         if self._failure:
             raise WorkerLost(f"--workers: the worker processes could not start: {first_line(self._failure[0])}")
+        handed = Orders.of(build)
         for rank, orders in self._orders.items():
             try:
-                orders.send(build)
-            except OSError:
-                raise WorkerLost(f"--workers: {self.describe(rank, 'it stopped')} while starting") from None
+                handed.send(orders, partial(self._await, rank))
+            except (OSError, EOFError):  # it is gone
+                raise WorkerLost(f"--workers: {self.describe(rank, 'closed its link')} while starting") from None
             orders.close()
         self._join()
         dim = sum(p.numel() for p in trainer.params)
@@ -141,14 +146,28 @@ class WorkerPool:
 
         joining = threading.Thread(target=join, name="pool-join", daemon=True)
         joining.start()
-        sentinels = [p.sentinel for p in self.processes.values()]
         while joining.is_alive():
-            multiprocessing.connection.wait(sentinels, timeout=0.1)
-            for rank, process in self.processes.items():
-                if process.exitcode is not None:
-                    raise WorkerLost(f"--workers: {self.describe(rank, 'it stopped')} while starting")
+            multiprocessing.connection.wait(self._sentinels(), timeout=0.1)
+            self._check_started()
         if failure:
             raise WorkerLost(f"--workers: the workers did not join: {first_line(failure[0])}")
+
+    def _await(self, rank: int, link: Connection) -> None:
+        """Wait up to --timeout for worker ``rank`` to answer on ``link``; one that dies meanwhile ends the wait."""
+        answered = multiprocessing.connection.wait([link, *self._sentinels()], self.spec.timeout_s)
+        self._check_started()
+        if not answered:
+            raise WorkerLost(f"--workers: {self.describe(rank, self.silent())} while starting")
+
+    def _sentinels(self) -> list[int]:
+        """What becomes ready when a worker ends."""
+        return [process.sentinel for process in self.processes.values()]
+
+    def _check_started(self) -> None:
+        """Raise if a worker has ended while starting."""
+        for rank, process in self.processes.items():
+            if process.exitcode is not None:
+                raise WorkerLost(f"--workers: {self.describe(rank, 'stopped')} while starting")
 
     def describe(self, rank: int, reason: str) -> str:
         """Which worker, and what became of it (its exit status when it is gone, else ``reason``)."""
@@ -162,6 +181,10 @@ class WorkerPool:
         else:
             what = f"exited with status {code}"
         return f"worker {rank} of {len(self.processes)} (pid {process.pid}) {what}"
+
+    def silent(self) -> str:
+        """What became of a worker that stopped answering."""
+        return f"did not answer within --timeout {self.spec.timeout_s:g} s"
 
     def kill(self) -> None:
         """End the workers now (the run failed or was interrupted), then leave the group."""
@@ -212,6 +235,7 @@ class PoolJobs:
         self._jobs: dict[tuple[int, int], tuple[Job, wire.Sending]] = {}  # sent, by (key, client)
         self._done: dict[tuple[int, int], ClientUpdate] = {}
         self._load = dict.fromkeys(pool.processes, 0)
+        self._owing_since = dict.fromkeys(pool.processes, 0.0)  # since when a worker with jobs owes an answer
         self.trained = dict.fromkeys(pool.processes, 0)  # updates received from each worker
 
     def summary(self) -> dict[str, list[int]]:
@@ -232,10 +256,8 @@ class PoolJobs:
 
     def _receive(self, where: str) -> None:
         event = self.pool.inbox.get(self.pool.spec.timeout_s)
-        if event is None:
-            raise WorkerLost(f"--workers: no update for {self.pool.spec.timeout_s:g} s (--timeout) {where}")
-        if isinstance(event, Lost):
-            raise _stopped(self.pool.describe(event.rank, event.reason), where)
+        if event is None or isinstance(event, Lost):
+            raise self._lost(event, where)
         job, sending = self._jobs.pop((event.job_key, event.client), (None, None))
         reason = protocol_violation(event, job, self.trainer)
         if reason is not None:
@@ -246,6 +268,7 @@ class PoolJobs:
             event, self.trainer.num_samples(job.client), self.dim, self.with_control
         )
         self._load[job.rank] -= 1
+        self._owing_since[job.rank] = time.monotonic()  # its next answer, if it has jobs, is owed from now
         self.trained[job.rank] += 1
         self._send_what_fits(where)
 
@@ -264,9 +287,24 @@ class PoolJobs:
         try:
             sending = wire.send_task(rank, job.key, job.version, [job.client], job.weights)
         except Exception as exc:  # noqa: BLE001 - the link is gone
-            raise _stopped(self.pool.describe(rank, loss_reason(exc)), where) from None
+            raise self._lost(Lost(rank, loss_reason(exc)), where) from None
         self._jobs[(job.key, job.client)] = (Job(rank, job.client, job.key, job.version), sending)
+        if not self._load[rank]:
+            self._owing_since[rank] = time.monotonic()
         self._load[rank] += 1
+
+    def _lost(self, event: Lost | None, where: str) -> WorkerLost:
+        """The run stops: a worker is lost (``event``), or no update came within --timeout (None). A timeout closes
+        every link (gloo), so the loss reported first may be any worker's: the one that has owed an answer the
+        longest is named."""
+        rank, reason = (event.rank, event.reason) if event is not None else (None, SILENT)
+        if reason == SILENT:
+            owing = [r for r, load in self._load.items() if load]
+            rank = min(owing, key=self._owing_since.__getitem__, default=rank)
+            reason = self.pool.silent()
+        if rank is None:  # no worker owes an answer: cannot be, while an update is awaited
+            return WorkerLost(f"--workers: no update for {self.pool.spec.timeout_s:g} s (--timeout) {where}")
+        return _stopped(self.pool.describe(rank, reason), where)
 
 
 def _stopped(what: str, where: str) -> WorkerLost:
