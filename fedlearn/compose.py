@@ -115,8 +115,10 @@ def make_partition(cfg: RunConfig, data: Dataset, context: dict[str, Any]) -> Cl
     """The clients' data as ``--partition`` asks, with their test sets held out if asked; notes it in ``context``."""
     rng = seeding.numpy_rng(cfg.training.seed, seeding.PARTITION)
     federation = cfg.federation
-    partition = ClientPartition.create(federation.partition, data.train_y, federation.num_clients, rng,
-                                       data.num_classes, data.train_clients, cfg.flags)  # fmt: skip
+    partition = ClientPartition.create(
+        federation.partition, data.train_y, federation.num_clients, rng,
+        num_classes=data.num_classes, clients=data.train_clients, flags=cfg.flags,
+    )  # fmt: skip
     fraction = federation.client_test_frac
     if fraction > 0:
         partition = partition.holding_out(

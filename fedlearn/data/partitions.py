@@ -314,19 +314,12 @@ class ClientPartition:
 
     @classmethod
     def create(
-        cls,
-        spec: PartitionSpec,
-        labels: torch.Tensor,
-        num_clients: int,
-        rng: np.random.Generator,
-        num_classes: int = 10,
-        clients: torch.Tensor | None = None,
-        flags: Mapping[str, Any] | None = None,
+        cls, spec: PartitionSpec, labels: torch.Tensor, num_clients: int, rng: np.random.Generator, **options: Any
     ) -> ClientPartition:
-        """Draw the partition ``spec`` asks for and measure it (``clients``: each sample's client id, if the data
-        come with their clients)."""
-        parts = make_partition(spec, labels, num_clients, rng, num_classes, clients, flags)
-        histograms = label_histograms(parts, labels, num_classes)
+        """Draw the partition ``spec`` asks for and measure it (``options``: :func:`make_partition`'s
+        ``num_classes``, ``clients``, ``flags``)."""
+        parts = make_partition(spec, labels, num_clients, rng, **options)
+        histograms = label_histograms(parts, labels, options.get("num_classes", 10))
         return cls(spec, parts, histograms, label_skew(histograms))
 
     def holding_out(self, fraction: float, labels: torch.Tensor, rng: np.random.Generator) -> ClientPartition:
