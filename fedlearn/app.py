@@ -42,7 +42,7 @@ from .models import MODELS
 from .models import user as user_model
 from .server.asynchronous import AsyncServer
 from .server.pipeline import ServerPipeline
-from .server.privacy import Accountant
+from .server.privacy import accountant_used
 from .server.scaffold import ServerControl
 from .server.synchronous import SyncServer
 
@@ -230,8 +230,9 @@ def _federated(
             final["unexpected_updates"] = rounds.unexpected
         if dp is not None:
             last = recorder.history[-1]
-            final.update(dp_epsilon=last["dp_epsilon"], dp_epsilon_rdp=last["dp_epsilon_rdp"], dp_delta=dp.delta,
-                         privacy=dp.describe(), dp_accountant=Accountant(dp).method(last["step"]))  # fmt: skip
+            rdp = last["dp_epsilon_rdp"]
+            final.update(dp_epsilon=last["dp_epsilon"], dp_epsilon_rdp=rdp, dp_delta=dp.delta,
+                         privacy=dp.describe(), dp_accountant=accountant_used(dp.noise, rdp))  # fmt: skip
         return Outcome(recorder, final=final, document={"clients": clients.summary})
 
     return Prepared(train, options)

@@ -127,8 +127,9 @@ def plan_runs(
 def check_runs(runs: list[tuple[str, str, list[str]]]) -> None:
     """Parse and check every planned run's flags as its script would, before the first one starts: UsageError
     naming the run on the first bad one (a sweep never stops half-way on a value it could have refused)."""
+    parsers = {script: build_parser(script) for script in {script for script, _, _ in runs}}
     for script, name, argv in runs:
-        parser = build_parser(script)
+        parser = parsers[script]
 
         def refuse(message: str, name: str = name) -> None:
             raise UsageError(f"run {name}: {message}")

@@ -86,15 +86,6 @@ def _weiszfeld_step(x: torch.Tensor, w: torch.Tensor, z: torch.Tensor) -> torch.
     return (1 - share) * t + share * z
 
 
-def geometric_median(
-    stack: torch.Tensor,
-    weights: torch.Tensor,
-    iters: int = 100,
-    eps: float = 1e-6,
-    *,
-    tol: float = GM_TOL,
-) -> torch.Tensor:
-    """Weighted geometric median (:func:`weiszfeld`'s point; ``eps`` is kept for callers and must be positive)."""
-    if not eps > 0:
-        raise ValueError(f"need eps > 0 (eps={eps})")
+def geometric_median(stack: torch.Tensor, weights: torch.Tensor, iters: int = 100, tol: float = GM_TOL) -> torch.Tensor:
+    """Weighted geometric median: :func:`weiszfeld`'s point."""
     return weiszfeld(stack, weights, iters, tol).point

@@ -159,10 +159,6 @@ class Accountant:
         :data:`TIGHT_CAP`, or infinite without noise)."""
         return self.one_round is not None and self.epsilon_rdp(rounds) <= TIGHT_CAP
 
-    def method(self, rounds: int) -> str:
-        """What ``final.dp_accountant`` says of :meth:`epsilon` after ``rounds`` rounds."""
-        return ACCOUNTANT if self.is_tight(rounds) or self.one_round is None else ACCOUNTANT_CAPPED
-
     def epsilon(self, rounds: int) -> float:
         """The tight privacy loss after ``rounds`` rounds at the configured delta (inf without noise; the RDP bound
         where that is above :data:`TIGHT_CAP`)."""
@@ -184,6 +180,12 @@ class Accountant:
             return float("inf")
         with np.errstate(over="ignore", invalid="ignore"):
             return float(self._compute_epsilon(self.orders, rounds * self.one_round, self.config.delta)[0])
+
+
+def accountant_used(noise: float, rdp_bound: float) -> str:
+    """What ``final.dp_accountant`` says of ``dp_epsilon``, from the noise multiplier and the RDP bound reached
+    (:meth:`Accountant.is_tight`'s rule: without noise, epsilon is infinite either way)."""
+    return ACCOUNTANT if noise == 0 or rdp_bound <= TIGHT_CAP else ACCOUNTANT_CAPPED
 
 
 def dominating_pair(config: PrivacyConfig) -> Any:

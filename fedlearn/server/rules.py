@@ -23,7 +23,9 @@ from .geomedian import Weiszfeld, check_stack, check_weights, weiszfeld
 @dataclass(frozen=True)
 class RuleConfig:
     """A rule and its parameters: ``f`` tolerated Byzantine rows, ``trim`` values dropped per side
-    (default ``f``), Multi-Krum's ``multikrum_m`` (default ``n - f``), Weiszfeld's iterations and smoothing."""
+    (default ``f``), Multi-Krum's ``multikrum_m`` (default ``n - f``), the geometric median's Weiszfeld
+    iterations (``gm_eps`` is no longer used, the exact step on a data point replaced the smoothing; kept so that
+    existing configurations still build)."""
 
     name: str = "mean"
     f: int = 0
@@ -238,7 +240,7 @@ _RULES: dict[str, Rule] = {
     "bulyan": Rule(lambda c: 4 * c.f + 3, _at_least("bulyan", lambda c: 4 * c.f + 3, "n >= 4f + 3"),
                    _bulyan_combine, True),
     "geomedian": Rule(_two_f_plus_1, _at_least("geomedian", _two_f_plus_1, "n > 2f"),
-                      lambda s, w, c: _geomedian(s, w, c)),
+                      _geomedian),
 }  # fmt: skip
 
 
